@@ -1,0 +1,98 @@
+"""Wiring: settings → storage → services → routes. The only module that knows all three layers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from fhirauth.auth.authenticate import Authenticator
+from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.auth.policies import AccessControl
+from fhirauth.clock import Clock, system_clock
+from fhirauth.http import errors, health, rest
+from fhirauth.keyfile import master_secrets, root_secret
+from fhirauth.resources.bundles import BundleProcessor
+from fhirauth.resources.schemas import SchemaRegistry
+from fhirauth.resources.secrets import SecretFields
+from fhirauth.resources.service import ResourceService
+from fhirauth.secretbox import SecretBox
+from fhirauth.seeding import seed_files
+from fhirauth.services import Services
+from fhirauth.settings import Settings
+from fhirauth.storage.backends import open_storage
+from fhirauth.storage.base import Index, Storage
+
+log = logging.getLogger("fhirauth")
+
+SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+INDEXES = (
+    Index("User", "email"),
+    Index("User", "userName"),
+    Index("Session", "access_token"),
+    Index("Session", "refresh_token"),
+    Index("Session", "authorization_code"),
+    Index("Registration", "token"),
+    Index("Grant", "user.id"),
+)
+
+
+def schemas_dir() -> Path:
+    packaged = Path(__file__).resolve().parent / "schemas"
+    return packaged if packaged.is_dir() else SCHEMAS_DIR
+
+
+def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
+    box = SecretBox(master_secrets(settings))
+    passwords = PasswordHasher()
+    resources = ResourceService(
+        storage,
+        SchemaRegistry.from_directory(schemas_dir()),
+        SecretFields(passwords, box),
+        clock,
+        base_url=settings.base_url.rstrip("/"),
+    )
+    clients = ClientRegistry(resources, passwords, settings.root_client_id, root_secret(settings))
+    return Services(
+        settings=settings,
+        clock=clock,
+        storage=storage,
+        box=box,
+        passwords=passwords,
+        resources=resources,
+        bundles=BundleProcessor(resources),
+        clients=clients,
+        authenticator=Authenticator(clients),
+        access=AccessControl(),
+    )
+
+
+def routes() -> list[BaseRoute]:
+    # The generic /{Type} routes come last: every fixed path must win over them.
+    return [*health.routes, *rest.routes]
+
+
+def create_app(settings: Settings | None = None, clock: Clock = system_clock) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        storage = open_storage(settings.storage, clock)
+        await storage.start(INDEXES)
+        services = build_services(settings, storage, clock)
+        app.state.services = services
+        # `fhirauth serve` with several workers seeds before it forks and clears this setting.
+        if settings.seed_files():
+            await seed_files(services.bundles, [Path(p) for p in settings.seed_files()])
+        try:
+            yield
+        finally:
+            await storage.close()
+
+    return Starlette(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+"""Clients: the root client from settings, and Client resources with hashed secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from typing import Any
+
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.resources.service import ResourceService
+from fhirauth.security import secrets_equal
+
+Document = dict[str, Any]
+
+GRANT_ALIASES = {"code": "authorization_code"}
+_VERIFIED_CACHE_SIZE = 4096
+_VERIFIED_TTL_SECONDS = 300
+
+
+class ClientRegistry:
+    def __init__(
+        self, resources: ResourceService, passwords: PasswordHasher, root_id: str, root_secret: str
+    ) -> None:
+        self._resources = resources
+        self._passwords = passwords
+        self._root_id = root_id
+        self._root_secret = root_secret
+        # Argon2 costs ~20 ms by design; a Basic-authenticated API client would pay it on every call.
+        # Remember successful verifications of (client, version, secret digest) for a few minutes.
+        self._verified: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+
+    @property
+    def root_id(self) -> str:
+        return self._root_id
+
+    def is_root(self, client_id: str, secret: str) -> bool:
+        # Both comparisons always run, so timing does not tell which part was wrong.
+        id_ok = secrets_equal(client_id, self._root_id)
+        secret_ok = secrets_equal(secret, self._root_secret)
+        return id_ok and secret_ok
+
+    def root_document(self) -> Document:
+        return {"resourceType": "Client", "id": self._root_id, "grant_types": ["basic", "client_credentials"]}
+
+    async def get(self, client_id: str) -> Document | None:
+        if client_id == self._root_id:
+            return self.root_document()
+        stored = await self._resources.find("Client", client_id)
+        if stored is None or stored.document.get("active") is False:
+            return None
+        return stored.document
+
+    async def authenticate(self, client_id: str, secret: str) -> Document | None:
+        """The Client whose secret this is, or None. Unknown clients cost as much as known ones."""
+        if client_id == self._root_id:
+            return self.root_document() if self.is_root(client_id, secret) else None
+        client = await self.get(client_id)
+        stored_hash = client.get("secret") if client else None
+        if not isinstance(stored_hash, str):
+            await self._passwords.verify_dummy_async()
+            return None
+        assert client is not None
+        key = (client_id, client["meta"]["versionId"], hashlib.sha256(secret.encode()).hexdigest())
+        seen = self._verified.get(key)
+        if seen is not None and time.monotonic() - seen < _VERIFIED_TTL_SECONDS:
+            return client
+        if not await self._passwords.verify_async(stored_hash, secret):
+            return None
+        self._verified[key] = time.monotonic()
+        if len(self._verified) > _VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return client
+
+    @staticmethod
+    def allows_grant(client: Document, grant: str) -> bool:
+        wanted = GRANT_ALIASES.get(grant, grant)
+        return any(GRANT_ALIASES.get(g, g) == wanted for g in client.get("grant_types", []))

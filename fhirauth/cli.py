@@ -1,0 +1,103 @@
+"""The `fhirauth` command: serve, seed, and the administration commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from fhirauth import logs
+from fhirauth.app import INDEXES, build_services
+from fhirauth.clock import system_clock
+from fhirauth.seeding import SeedError, seed_files
+from fhirauth.services import Services
+from fhirauth.settings import Settings
+from fhirauth.storage.backends import open_storage
+from fhirauth.storage.base import StorageUnavailable
+
+
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
+    storage = open_storage(settings.storage, system_clock)
+    await storage.start(INDEXES)
+    try:
+        await work(build_services(settings, storage, system_clock))
+    finally:
+        await storage.close()
+
+
+def _run(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> int:
+    try:
+        asyncio.run(_with_services(settings, work))
+    except SeedError as error:
+        print(f"fhirauth: seed failed: {error}", file=sys.stderr)
+        return 1
+    except StorageUnavailable as error:
+        print(f"fhirauth: storage unavailable: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    seeds = [*settings.seed_files(), *(args.seed or [])]
+    if args.workers > 1 and seeds:
+        # Seed once before forking, so workers do not race each other over the same entries.
+        code = _run(settings, lambda s: seed_files(s.bundles, [Path(p) for p in seeds], show_progress=True))
+        if code:
+            return code
+        seeds = []
+    os.environ["FHIRAUTH_SEED"] = ",".join(seeds)
+    uvicorn.run(
+        "fhirauth.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+        proxy_headers=settings.trust_proxy_headers,
+    )
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    settings = Settings()
+    code = _run(settings, lambda s: seed_files(s.bundles, [Path(p) for p in args.files], show_progress=True))
+    if code == 0:
+        print(f"seeded {len(args.files)} file(s) into {settings.storage}")
+    return code
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="fhirauth", description="An authorization server in Aidbox's dialect.")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=os.environ.get("FHIRAUTH_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("FHIRAUTH_PORT", "8080")))
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("FHIRAUTH_WORKERS", "1")))
+    serve.add_argument("--seed", action="append", metavar="FILE", help="load a Bundle file at start-up")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(run=cmd_serve)
+
+    seed = commands.add_parser("seed", help="load Bundle files (JSON or YAML) into storage")
+    seed.add_argument("files", nargs="+", metavar="FILE")
+    seed.set_defaults(run=cmd_seed)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Reading request bodies: size limit, JSON or YAML by content type, then the structural guard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import yaml
+from starlette.requests import Request
+
+from fhirauth.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from fhirauth.resources.structure import MAX_DEPTH, MAX_KEYS, check_structure
+
+JSON_TYPES = {
+    "application/json",
+    "application/fhir+json",
+    "application/json+fhir",
+    "application/merge-patch+json",
+    "application/json-patch+json",
+}
+YAML_TYPES = {"text/yaml", "application/yaml", "application/x-yaml", "text/x-yaml"}
+
+
+class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """Safe YAML that keeps timestamps as text: resources are JSON, and JSON has no dates."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_document(raw: bytes, content_type: str) -> Any:
+    if not raw.strip():
+        raise BadRequest("Request body is empty")
+    if content_type in YAML_TYPES:
+        try:
+            value = yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as error:
+            raise BadRequest(f"Malformed YAML: {str(error).splitlines()[0]}") from None
+        except RecursionError:
+            raise BadRequest(f"Document nests deeper than {MAX_DEPTH} levels") from None
+    elif content_type in JSON_TYPES or content_type == "":
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise BadRequest(f"Malformed JSON: {error}") from None
+    else:
+        raise UnsupportedMediaType(f"Unsupported Content-Type '{content_type}'; use JSON or YAML")
+    check_structure(value, max_depth=MAX_DEPTH, max_keys=MAX_KEYS)
+    return value
+
+
+async def read_document(request: Request, limit: int) -> Any:
+    return parse_document(await read_bytes(request, limit), media_type(request))
+
+
+async def read_resource(request: Request, limit: int) -> dict[str, Any]:
+    value = await read_document(request, limit)
+    if not isinstance(value, dict):
+        raise BadRequest("Expected a JSON object")
+    return value

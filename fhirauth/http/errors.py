@@ -1,0 +1,49 @@
+"""Exception handlers: every error leaves as an OperationOutcome, never as a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fhirauth.errors import Issue, OutcomeError, operation_outcome
+from fhirauth.http.render import body_response, outcome_response
+from fhirauth.storage.base import StorageUnavailable
+
+log = logging.getLogger("fhirauth.http")
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 400: "invalid"}
+
+
+async def outcome_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OutcomeError)
+    return outcome_response(request, exc)
+
+
+async def storage_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("storage unavailable: %s", exc)
+    body = operation_outcome([Issue("Storage is unavailable; try again shortly", "transient", severity="fatal")])
+    return body_response(request, body, 503, {"Retry-After": "1"})
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    body = operation_outcome([Issue(str(exc.detail), code)])
+    return body_response(request, body, exc.status_code, dict(exc.headers or {}))
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = operation_outcome([Issue("Internal server error", "exception", severity="fatal")])
+    return body_response(request, body, 500)
+
+
+handlers = {
+    OutcomeError: outcome_error,
+    StorageUnavailable: storage_unavailable,
+    HTTPException: http_exception,
+    Exception: unexpected,
+}

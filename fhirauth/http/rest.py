@@ -1,0 +1,184 @@
+"""The resource REST API in Aidbox format: /{Type}, /{Type}/{id}, history, search, and bundles at /."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhirauth.auth.principal import Principal
+from fhirauth.errors import BadRequest
+from fhirauth.http.bodies import media_type, read_document, read_resource
+from fhirauth.http.render import body_response, version_headers
+from fhirauth.resources.search import searchset, select_elements
+from fhirauth.resources.secrets import redact
+from fhirauth.resources.service import PatchKind
+from fhirauth.services import Services
+
+Document = dict[str, Any]
+
+
+def services_of(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def policy_request(request: Request, principal: Principal | None, body: Any = None) -> Document:
+    """The request as AccessPolicy engines see it (Aidbox's request object)."""
+    return {
+        "request-method": request.method.lower(),
+        "uri": request.url.path,
+        "scheme": request.url.scheme,
+        "params": {**dict(request.query_params), **request.path_params},
+        "headers": {k: v for k, v in request.headers.items() if k != "authorization"},
+        "user": redact(principal.user) if principal and principal.user else None,
+        "client": redact(principal.client) if principal and principal.client else None,
+        "body": body,
+    }
+
+
+async def guard(request: Request, body: Any = None) -> Principal | None:
+    services = services_of(request)
+    principal = await services.authenticator.authenticate(request.headers.get("authorization"))
+    await services.access.authorize(principal, policy_request(request, principal, body))
+    return principal
+
+
+def _resource_response(request: Request, doc: Document, status: int = 200) -> Response:
+    headers = version_headers(doc)
+    if status != 201:
+        headers.pop("Location")
+    return body_response(request, redact(doc), status, headers)
+
+
+def _search_params(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+
+
+async def search(request: Request) -> Response:
+    await guard(request)
+    services = services_of(request)
+    resource_type = request.path_params["type"]
+    params = _search_params(request)
+    search_request, page = await services.resources.search(resource_type, params)
+    items = [select_elements(redact(doc), search_request.elements) for doc in page.items]
+    bundle = searchset(resource_type, search_request, params, items, page.total, services.settings.base_url)
+    return body_response(request, bundle)
+
+
+async def create(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_resource(request, services.settings.max_body_bytes)
+    await guard(request, body)
+    resource_type = request.path_params["type"]
+    condition = _search_params(request)
+    if_none_exist = request.headers.get("if-none-exist")
+    if if_none_exist:
+        condition += parse_qsl(if_none_exist)
+    if condition:
+        wanted_id = dict(condition).get("_id")
+        if wanted_id:
+            body = {**body, "id": wanted_id}
+        written = await services.resources.conditional_create(resource_type, body, condition)
+    else:
+        written = await services.resources.create(resource_type, body)
+    return _resource_response(request, written.resource, 201 if written.created else 200)
+
+
+async def read(request: Request) -> Response:
+    await guard(request)
+    doc = await services_of(request).resources.read(request.path_params["type"], request.path_params["id"])
+    return _resource_response(request, doc)
+
+
+async def update(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_resource(request, services.settings.max_body_bytes)
+    await guard(request, body)
+    written = await services.resources.update(
+        request.path_params["type"], request.path_params["id"], body, request.headers.get("if-match")
+    )
+    return _resource_response(request, written.resource, 201 if written.created else 200)
+
+
+async def patch(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_document(request, services.settings.max_body_bytes)
+    await guard(request, body)
+    method = request.query_params.get("_method")
+    kind: PatchKind
+    if method in ("json-patch", "merge-patch"):
+        kind = "json" if method == "json-patch" else "merge"
+    elif media_type(request) == "application/json-patch+json":
+        kind = "json"
+        if not isinstance(body, list):
+            raise BadRequest("A JSON Patch must be an array of operations")
+    else:
+        kind = "json" if isinstance(body, list) else "merge"
+    written = await services.resources.patch(
+        request.path_params["type"], request.path_params["id"], body, kind, request.headers.get("if-match")
+    )
+    return _resource_response(request, written.resource)
+
+
+async def delete(request: Request) -> Response:
+    await guard(request)
+    deleted = await services_of(request).resources.delete(
+        request.path_params["type"], request.path_params["id"], request.headers.get("if-match")
+    )
+    if deleted is None:
+        return Response(status_code=204)
+    return body_response(request, redact(deleted))
+
+
+async def history(request: Request) -> Response:
+    await guard(request)
+    services = services_of(request)
+    resource_type, id = request.path_params["type"], request.path_params["id"]
+    versions = await services.resources.history(resource_type, id)
+    entries = []
+    for index, stored in enumerate(versions):
+        doc = stored.document
+        is_first = index == len(versions) - 1 or versions[index + 1].deleted
+        method = "DELETE" if stored.deleted else ("POST" if is_first else "PUT")
+        entry: Document = {
+            "fullUrl": f"{services.settings.base_url}/{resource_type}/{id}",
+            "request": {"method": method, "url": f"/{resource_type}/{id}"},
+            "response": {"etag": f'W/"{doc["meta"]["versionId"]}"', "lastModified": doc["meta"]["lastUpdated"]},
+        }
+        if not stored.deleted:
+            entry["resource"] = redact(doc)
+        entries.append(entry)
+    bundle = {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries}
+    return body_response(request, bundle)
+
+
+async def vread(request: Request) -> Response:
+    await guard(request)
+    doc = await services_of(request).resources.vread(
+        request.path_params["type"], request.path_params["id"], request.path_params["vid"]
+    )
+    return _resource_response(request, doc)
+
+
+async def bundle(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_document(request, services.settings.max_body_bytes)
+    await guard(request, body)
+    return body_response(request, await services.bundles.process(body))
+
+
+routes = [
+    Route("/", bundle, methods=["POST"]),
+    Route("/{type:str}", search, methods=["GET"]),
+    Route("/{type:str}", create, methods=["POST"]),
+    Route("/{type:str}/{id:str}", read, methods=["GET"]),
+    Route("/{type:str}/{id:str}", update, methods=["PUT"]),
+    Route("/{type:str}/{id:str}", patch, methods=["PATCH"]),
+    Route("/{type:str}/{id:str}", delete, methods=["DELETE"]),
+    Route("/{type:str}/{id:str}/_history", history, methods=["GET"]),
+    Route("/{type:str}/{id:str}/_history/{vid:str}", vread, methods=["GET"]),
+]

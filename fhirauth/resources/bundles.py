@@ -1,0 +1,205 @@
+"""Bundles posted to `/`: transaction (all or nothing), batch (each on its own), collection (upsert each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from fhirauth.errors import BadRequest, OutcomeError
+from fhirauth.resources.secrets import redact
+from fhirauth.resources.service import Planned, ResourceService, View, Written, new_id
+
+Document = dict[str, Any]
+Progress = Callable[[int], None]
+
+_REASONS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+
+
+@dataclass(frozen=True)
+class Target:
+    resource_type: str
+    id: str | None
+    params: list[tuple[str, str]]
+
+
+def _target(url: Any, index: int) -> Target:
+    if not isinstance(url, str) or not url.strip("/"):
+        raise BadRequest("Entry request.url is missing", f"Bundle.entry[{index}].request.url")
+    parts = urlsplit(url)
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) > 2:
+        raise BadRequest(f"Unsupported entry url '{url}'", f"Bundle.entry[{index}].request.url")
+    return Target(segments[0], segments[1] if len(segments) == 2 else None, parse_qsl(parts.query))
+
+
+def _location(doc: Document) -> str:
+    return f"/{doc['resourceType']}/{doc['id']}/_history/{doc['meta']['versionId']}"
+
+
+def _response(status: int, doc: Document | None) -> Document:
+    response: Document = {"status": _REASONS.get(status, str(status))}
+    if doc is not None:
+        response["location"] = _location(doc)
+        response["etag"] = f'W/"{doc["meta"]["versionId"]}"'
+        response["lastModified"] = doc["meta"]["lastUpdated"]
+    return {"response": response, **({"resource": redact(doc)} if doc is not None else {})}
+
+
+def _resolve_references(value: Any, mapping: dict[str, tuple[str, str]]) -> Any:
+    """Replace `urn:uuid:` fullUrls of other entries by the ids they were given."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "id" and isinstance(item, str) and item in mapping:
+                out[key] = mapping[item][1]
+            else:
+                out[key] = _resolve_references(item, mapping)
+        return out
+    if isinstance(value, list):
+        return [_resolve_references(item, mapping) for item in value]
+    if isinstance(value, str) and value in mapping:
+        return "/".join(mapping[value])
+    return value
+
+
+class BundleProcessor:
+    def __init__(self, resources: ResourceService) -> None:
+        self.resources = resources
+
+    async def process(self, bundle: Any, progress: Progress | None = None) -> Document:
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise BadRequest("Expected a Bundle", "Bundle")
+        kind = bundle.get("type")
+        entries = bundle.get("entry", [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise BadRequest("Bundle.entry must be an array of objects", "Bundle.entry")
+        entries = self._assign_ids(entries)
+        if kind == "transaction":
+            results = await self._transaction(entries, progress)
+            response_type = "transaction-response"
+        elif kind in ("batch", "collection"):
+            results = await self._batch(entries, kind, progress)
+            response_type = "batch-response"
+        else:
+            raise BadRequest("Bundle.type must be transaction, batch or collection", "Bundle.type")
+        return {"resourceType": "Bundle", "type": response_type, "entry": results}
+
+    def _assign_ids(self, entries: list[Document]) -> list[Document]:
+        mapping: dict[str, tuple[str, str]] = {}
+        for entry in entries:
+            full_url = entry.get("fullUrl")
+            resource = entry.get("resource")
+            if isinstance(full_url, str) and full_url.startswith("urn:uuid:") and isinstance(resource, dict):
+                resource_type = resource.get("resourceType")
+                if isinstance(resource_type, str):
+                    mapping[full_url] = (resource_type, str(resource.get("id") or new_id()))
+        if not mapping:
+            return entries
+        resolved = []
+        for entry in entries:
+            entry = dict(entry)
+            full_url = entry.get("fullUrl")
+            if isinstance(full_url, str) and full_url in mapping and isinstance(entry.get("resource"), dict):
+                entry["resource"] = {**entry["resource"], "id": mapping[full_url][1]}
+            if "resource" in entry:
+                entry["resource"] = _resolve_references(entry["resource"], mapping)
+            resolved.append(entry)
+        return resolved
+
+    async def _plan(self, entry: Document, index: int, kind: str, view: View) -> tuple[int, Planned | None]:
+        resource = entry.get("resource")
+        request = entry.get("request")
+        if kind == "collection" or request is None:
+            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
+            if "id" in resource:
+                request = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+            else:
+                request = {"method": "POST", "url": resource["resourceType"]}
+        if not isinstance(request, dict):
+            raise BadRequest("Entry request must be an object", f"Bundle.entry[{index}].request")
+        method = str(request.get("method", "")).upper()
+        target = _target(request.get("url"), index)
+        if_match = request.get("ifMatch")
+        if method in ("POST", "PUT", "PATCH") and not isinstance(resource, (dict, list)):
+            raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
+        if method == "POST" and target.id is None:
+            condition = target.params or (parse_qsl(request["ifNoneExist"]) if request.get("ifNoneExist") else [])
+            if condition:
+                _, page = await self.resources.search(target.resource_type, [*condition, ("_count", "2")])
+                if len(page.items) > 1:
+                    raise BadRequest("The condition matches more than one resource")
+                if page.items:
+                    return 200, Planned(None, _existing(page.items[0]), None)
+                wanted_id = dict(condition).get("_id")
+                if wanted_id and isinstance(resource, dict):
+                    resource = {**resource, "id": wanted_id}
+            assert isinstance(resource, dict)
+            return 201, await self.resources.plan_create(target.resource_type, resource, view)
+        if method == "PUT" and target.id is not None:
+            assert isinstance(resource, dict)
+            plan = await self.resources.plan_update(target.resource_type, target.id, resource, view, if_match)
+            return (201 if plan.written.created else 200), plan
+        if method == "PATCH" and target.id is not None:
+            patch_kind = "json" if isinstance(resource, list) else "merge"
+            return 200, await self.resources.plan_patch(
+                target.resource_type, target.id, resource, patch_kind, view, if_match
+            )
+        if method == "DELETE" and target.id is not None:
+            plan = await self.resources.plan_delete(target.resource_type, target.id, view, if_match)
+            return (200 if plan else 204), plan
+        if method == "GET" and kind != "transaction":
+            if target.id is None:
+                raise BadRequest("Searches are not supported inside a batch", f"Bundle.entry[{index}].request")
+            doc = await self.resources.read(target.resource_type, target.id)
+            return 200, Planned(None, _existing(doc), None)
+        raise BadRequest(f"Unsupported entry request {method} {request.get('url')}", f"Bundle.entry[{index}].request")
+
+    async def _transaction(self, entries: list[Document], progress: Progress | None) -> list[Document]:
+        view = View(self.resources.storage)
+        planned: list[tuple[int, Planned | None]] = []
+        for index, entry in enumerate(entries):
+            try:
+                status, plan = await self._plan(entry, index, "transaction", view)
+            except OutcomeError as error:
+                _point_at_entry(error, index)
+                raise
+            if plan is not None and plan.write is not None:
+                view.remember(plan.write)
+            planned.append((status, plan))
+            if progress:
+                progress(1)
+        await self.resources.commit([plan for _, plan in planned if plan is not None])
+        return [_response(status, plan.written.resource if plan else None) for status, plan in planned]
+
+    async def _batch(self, entries: list[Document], kind: str, progress: Progress | None) -> list[Document]:
+        results = []
+        for index, entry in enumerate(entries):
+            try:
+                status, plan = await self._plan(entry, index, kind, View(self.resources.storage))
+                if plan is not None:
+                    await self.resources.commit([plan])
+                results.append(_response(status, plan.written.resource if plan else None))
+            except OutcomeError as error:
+                _point_at_entry(error, index)
+                results.append(
+                    {"response": {"status": str(error.status), "outcome": error.outcome()}}
+                )
+            if progress:
+                progress(1)
+        return results
+
+
+def _existing(doc: Document) -> Written:
+    return Written(doc, created=False, changed=False)
+
+
+def _point_at_entry(error: OutcomeError, index: int) -> None:
+    error.diagnostics = f"Bundle.entry[{index}]: {error.diagnostics}"
+    error.issues = [
+        type(issue)(f"Bundle.entry[{index}]: {issue.diagnostics}", issue.code, issue.expression, issue.severity)
+        for issue in error.issues
+    ]
+

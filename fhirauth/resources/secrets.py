@@ -1,0 +1,132 @@
+"""The secret-field rule, in one place: what is hashed, what is encrypted, what never leaves the server."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+from typing import Any
+
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.errors import BadRequest, Invalid
+from fhirauth.secretbox import SecretBox
+
+Document = dict[str, Any]
+
+HASHED = {"User": ("password",), "Client": ("secret",)}
+ENCRYPTED = {"User": ("twoFactor.secretKey",)}
+# Server-managed values: stored as written by the server (digests, token hashes), never returned.
+HIDDEN = {
+    "User": ("twoFactor.recoveryCodes",),
+    "Session": ("access_token", "refresh_token", "authorization_code", "code_challenge"),
+    "Registration": ("token",),
+}
+
+
+def _secret_paths(resource_type: str) -> tuple[str, ...]:
+    return HASHED.get(resource_type, ()) + ENCRYPTED.get(resource_type, ()) + HIDDEN.get(resource_type, ())
+
+
+def _get(doc: Document, path: str) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(doc: Document, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = doc
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            return
+        node = child
+    node[last] = value
+
+
+def _pop(doc: Document, path: str) -> None:
+    *parents, last = path.split(".")
+    node: Any = doc
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(last, None)
+
+
+class SecretFields:
+    def __init__(self, passwords: PasswordHasher, box: SecretBox) -> None:
+        self._passwords = passwords
+        self._box = box
+
+    async def protect(self, doc: Document, previous: Document | None) -> Document:
+        """Hash and encrypt the secret fields of a document about to be stored.
+
+        A secret field left out of a full update keeps its stored value: clients never see it, so a
+        read-modify-write must not wipe it.
+        """
+        resource_type = doc["resourceType"]
+        for path in HASHED.get(resource_type, ()):
+            value = _get(doc, path)
+            if value is None:
+                self._keep(doc, previous, path)
+            elif not self._passwords.is_hash(value):
+                _set(doc, path, await self._passwords.hash_async(value))
+        for path in ENCRYPTED.get(resource_type, ()):
+            value = _get(doc, path)
+            if value is None:
+                self._keep(doc, previous, path)
+            elif not self._box.is_encrypted(value):
+                _set(doc, path, self._box.encrypt(_normalise_base32(value), aad=doc["id"]))
+        for path in HIDDEN.get(resource_type, ()):
+            if _get(doc, path) is None:
+                self._keep(doc, previous, path)
+        return doc
+
+    @staticmethod
+    def _keep(doc: Document, previous: Document | None, path: str) -> None:
+        if previous is None:
+            return
+        old = _get(previous, path)
+        if old is not None:
+            _set(doc, path, old)
+
+    def reveal_totp_secret(self, user: Document) -> str | None:
+        value = _get(user, "twoFactor.secretKey")
+        if value is None:
+            return None
+        return self._box.decrypt(value, aad=user["id"])
+
+    def seal_totp_secret(self, user_id: str, secret_b32: str) -> str:
+        return self._box.encrypt(secret_b32, aad=user_id)
+
+
+def redact(doc: Document) -> Document:
+    """The document as any caller may see it: secret fields removed."""
+    paths = _secret_paths(doc.get("resourceType", ""))
+    if not paths or not any(_get(doc, path) is not None for path in paths):
+        return doc
+    visible = copy.deepcopy(doc)
+    for path in paths:
+        _pop(visible, path)
+    return visible
+
+
+def refuse_secret_path(resource_type: str, path: str) -> None:
+    """Search and sort never reach secret fields: their values would leak through the results."""
+    for secret in _secret_paths(resource_type):
+        if path == secret or path.startswith(secret + ".") or secret.startswith(path + "."):
+            raise BadRequest(f"Search on '{path}' is not allowed", path)
+
+
+def _normalise_base32(value: str) -> str:
+    secret = value.replace(" ", "").upper().rstrip("=")
+    try:
+        key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    except binascii.Error:
+        raise Invalid("twoFactor.secretKey must be Base32", "User.twoFactor.secretKey") from None
+    if len(key) < 10:
+        raise Invalid("twoFactor.secretKey must hold at least 80 bits", "User.twoFactor.secretKey")
+    return secret

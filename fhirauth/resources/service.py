@@ -1,0 +1,343 @@
+"""CRUD and versioning semantics over the storage contract.
+
+Every write is planned first (read the current version, build the new document, check
+preconditions) and then committed as storage Writes. Planning and committing apart is what lets a
+transaction Bundle commit all of its entries at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fhirauth.clock import Clock, isoformat
+from fhirauth.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+from fhirauth.resources import search
+from fhirauth.resources.patch import json_patch, merge_patch
+from fhirauth.resources.schemas import SchemaRegistry
+from fhirauth.resources.secrets import SecretFields, redact
+from fhirauth.storage.base import (
+    AlreadyExists,
+    Create,
+    Delete,
+    Page,
+    Replace,
+    Storage,
+    Stored,
+    VersionConflict,
+    Write,
+)
+
+Document = dict[str, Any]
+ChangeHook = Callable[[Document | None, Document | None], Awaitable[None]]
+PatchKind = Literal["merge", "json"]
+
+_UNCONDITIONAL_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Written:
+    resource: Document
+    created: bool
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class Planned:
+    write: Write | None
+    written: Written
+    previous: Document | None
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def parse_etag(value: str) -> int:
+    tag = value.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    tag = tag.strip('"')
+    if not tag.isdigit():
+        raise BadRequest(f"Malformed version '{value}' in If-Match", "If-Match")
+    return int(tag)
+
+
+class View:
+    """What a plan reads: storage, overlaid with the writes planned earlier in the same transaction."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._planned: dict[tuple[str, str], Stored] = {}
+
+    async def get(self, resource_type: str, id: str) -> Stored | None:
+        planned = self._planned.get((resource_type, id))
+        if planned is not None:
+            return planned
+        return await self._storage.get(resource_type, id)
+
+    def remember(self, write: Write) -> None:
+        doc = write.document
+        self._planned[(doc["resourceType"], doc["id"])] = Stored(doc, deleted=isinstance(write, Delete))
+
+
+class ResourceService:
+    def __init__(
+        self,
+        storage: Storage,
+        schemas: SchemaRegistry,
+        secrets: SecretFields,
+        clock: Clock,
+        *,
+        base_url: str,
+    ) -> None:
+        self.storage = storage
+        self.schemas = schemas
+        self.secrets = secrets
+        self.clock = clock
+        self.base_url = base_url
+        self._hooks: dict[str, list[ChangeHook]] = {}
+
+    def on_change(self, resource_type: str, hook: ChangeHook) -> None:
+        """Call `hook(before, after)` after every committed write of that type."""
+        self._hooks.setdefault(resource_type, []).append(hook)
+
+    def check_type(self, resource_type: str) -> None:
+        if resource_type not in self.schemas.types:
+            raise NotFound(f"Unknown resource type '{resource_type}'", resource_type)
+
+    # Reads
+
+    async def read(self, resource_type: str, id: str) -> Document:
+        self.check_type(resource_type)
+        stored = await self.storage.get(resource_type, id)
+        if stored is None:
+            raise NotFound(f"Resource {resource_type}/{id} not found")
+        if stored.deleted:
+            raise Gone(f"Resource {resource_type}/{id} was deleted")
+        return stored.document
+
+    async def find(self, resource_type: str, id: str) -> Stored | None:
+        """The live resource or None: for internal callers that treat absence as an answer."""
+        stored = await self.storage.get(resource_type, id)
+        return None if stored is None or stored.deleted else stored
+
+    async def vread(self, resource_type: str, id: str, version: str) -> Document:
+        self.check_type(resource_type)
+        if not version.isdigit():
+            raise NotFound(f"Version {version} of {resource_type}/{id} not found")
+        stored = await self.storage.get_version(resource_type, id, int(version))
+        if stored is None:
+            raise NotFound(f"Version {version} of {resource_type}/{id} not found")
+        if stored.deleted:
+            raise Gone(f"Version {version} of {resource_type}/{id} is a deletion")
+        return stored.document
+
+    async def history(self, resource_type: str, id: str) -> list[Stored]:
+        self.check_type(resource_type)
+        versions = await self.storage.history(resource_type, id)
+        if not versions:
+            raise NotFound(f"Resource {resource_type}/{id} not found")
+        return versions
+
+    async def search(
+        self, resource_type: str, params: Sequence[tuple[str, str]]
+    ) -> tuple[search.SearchRequest, Page]:
+        self.check_type(resource_type)
+        request = search.parse(resource_type, params)
+        return request, await self.storage.search(resource_type, request.query)
+
+    # Planning
+
+    async def _prepare(
+        self, resource_type: str, id: str, body: Document, previous: Stored | None, version: int
+    ) -> Document:
+        now = isoformat(self.clock())
+        live_previous = previous.document if previous is not None and not previous.deleted else None
+        created_at = live_previous["meta"].get("createdAt", now) if live_previous else now
+        doc = {k: v for k, v in body.items() if k not in ("meta", "resourceType", "id")}
+        doc = {"resourceType": resource_type, "id": id, **doc}
+        doc["meta"] = {"versionId": str(version), "lastUpdated": now, "createdAt": created_at}
+        self.schemas.validate(doc)
+        return await self.secrets.protect(doc, live_previous)
+
+    async def plan_create(
+        self, resource_type: str, body: Document, view: View, id: str | None = None
+    ) -> Planned:
+        self.check_type(resource_type)
+        id = id or body.get("id") or new_id()
+        if not isinstance(id, str):
+            raise BadRequest("'id' must be a string", f"{resource_type}.id")
+        existing = await view.get(resource_type, id)
+        if existing is not None and not existing.deleted:
+            raise Conflict(f"Resource {resource_type}/{id} already exists")
+        version = existing.version + 1 if existing else 1
+        doc = await self._prepare(resource_type, id, body, existing, version)
+        write = Create(doc, over_tombstone_version=existing.version if existing else None)
+        return Planned(write, Written(doc, created=True), None)
+
+    async def plan_update(
+        self, resource_type: str, id: str, body: Document, view: View, if_match: str | None = None
+    ) -> Planned:
+        self.check_type(resource_type)
+        existing = await view.get(resource_type, id)
+        live = existing is not None and not existing.deleted
+        if if_match is not None:
+            expected = None if if_match.strip() == "*" else parse_etag(if_match)
+            if not live or (expected is not None and existing.version != expected):  # type: ignore[union-attr]
+                raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
+        if not live:
+            return await self.plan_create(resource_type, body, view, id=id)
+        assert existing is not None
+        doc = await self._prepare(resource_type, id, body, existing, existing.version + 1)
+        if _same_content(doc, existing.document):
+            return Planned(None, Written(existing.document, created=False, changed=False), existing.document)
+        return Planned(Replace(doc, existing.version), Written(doc, created=False), existing.document)
+
+    async def plan_patch(
+        self,
+        resource_type: str,
+        id: str,
+        patch: Any,
+        kind: PatchKind,
+        view: View,
+        if_match: str | None = None,
+    ) -> Planned:
+        self.check_type(resource_type)
+        existing = await view.get(resource_type, id)
+        if existing is None:
+            raise NotFound(f"Resource {resource_type}/{id} not found")
+        if existing.deleted:
+            raise Gone(f"Resource {resource_type}/{id} was deleted")
+        if if_match is not None and existing.version != parse_etag(if_match):
+            raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
+        # Patches apply to what the caller can see; secret fields come back from the stored version.
+        visible = redact(existing.document)
+        if kind == "json":
+            if not isinstance(patch, list):
+                raise BadRequest("A JSON Patch must be an array of operations")
+            patched = json_patch(visible, patch)
+        else:
+            if not isinstance(patch, dict):
+                raise BadRequest("A merge patch must be a JSON object")
+            patched = merge_patch(visible, patch)
+        doc = await self._prepare(resource_type, id, patched, existing, existing.version + 1)
+        return Planned(Replace(doc, existing.version), Written(doc, created=False), existing.document)
+
+    async def plan_delete(
+        self, resource_type: str, id: str, view: View, if_match: str | None = None
+    ) -> Planned | None:
+        self.check_type(resource_type)
+        existing = await view.get(resource_type, id)
+        if existing is None or existing.deleted:
+            if if_match is not None:
+                raise PreconditionFailed(f"Resource {resource_type}/{id} does not exist", "If-Match")
+            return None
+        if if_match is not None and existing.version != parse_etag(if_match):
+            raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
+        tombstone = copy.deepcopy(existing.document)
+        tombstone["meta"] = {
+            **tombstone["meta"],
+            "versionId": str(existing.version + 1),
+            "lastUpdated": isoformat(self.clock()),
+        }
+        write = Delete(tombstone, existing.version)
+        return Planned(write, Written(existing.document, created=False), existing.document)
+
+    async def commit(self, plans: Sequence[Planned], *, if_match: bool = True) -> None:
+        writes = [plan.write for plan in plans if plan.write is not None]
+        if not writes:
+            return
+        try:
+            await self.storage.write(writes)
+        except AlreadyExists as error:
+            raise Conflict(f"Resource {error.resource_type}/{error.id} already exists") from None
+        except VersionConflict as error:
+            raise PreconditionFailed(
+                f"Resource {error.resource_type}/{error.id} was changed concurrently", "If-Match"
+            ) from None
+        for plan in plans:
+            if plan.write is None:
+                continue
+            after = None if isinstance(plan.write, Delete) else plan.write.document
+            for hook in self._hooks.get(plan.write.document["resourceType"], ()):
+                await hook(plan.previous, after)
+
+    # Writes
+
+    async def create(self, resource_type: str, body: Document, id: str | None = None) -> Written:
+        plan = await self.plan_create(resource_type, body, View(self.storage), id=id)
+        await self.commit([plan])
+        return plan.written
+
+    async def conditional_create(
+        self, resource_type: str, body: Document, condition: Sequence[tuple[str, str]]
+    ) -> Written:
+        """Create unless a resource matches `condition`; one match is returned as it is (200)."""
+        _, page = await self.search(resource_type, [*condition, ("_count", "2")])
+        if len(page.items) > 1:
+            raise PreconditionFailed("The condition matches more than one resource", "If-None-Exist")
+        if page.items:
+            return Written(page.items[0], created=False, changed=False)
+        return await self.create(resource_type, body)
+
+    async def update(
+        self, resource_type: str, id: str, body: Document, if_match: str | None = None
+    ) -> Written:
+        # Without If-Match the caller asked for no concurrency control: a lost race is replanned.
+        for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
+            plan = await self.plan_update(resource_type, id, body, View(self.storage), if_match)
+            try:
+                await self.commit([plan])
+            except (PreconditionFailed, Conflict):
+                if if_match is not None:
+                    raise
+                continue
+            return plan.written
+        raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; try again")
+
+    async def patch(
+        self, resource_type: str, id: str, patch: Any, kind: PatchKind, if_match: str | None = None
+    ) -> Written:
+        for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
+            plan = await self.plan_patch(resource_type, id, patch, kind, View(self.storage), if_match)
+            try:
+                await self.commit([plan])
+            except PreconditionFailed:
+                if if_match is not None:
+                    raise
+                continue
+            return plan.written
+        raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; try again")
+
+    async def delete(self, resource_type: str, id: str, if_match: str | None = None) -> Document | None:
+        for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
+            plan = await self.plan_delete(resource_type, id, View(self.storage), if_match)
+            if plan is None:
+                return None
+            try:
+                await self.commit([plan])
+            except PreconditionFailed:
+                if if_match is not None:
+                    raise
+                continue
+            return plan.written.resource
+        raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; try again")
+
+    async def save(self, doc: Document, expected_version: int) -> Document:
+        """Internal compare-and-set write of a full document (2FA state, sessions, ...).
+
+        Raises PreconditionFailed when someone else wrote first; the caller decides whether to retry.
+        """
+        plan = await self.plan_update(
+            doc["resourceType"], doc["id"], doc, View(self.storage), if_match=str(expected_version)
+        )
+        await self.commit([plan])
+        return plan.written.resource
+
+
+def _same_content(new: Document, old: Document) -> bool:
+    return {k: v for k, v in new.items() if k != "meta"} == {k: v for k, v in old.items() if k != "meta"}

@@ -1,0 +1,67 @@
+"""Loading Bundle files (JSON or YAML) at start-up or from the command line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.progress import Progress
+
+from fhirauth.errors import BadRequest, OutcomeError
+from fhirauth.http.bodies import parse_document
+from fhirauth.resources.bundles import BundleProcessor
+
+log = logging.getLogger("fhirauth.seed")
+
+PROGRESS_THRESHOLD = 1000
+
+
+class SeedError(Exception):
+    """A seed file that cannot be loaded; the message names the file and the entry."""
+
+
+def read_bundle(path: Path) -> Any:
+    content_type = "text/yaml" if path.suffix.lower() in (".yaml", ".yml") else "application/json"
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SeedError(f"{path}: {error.strerror}") from None
+    try:
+        return parse_document(raw, content_type)
+    except BadRequest as error:
+        raise SeedError(f"{path}: {error.diagnostics}") from None
+
+
+async def seed_file(bundles: BundleProcessor, path: Path, *, show_progress: bool = False) -> dict[str, Any]:
+    bundle = read_bundle(path)
+    entries = bundle.get("entry", []) if isinstance(bundle, dict) else []
+    try:
+        if show_progress and isinstance(entries, list) and len(entries) >= PROGRESS_THRESHOLD:
+            with Progress(transient=True) as progress:
+                task = progress.add_task(f"Seeding {path.name}", total=len(entries))
+                result = await bundles.process(bundle, lambda n: progress.advance(task, n))
+        else:
+            result = await bundles.process(bundle)
+    except OutcomeError as error:
+        raise SeedError(f"{path}: {error.diagnostics}") from None
+    failures = [
+        (index, entry["response"])
+        for index, entry in enumerate(result["entry"])
+        if not entry["response"]["status"].startswith("2")
+    ]
+    if failures:
+        index, response = failures[0]
+        outcome = response.get("outcome", {}).get("issue", [{}])[0]
+        raise SeedError(
+            f"{path}: {len(failures)} entries failed; the first, entry[{index}], answered "
+            f"{response['status']}: {outcome.get('diagnostics', '')}"
+        )
+    log.info("seeded %s: %d entries", path, len(result["entry"]))
+    return result
+
+
+async def seed_files(bundles: BundleProcessor, paths: Sequence[Path], *, show_progress: bool = False) -> None:
+    for path in paths:
+        await seed_file(bundles, path, show_progress=show_progress)
