@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from fhirauth.seeding import seed_files
 from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
-from fhirauth.storage.base import Index, Storage
+from fhirauth.storage.base import Index, Storage, StorageUnavailable
 
 log = logging.getLogger("fhirauth")
 
@@ -78,21 +79,41 @@ def routes() -> list[BaseRoute]:
     return [*health.routes, *rest.routes]
 
 
+async def _start_when_reachable(storage: Storage) -> None:
+    while True:
+        await asyncio.sleep(1)
+        try:
+            await storage.start(INDEXES)
+        except StorageUnavailable:
+            continue
+        log.info("storage reachable again")
+        return
+
+
 def create_app(settings: Settings | None = None, clock: Clock = system_clock) -> Starlette:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         storage = open_storage(settings.storage, clock)
-        await storage.start(INDEXES)
         services = build_services(settings, storage, clock)
         app.state.services = services
-        # `fhirauth serve` with several workers seeds before it forks and clears this setting.
-        if settings.seed_files():
-            await seed_files(services.bundles, [Path(p) for p in settings.seed_files()])
+        starting = None
+        try:
+            await storage.start(INDEXES)
+        except StorageUnavailable:
+            # Serve 503s meanwhile; the backend is set up as soon as it answers.
+            log.warning("storage unavailable at start-up; retrying in the background")
+            starting = asyncio.create_task(_start_when_reachable(storage))
+        else:
+            # `fhirauth serve` with several workers seeds before it forks and clears this setting.
+            if settings.seed_files():
+                await seed_files(services.bundles, [Path(p) for p in settings.seed_files()])
         try:
             yield
         finally:
+            if starting is not None:
+                starting.cancel()
             await storage.close()
 
     return Starlette(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]
