@@ -1,0 +1,89 @@
+"""Password hashing: Argon2id at the OWASP Password Storage Cheat Sheet parameters.
+
+argon2-cffi releases the GIL, so the async variants run the work in a worker thread and the event
+loop keeps serving while a login hashes.
+"""
+
+from __future__ import annotations
+
+import argon2
+from anyio import to_thread
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from fhirauth.security import random_token
+
+# OWASP: m=19 MiB, t=2, p=1. Spelled out because argon2-cffi's own default (64 MiB, t=3, p=4) costs
+# five times as much and would cap a two-core box at about a dozen logins a second.
+MEMORY_COST_KIB = 19456
+TIME_COST = 2
+PARALLELISM = 1
+
+# An imported hash is verified with its own parameters; these bounds keep a planted hash from
+# turning every login attempt into a memory or CPU bomb.
+_MAX_MEMORY_COST_KIB = 262144
+_MAX_TIME_COST = 10
+_MAX_PARALLELISM = 8
+
+
+class PasswordHasher:
+    def __init__(
+        self,
+        *,
+        memory_cost: int = MEMORY_COST_KIB,
+        time_cost: int = TIME_COST,
+        parallelism: int = PARALLELISM,
+    ) -> None:
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_cost,
+            parallelism=parallelism,
+            hash_len=32,
+            salt_len=16,
+            type=argon2.Type.ID,
+        )
+        # Made up front so that the first unknown-user login costs the same as every other one.
+        self._dummy_hash = self.hash(random_token())
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        """True when `password` matches; False for a mismatch or a hash that is not ours to check."""
+        if not self.is_hash(stored_hash):
+            return False
+        try:
+            return self._hasher.verify(stored_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """Whether a verified hash was made with other parameters and should be replaced."""
+        return self._hasher.check_needs_rehash(stored_hash)
+
+    def is_hash(self, value: str) -> bool:
+        """Whether `value` is already an Argon2id hash (kept as is, e.g. when a dataset is restored)."""
+        if not value.isascii() or not value.startswith("$argon2id$"):
+            return False
+        try:
+            params = argon2.extract_parameters(value)
+        except InvalidHashError:
+            return False
+        return (
+            params.version == argon2.low_level.ARGON2_VERSION
+            and params.memory_cost <= _MAX_MEMORY_COST_KIB
+            and params.time_cost <= _MAX_TIME_COST
+            and params.parallelism <= _MAX_PARALLELISM
+        )
+
+    async def hash_async(self, password: str) -> str:
+        return await to_thread.run_sync(self.hash, password)
+
+    async def verify_async(self, stored_hash: str, password: str) -> bool:
+        return await to_thread.run_sync(self.verify, stored_hash, password)
+
+    async def verify_dummy_async(self) -> None:
+        """Spend what a real verify costs, for a login naming an unknown user.
+
+        Answering such a login at once would tell an observer which accounts exist.
+        """
+        await to_thread.run_sync(self.verify, self._dummy_hash, random_token())

@@ -1,0 +1,106 @@
+"""Encryption at rest for small secrets (TOTP keys), and keys derived for other purposes.
+
+A sealed value reads `fa1:<kid>:<base64url(nonce || ciphertext)>`: AES-256-GCM under a key that
+HKDF-SHA256 derives from a master secret, with the caller's associated data (the user id) bound in so
+that a ciphertext copied onto another user does not open. The key id is derived from the master
+secret too, so several master secrets can be configured at once and `fhirauth secrets rotate` can
+re-seal everything under the first while the others still open what they sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+_FORMAT = "fa1"
+_NONCE_BYTES = 12
+_MIN_MASTER_SECRET_CHARS = 16
+_SEALED = re.compile(r"fa1:[A-Za-z0-9_-]{11}:[A-Za-z0-9_-]+")
+
+
+class SecretBoxError(Exception):
+    """A sealed value does not open: unknown key id, wrong associated data, or tampering."""
+
+
+def is_encrypted(value: str) -> bool:
+    """Whether `value` is in the sealed form (a Base32 TOTP secret never is: no colons, no lowercase)."""
+    return _SEALED.fullmatch(value) is not None
+
+
+def _hkdf(master_secret: str, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(master_secret.encode())
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class _Key:
+    def __init__(self, master_secret: str) -> None:
+        # Distinct HKDF labels make the key id, the AES key and every derived key independent:
+        # the key id can be printed without revealing anything about the AES key.
+        self.kid = _b64encode(_hkdf(master_secret, b"fhirauth secretbox key id", 8))
+        self.aead = AESGCM(_hkdf(master_secret, b"fhirauth secretbox aes-256-gcm"))
+
+
+class SecretBox:
+    def __init__(self, master_secrets: Sequence[str]) -> None:
+        if not master_secrets:
+            raise ValueError("SecretBox needs at least one master secret")
+        for master_secret in master_secrets:
+            if len(master_secret) < _MIN_MASTER_SECRET_CHARS:
+                raise ValueError(f"Master secrets must be at least {_MIN_MASTER_SECRET_CHARS} characters")
+        self._primary_secret = master_secrets[0]
+        keys = [_Key(secret) for secret in master_secrets]
+        self._primary = keys[0]
+        self._keys = {key.kid: key for key in reversed(keys)}
+
+    @property
+    def primary_kid(self) -> str:
+        return self._primary.kid
+
+    def encrypt(self, plaintext: str, associated_data: str) -> str:
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = self._primary.aead.encrypt(nonce, plaintext.encode(), associated_data.encode())
+        return f"{_FORMAT}:{self._primary.kid}:{_b64encode(nonce + sealed)}"
+
+    def decrypt(self, value: str, associated_data: str) -> str:
+        if not is_encrypted(value):
+            raise SecretBoxError("Not a sealed value")
+        _, kid, payload = value.split(":")
+        key = self._keys.get(kid)
+        if key is None:
+            raise SecretBoxError(f"No master secret with key id {kid!r} is configured")
+        try:
+            data = _b64decode(payload)
+            plaintext = key.aead.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], associated_data.encode())
+        except (InvalidTag, binascii.Error, ValueError) as exc:
+            raise SecretBoxError("Sealed value does not open (tampered, or sealed for someone else)") from exc
+        return plaintext.decode()
+
+    def needs_rotation(self, value: str) -> bool:
+        """Whether `value` was sealed under a master secret other than the first."""
+        return not value.startswith(f"{_FORMAT}:{self._primary.kid}:")
+
+    def rotate(self, value: str, associated_data: str) -> str:
+        """Re-seal `value` under the first master secret."""
+        return self.encrypt(self.decrypt(value, associated_data), associated_data)
+
+    def derive_key(self, purpose: str, length: int = 32) -> bytes:
+        """A key for another keyed use (recovery-code pepper, cookie signing), one per purpose.
+
+        Always from the first master secret: rotating it changes these keys, which is the point.
+        """
+        return _hkdf(self._primary_secret, b"fhirauth derived key: " + purpose.encode(), length)
