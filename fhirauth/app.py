@@ -44,9 +44,8 @@ INDEXES = (
 )
 
 
-def schemas_dir() -> Path:
-    packaged = Path(__file__).resolve().parent / "schemas"
-    return packaged if packaged.is_dir() else SCHEMAS_DIR
+def schemas_dir(settings: Settings) -> Path:
+    return Path(settings.schemas_dir) if settings.schemas_dir else SCHEMAS_DIR
 
 
 def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
@@ -54,7 +53,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
     passwords = PasswordHasher()
     resources = ResourceService(
         storage,
-        SchemaRegistry.from_directory(schemas_dir()),
+        SchemaRegistry.from_directory(schemas_dir(settings)),
         SecretFields(passwords, box),
         clock,
         base_url=settings.base_url.rstrip("/"),

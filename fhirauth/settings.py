@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = 1_048_576
     trust_proxy_headers: bool = False
+    schemas_dir: str | None = None
 
     def seed_files(self) -> list[str]:
         return [part.strip() for part in self.seed.split(",") if part.strip()]
