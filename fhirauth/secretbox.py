@@ -67,16 +67,18 @@ class SecretBox:
         self._primary = keys[0]
         self._keys = {key.kid: key for key in reversed(keys)}
 
+    is_encrypted = staticmethod(is_encrypted)
+
     @property
     def primary_kid(self) -> str:
         return self._primary.kid
 
-    def encrypt(self, plaintext: str, associated_data: str) -> str:
+    def encrypt(self, plaintext: str, aad: str) -> str:
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._primary.aead.encrypt(nonce, plaintext.encode(), associated_data.encode())
+        sealed = self._primary.aead.encrypt(nonce, plaintext.encode(), aad.encode())
         return f"{_FORMAT}:{self._primary.kid}:{_b64encode(nonce + sealed)}"
 
-    def decrypt(self, value: str, associated_data: str) -> str:
+    def decrypt(self, value: str, aad: str) -> str:
         if not is_encrypted(value):
             raise SecretBoxError("Not a sealed value")
         _, kid, payload = value.split(":")
@@ -85,7 +87,7 @@ class SecretBox:
             raise SecretBoxError(f"No master secret with key id {kid!r} is configured")
         try:
             data = _b64decode(payload)
-            plaintext = key.aead.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], associated_data.encode())
+            plaintext = key.aead.decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], aad.encode())
         except (InvalidTag, binascii.Error, ValueError) as exc:
             raise SecretBoxError("Sealed value does not open (tampered, or sealed for someone else)") from exc
         return plaintext.decode()
@@ -94,9 +96,9 @@ class SecretBox:
         """Whether `value` was sealed under a master secret other than the first."""
         return not value.startswith(f"{_FORMAT}:{self._primary.kid}:")
 
-    def rotate(self, value: str, associated_data: str) -> str:
+    def rotate(self, value: str, aad: str) -> str:
         """Re-seal `value` under the first master secret."""
-        return self.encrypt(self.decrypt(value, associated_data), associated_data)
+        return self.encrypt(self.decrypt(value, aad), aad)
 
     def derive_key(self, purpose: str, length: int = 32) -> bytes:
         """A key for another keyed use (recovery-code pepper, cookie signing), one per purpose.

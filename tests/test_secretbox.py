@@ -13,17 +13,18 @@ TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 def test_round_trip() -> None:
     box = SecretBox([NEW])
-    sealed = box.encrypt(TOTP_SECRET, "user-1")
+    sealed = box.encrypt(TOTP_SECRET, aad="user-1")
     assert sealed.isascii()
     assert sealed.startswith(f"fa1:{box.primary_kid}:")
     assert TOTP_SECRET not in sealed
     assert is_encrypted(sealed)
-    assert box.decrypt(sealed, "user-1") == TOTP_SECRET
+    assert box.is_encrypted(sealed)
+    assert box.decrypt(sealed, aad="user-1") == TOTP_SECRET
 
 
 def test_each_seal_uses_a_fresh_nonce() -> None:
     box = SecretBox([NEW])
-    assert box.encrypt(TOTP_SECRET, "user-1") != box.encrypt(TOTP_SECRET, "user-1")
+    assert box.encrypt(TOTP_SECRET, aad="user-1") != box.encrypt(TOTP_SECRET, aad="user-1")
 
 
 def test_plain_values_are_not_encrypted() -> None:
@@ -34,14 +35,14 @@ def test_plain_values_are_not_encrypted() -> None:
 
 def test_another_users_associated_data_fails() -> None:
     box = SecretBox([NEW])
-    sealed = box.encrypt(TOTP_SECRET, "user-1")
+    sealed = box.encrypt(TOTP_SECRET, aad="user-1")
     with pytest.raises(SecretBoxError):
-        box.decrypt(sealed, "user-2")
+        box.decrypt(sealed, aad="user-2")
 
 
 def test_tampering_fails() -> None:
     box = SecretBox([NEW])
-    sealed = box.encrypt(TOTP_SECRET, "user-1")
+    sealed = box.encrypt(TOTP_SECRET, aad="user-1")
     prefix, kid, payload = sealed.split(":")
     raw = bytearray(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     for position in (0, 12, len(raw) - 1):
@@ -49,32 +50,32 @@ def test_tampering_fails() -> None:
         flipped[position] ^= 0x01
         tampered = base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode()
         with pytest.raises(SecretBoxError):
-            box.decrypt(f"{prefix}:{kid}:{tampered}", "user-1")
+            box.decrypt(f"{prefix}:{kid}:{tampered}", aad="user-1")
     with pytest.raises(SecretBoxError):
-        box.decrypt(f"{prefix}:{kid}:{payload[:-4]}", "user-1")
+        box.decrypt(f"{prefix}:{kid}:{payload[:-4]}", aad="user-1")
     with pytest.raises(SecretBoxError):
-        box.decrypt(TOTP_SECRET, "user-1")
+        box.decrypt(TOTP_SECRET, aad="user-1")
 
 
 def test_unknown_key_id_fails() -> None:
-    sealed = SecretBox([OLD]).encrypt(TOTP_SECRET, "user-1")
+    sealed = SecretBox([OLD]).encrypt(TOTP_SECRET, aad="user-1")
     with pytest.raises(SecretBoxError, match="key id"):
-        SecretBox([NEW]).decrypt(sealed, "user-1")
+        SecretBox([NEW]).decrypt(sealed, aad="user-1")
 
 
 def test_rotation() -> None:
     old_box = SecretBox([OLD])
-    sealed_old = old_box.encrypt(TOTP_SECRET, "user-1")
+    sealed_old = old_box.encrypt(TOTP_SECRET, aad="user-1")
     both = SecretBox([NEW, OLD])
     assert both.primary_kid == SecretBox([NEW]).primary_kid != old_box.primary_kid
-    assert both.decrypt(sealed_old, "user-1") == TOTP_SECRET
+    assert both.decrypt(sealed_old, aad="user-1") == TOTP_SECRET
     assert both.needs_rotation(sealed_old)
-    sealed_new = both.rotate(sealed_old, "user-1")
+    sealed_new = both.rotate(sealed_old, aad="user-1")
     assert sealed_new.startswith(f"fa1:{both.primary_kid}:")
     assert not both.needs_rotation(sealed_new)
-    assert SecretBox([NEW]).decrypt(sealed_new, "user-1") == TOTP_SECRET
+    assert SecretBox([NEW]).decrypt(sealed_new, aad="user-1") == TOTP_SECRET
     with pytest.raises(SecretBoxError):
-        old_box.decrypt(sealed_new, "user-1")
+        old_box.decrypt(sealed_new, aad="user-1")
 
 
 def test_derived_keys_are_per_purpose_and_per_master_secret() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -103,3 +104,30 @@ async def test_dummy_verify_costs_about_a_real_verify() -> None:
     real = await median(lambda: hasher.verify_async(stored, "wrong"))
     dummy = await median(hasher.verify_dummy_async)
     assert 0.5 < dummy / real < 2
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self, threads: int) -> None:
+        self.active = 0
+        self.most_active = 0
+        self._count_lock = threading.Lock()
+        super().__init__(threads=threads)
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        with self._count_lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            return super().verify(stored_hash, password)
+        finally:
+            with self._count_lock:
+                self.active -= 1
+
+
+async def test_hashes_run_at_most_one_per_thread_slot() -> None:
+    counting = CountingHasher(threads=2)
+    stored = counting.hash("correct horse")
+    async with anyio.create_task_group() as tasks:
+        for _ in range(8):
+            tasks.start_soon(counting.verify_async, stored, "wrong")
+    assert counting.most_active == 2

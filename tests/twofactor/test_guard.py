@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio.lowlevel
+import pytest
+
+from fhirauth.clock import ManualClock
+from fhirauth.storage.base import Document, Record
+from fhirauth.storage.sqlite import SQLiteStorage
+from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
+from fhirauth.twofactor.recovery import RecoveryCodes
+from fhirauth.twofactor.totp import code_at, step_at
+
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+USER = "user-1"
+POLICY = LockoutPolicy(max_attempts=5, lockout_seconds=300)
+START = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+
+
+class InterleavingSQLite(SQLiteStorage):
+    """The real SQLite backend, with a scheduling point before every record call.
+
+    SQLite answers without awaiting, so coroutines gathered against it would simply run one after the
+    other. Yielding first makes every concurrent attempt interleave at each storage call, as they do
+    against a networked backend: all read, then all write, the worst case for a read-then-write bug.
+    """
+
+    async def record_get(self, kind: str, key: str) -> Record | None:
+        await anyio.lowlevel.checkpoint()
+        return await super().record_get(kind, key)
+
+    async def record_put(
+        self,
+        kind: str,
+        key: str,
+        document: Document,
+        *,
+        expected_rev: int | None,
+        expires_at: datetime | None = None,
+    ) -> int | None:
+        await anyio.lowlevel.checkpoint()
+        return await super().record_put(kind, key, document, expected_rev=expected_rev, expires_at=expires_at)
+
+    async def record_set(
+        self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
+    ) -> None:
+        await anyio.lowlevel.checkpoint()
+        await super().record_set(kind, key, document, expires_at=expires_at)
+
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
+        await anyio.lowlevel.checkpoint()
+        return await super().record_incr(kind, key, expires_at=expires_at)
+
+    async def record_take(self, kind: str, key: str) -> Record | None:
+        await anyio.lowlevel.checkpoint()
+        return await super().record_take(kind, key)
+
+    async def record_delete(self, kind: str, key: str) -> None:
+        await anyio.lowlevel.checkpoint()
+        await super().record_delete(kind, key)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def storage(clock: ManualClock) -> AsyncIterator[SQLiteStorage]:
+    store = InterleavingSQLite(":memory:", clock)
+    await store.start([])
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def guard(storage: SQLiteStorage, clock: ManualClock) -> AttemptGuard:
+    return AttemptGuard(storage, clock)
+
+
+def current_code(clock: ManualClock, offset: int = 0) -> str:
+    return code_at(SECRET, step_at(clock().timestamp()) + offset)
+
+
+def wrong_code(clock: ManualClock) -> str:
+    window = {current_code(clock, offset) for offset in range(-3, 4)}
+    return next(code for code in (f"{n:06d}" for n in range(1_000_000)) if code not in window)
+
+
+async def verify(guard: AttemptGuard, code: str, policy: LockoutPolicy = POLICY, user: str = USER) -> Verdict:
+    return await guard.verify_totp(user, SECRET, code, past=1, future=0, policy=policy)
+
+
+async def test_correct_code_is_accepted_with_its_step(guard: AttemptGuard, clock: ManualClock) -> None:
+    verdict = await verify(guard, current_code(clock))
+    assert verdict == Verdict(Reason.ACCEPTED, step=step_at(START.timestamp()))
+    assert verdict.accepted
+
+
+async def test_window_is_applied(guard: AttemptGuard, clock: ManualClock) -> None:
+    assert (await verify(guard, current_code(clock, +1))).reason is Reason.INVALID
+    assert (await verify(guard, current_code(clock, -2))).reason is Reason.INVALID
+    assert (await verify(guard, current_code(clock, -1))).reason is Reason.ACCEPTED
+
+
+async def test_same_code_twice_is_replayed_and_next_step_accepted(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    code = current_code(clock)
+    assert (await verify(guard, code)).reason is Reason.ACCEPTED
+    assert await verify(guard, code) == Verdict(Reason.REPLAYED)
+    # An earlier step, still inside the window, is used up too.
+    assert await verify(guard, current_code(clock, -1)) == Verdict(Reason.REPLAYED)
+    clock.advance(30)
+    assert await verify(guard, code) == Verdict(Reason.REPLAYED)
+    assert await verify(guard, current_code(clock)) == Verdict(
+        Reason.ACCEPTED, step=step_at(START.timestamp()) + 1
+    )
+
+
+async def test_lockout_after_max_consecutive_failures(guard: AttemptGuard, clock: ManualClock) -> None:
+    wrong = wrong_code(clock)
+    locked_until = START + timedelta(seconds=300)
+    verdicts = [await verify(guard, wrong) for _ in range(5)]
+    assert verdicts == [Verdict(Reason.INVALID)] * 4 + [Verdict(Reason.INVALID, locked_until=locked_until)]
+    # Locked: a correct code is refused without being looked at.
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=locked_until)
+    assert await guard.locked_until(USER) == locked_until
+    clock.advance(299)
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=locked_until)
+    clock.advance(1)
+    assert await guard.locked_until(USER) is None
+    assert (await verify(guard, current_code(clock))).reason is Reason.ACCEPTED
+
+
+async def test_after_the_lock_the_counter_starts_afresh(guard: AttemptGuard, clock: ManualClock) -> None:
+    wrong = wrong_code(clock)
+    for _ in range(5):
+        await verify(guard, wrong)
+    clock.advance(300)
+    verdicts = [await verify(guard, wrong) for _ in range(5)]
+    assert [v.reason for v in verdicts] == [Reason.INVALID] * 5
+    assert verdicts[-1].locked_until == START + timedelta(seconds=600)
+
+
+async def test_success_resets_the_counter(guard: AttemptGuard, clock: ManualClock) -> None:
+    wrong = wrong_code(clock)
+    for _ in range(4):
+        assert (await verify(guard, wrong)).reason is Reason.INVALID
+    assert (await verify(guard, current_code(clock))).reason is Reason.ACCEPTED
+    for _ in range(4):
+        assert await verify(guard, wrong) == Verdict(Reason.INVALID)
+    assert (await verify(guard, wrong)).locked_until == START + timedelta(seconds=300)
+
+
+async def test_replays_count_as_failures(guard: AttemptGuard, clock: ManualClock) -> None:
+    code = current_code(clock)
+    await verify(guard, code)
+    verdicts = [await verify(guard, code) for _ in range(6)]
+    assert [v.reason for v in verdicts] == [Reason.REPLAYED] * 5 + [Reason.LOCKED]
+
+
+async def test_failures_are_counted_per_user(guard: AttemptGuard, clock: ManualClock) -> None:
+    for _ in range(5):
+        await verify(guard, wrong_code(clock))
+    assert (await verify(guard, current_code(clock), user="user-2")).reason is Reason.ACCEPTED
+
+
+async def test_admin_reset_clears_the_lock_but_not_the_last_step(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    code = current_code(clock)
+    assert (await verify(guard, code)).reason is Reason.ACCEPTED
+    for _ in range(5):
+        await verify(guard, wrong_code(clock))
+    assert (await verify(guard, code)).reason is Reason.LOCKED
+    await guard.reset(USER)
+    assert await guard.locked_until(USER) is None
+    assert (await verify(guard, code)).reason is Reason.REPLAYED
+    for _ in range(3):
+        assert (await verify(guard, wrong_code(clock))).reason is Reason.INVALID
+    assert (await verify(guard, current_code(clock, -1))).reason is Reason.REPLAYED
+
+
+async def test_concurrent_verifications_of_one_code_accept_exactly_one(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    code = current_code(clock)
+    roomy = LockoutPolicy(max_attempts=100, lockout_seconds=300)
+    verdicts = await asyncio.gather(*(verify(guard, code, roomy) for _ in range(20)))
+    assert Counter(v.reason for v in verdicts) == {Reason.ACCEPTED: 1, Reason.REPLAYED: 19}
+
+
+async def test_concurrent_verifications_beyond_the_limit(guard: AttemptGuard, clock: ManualClock) -> None:
+    code = current_code(clock)
+    verdicts = await asyncio.gather(*(verify(guard, code) for _ in range(20)))
+    assert Counter(v.reason for v in verdicts) == {Reason.ACCEPTED: 1, Reason.REPLAYED: 4, Reason.LOCKED: 15}
+
+
+async def test_parallel_wrong_guesses_evaluate_at_most_max_attempts(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    verdicts = await asyncio.gather(*(verify(guard, wrong_code(clock)) for _ in range(100)))
+    assert Counter(v.reason for v in verdicts) == {Reason.INVALID: 5, Reason.LOCKED: 95}
+    locked_until = START + timedelta(seconds=300)
+    assert {v.locked_until for v in verdicts if v.reason is Reason.LOCKED} == {locked_until}
+    # The lock holds for a correct code, then lifts with a fresh counter.
+    assert (await verify(guard, current_code(clock))).reason is Reason.LOCKED
+    clock.advance(300)
+    assert (await verify(guard, current_code(clock))).reason is Reason.ACCEPTED
+
+
+async def test_an_older_step_recorded_meanwhile_does_not_refuse_a_newer_one(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    roomy = LockoutPolicy(max_attempts=100, lockout_seconds=300)
+    older, newer = current_code(clock, -1), current_code(clock)
+    verdicts = await asyncio.gather(verify(guard, older, roomy), verify(guard, newer, roomy))
+    # Both read "no step yet"; the older wins the first write, the newer retries its CAS and wins.
+    assert [v.reason for v in verdicts] == [Reason.ACCEPTED, Reason.ACCEPTED]
+    assert await verify(guard, newer, roomy) == Verdict(Reason.REPLAYED)
+
+
+class RecoveryCodeStore:
+    """How a recovery-code owner plugs into the guard: spend with compare-and-set, lock out with the guard."""
+
+    def __init__(self, storage: SQLiteStorage, codes: RecoveryCodes) -> None:
+        self._storage = storage
+        self._codes = codes
+
+    async def save(self, user_id: str, codes: list[str]) -> None:
+        digests = [self._codes.digest(code) for code in codes]
+        await self._storage.record_set("recovery-codes", user_id, {"digests": digests})
+
+    async def spend(self, user_id: str, code: str) -> Verdict:
+        while True:
+            record = await self._storage.record_get("recovery-codes", user_id)
+            digests: list[Any] = record.document["digests"] if record else []
+            index = self._codes.find(code, digests)
+            if record is None or index is None:
+                return Verdict(Reason.INVALID)
+            remaining = digests[:index] + digests[index + 1 :]
+            document = {"digests": remaining}
+            if await self._storage.record_put("recovery-codes", user_id, document, expected_rev=record.rev):
+                return Verdict(Reason.ACCEPTED)
+
+
+async def test_recovery_codes_share_the_lockout(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    store = RecoveryCodeStore(storage, RecoveryCodes(b"pepper-for-the-guard-tests-0123"))
+    codes = RecoveryCodes(b"unused-pepper-0123456789abcdef").generate()
+    await store.save(USER, codes)
+
+    async def recover(code: str) -> Verdict:
+        return await guard.attempt(USER, POLICY, lambda: store.spend(USER, code))
+
+    assert (await recover(codes[0])).reason is Reason.ACCEPTED
+    assert (await recover(codes[0])).reason is Reason.INVALID
+    for _ in range(3):
+        await verify(guard, wrong_code(clock))
+    assert (await recover("zzzzz-zzzzz")).locked_until == START + timedelta(seconds=300)
+    assert (await recover(codes[1])).reason is Reason.LOCKED
+    clock.advance(300)
+    assert (await recover(codes[1])).reason is Reason.ACCEPTED
+
+
+def test_policy_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        LockoutPolicy(max_attempts=0, lockout_seconds=300)
+    with pytest.raises(ValueError):
+        LockoutPolicy(max_attempts=5, lockout_seconds=0)
+
+
+def test_workers_sharing_a_file_accept_one_code_once(tmp_path: Path, clock: ManualClock) -> None:
+    """Four threads, each its own event loop and connection to one SQLite file, like four workers."""
+    path = str(tmp_path / "guard.db")
+    code = current_code(clock)
+    wrong = wrong_code(clock)
+    roomy = LockoutPolicy(max_attempts=1000, lockout_seconds=300)
+    barrier = threading.Barrier(4)
+    results: list[Verdict] = []
+    lock = threading.Lock()
+
+    async def worker() -> None:
+        store = SQLiteStorage(path, clock)
+        await store.start([])
+        guard = AttemptGuard(store, clock)
+        barrier.wait()
+        verdicts = [await verify(guard, code, roomy) for _ in range(5)]
+        verdicts += [await verify(guard, wrong, POLICY, user="user-2") for _ in range(25)]
+        await store.close()
+        with lock:
+            results.extend(verdicts)
+
+    threads = [threading.Thread(target=asyncio.run, args=(worker(),)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    totp = Counter(v.reason for v in results if v.step is not None or v.reason is Reason.REPLAYED)
+    assert totp == {Reason.ACCEPTED: 1, Reason.REPLAYED: 19}
+    guesses = Counter(v.reason for v in results if v.reason in (Reason.INVALID, Reason.LOCKED))
+    assert guesses == {Reason.INVALID: 5, Reason.LOCKED: 95}
