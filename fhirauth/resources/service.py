@@ -155,6 +155,9 @@ class ResourceService:
     async def _prepare(
         self, resource_type: str, id: str, body: Document, previous: Stored | None, version: int
     ) -> Document:
+        named = body.get("resourceType", resource_type)
+        if named != resource_type:
+            raise BadRequest(f"resourceType '{named}' does not match '{resource_type}'", "resourceType")
         now = isoformat(self.clock())
         live_previous = previous.document if previous is not None and not previous.deleted else None
         created_at = live_previous["meta"].get("createdAt", now) if live_previous else now
