@@ -11,6 +11,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
+from fhirauth.audit import AuditLog
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.passwords import PasswordHasher
@@ -70,6 +71,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         clients=clients,
         authenticator=Authenticator(clients),
         access=AccessControl(),
+        audit=AuditLog(resources, clock),
     )
 
 

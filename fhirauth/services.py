@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhirauth.audit import AuditLog
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.passwords import PasswordHasher
@@ -28,3 +29,4 @@ class Services:
     clients: ClientRegistry
     authenticator: Authenticator
     access: AccessControl
+    audit: AuditLog
