@@ -1,0 +1,44 @@
+"""What a query may contain, checked once for every backend.
+
+Resource types and dotted paths end up inside SQL text and Mongo field names (an expression index can
+only match a literal path), so they are held to a strict shape instead of being escaped.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fhirauth.storage.base import Query
+
+_RESOURCE_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
+_SCALARS = (str, int, float)  # bool is an int
+
+
+def is_resource_type(name: str) -> bool:
+    # fullmatch, not a `$` anchor: `$` also matches before a trailing newline.
+    return _RESOURCE_TYPE.fullmatch(name) is not None
+
+
+def check_resource_type(resource_type: str) -> str:
+    if not is_resource_type(resource_type):
+        raise ValueError(f"Invalid resource type {resource_type!r}")
+    return resource_type
+
+
+def check_path(path: str) -> str:
+    if not _PATH.fullmatch(path):
+        raise ValueError(f"Invalid search path {path!r}")
+    return path
+
+
+def check_query(query: Query) -> None:
+    for condition in query.filters:
+        check_path(condition.path)
+        for value in condition.values:
+            if not isinstance(value, _SCALARS):
+                raise ValueError(f"Search value for {condition.path!r} must be a string, number or boolean")
+    for path, _descending in query.sort:
+        check_path(path)
+    if query.offset < 0 or query.limit < 0:
+        raise ValueError("Search offset and limit must not be negative")

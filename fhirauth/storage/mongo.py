@@ -1,0 +1,338 @@
+"""The MongoDB backend, on pymongo's asyncio client.
+
+Layout: one collection per resource type holding the current version or tombstone
+(`{_id: id, v: version, _deleted: bool, resource: document}`), `<Type>_history` with every version
+(`_id: "id/version"`), and `_records`. The resource is nested under `resource` so that none of its
+keys (FHIR allows `_id` as the extension of `id`) can collide with the storage's own fields.
+
+Record expiry is judged on read by the injected clock and removed by `purge_expired`; there are no TTL
+indexes (SecantusDB slows writes about 28x after its TTL sweeper has deleted a document).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from fhirauth.clock import Clock
+from fhirauth.storage._query import check_path, check_query, check_resource_type, is_resource_type
+from fhirauth.storage._time import from_micros_or_none, to_micros, to_micros_or_none
+from fhirauth.storage.base import (
+    AlreadyExists,
+    Create,
+    Delete,
+    Document,
+    Index,
+    Page,
+    Query,
+    Record,
+    Storage,
+    StorageUnavailable,
+    Stored,
+    VersionConflict,
+    Write,
+)
+
+DEFAULT_DATABASE = "fhirauth"
+
+# Server selection gives up after 1.5 s, so an unreachable database becomes a 503 within 2 s. The
+# socket timeout is longer: it bounds each reply, and a large export batch is a legitimate slow one.
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 1500,
+    "connectTimeoutMS": 1000,
+    "socketTimeoutMS": 5000,
+    "appname": "fhirauth",
+}
+_UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+_TRANSACTION_ATTEMPTS = 20
+_RECORDS = "_records"
+_HISTORY_SUFFIX = "_history"
+_NO_EXPIRY = 2**63 - 1
+
+MongoDocument = dict[str, Any]
+
+
+class MongoStorage(Storage):
+    def __init__(self, uri: str, clock: Clock) -> None:
+        self._clock = clock
+        self._client: AsyncMongoClient[MongoDocument] = AsyncMongoClient(uri, **_CLIENT_OPTIONS)
+        self._db = self._client.get_default_database(DEFAULT_DATABASE)
+        self.database_name = self._db.name
+        self._history_indexed: set[str] = set()
+
+    async def start(self, indexes: Sequence[Index]) -> None:
+        with _unavailable():
+            await self._records.create_index("exp")
+            for index in indexes:
+                paths = (index.path, *index.extra)
+                keys = [(f"resource.{check_path(path)}", ASCENDING) for path in paths]
+                options: dict[str, Any] = {}
+                if index.unique:
+                    # Unique among live resources that have the value, as SQLite's partial index is
+                    # (there NULLs never collide; here a missing field would index as null).
+                    only: MongoDocument = {"_deleted": False}
+                    only.update((key, {"$exists": True}) for key, _ in keys)
+                    options = {"unique": True, "partialFilterExpression": only}
+                await self._resources(index.resource_type).create_index(keys, **options)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def ping(self) -> None:
+        with _unavailable():
+            await self._client.admin.command("ping")
+
+    async def get(self, resource_type: str, id: str) -> Stored | None:
+        with _unavailable():
+            row = await self._resources(resource_type).find_one({"_id": id})
+        return _stored(row)
+
+    async def get_version(self, resource_type: str, id: str, version: int) -> Stored | None:
+        with _unavailable():
+            row = await self._history(resource_type).find_one({"_id": f"{id}/{version}"})
+        return _stored(row)
+
+    async def history(self, resource_type: str, id: str) -> list[Stored]:
+        with _unavailable():
+            await self._ensure_history_index(resource_type)
+            cursor = self._history(resource_type).find({"rid": id}, sort=[("v", DESCENDING)])
+            return [Stored(row["resource"], row["_deleted"]) async for row in cursor]
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        with _unavailable():
+            for resource_type in {write.document["resourceType"] for write in writes}:
+                await self._ensure_history_index(resource_type)
+            if len(writes) > 1:
+                await self._write_in_transaction(writes)
+            else:
+                # One document changes, so the conditional update alone is atomic; the history entry
+                # follows it.
+                for write in writes:
+                    await self._apply(write, None)
+
+    async def search(self, resource_type: str, query: Query) -> Page:
+        check_query(query)
+        match = _match(query)
+        collection = self._resources(resource_type)
+        sort = [(f"resource.{path}", DESCENDING if desc else ASCENDING) for path, desc in query.sort]
+        with _unavailable():
+            items: list[Document] = []
+            # A limit of 0 means "no limit" to MongoDB.
+            if query.limit:
+                cursor = collection.find(
+                    match,
+                    {"_id": False, "resource": True},
+                    sort=[*sort, ("_id", ASCENDING)],
+                    skip=query.offset,
+                    limit=query.limit,
+                )
+                items = [row["resource"] async for row in cursor]
+            total = await collection.count_documents(match) if query.count_total else None
+        return Page(items, total)
+
+    async def record_get(self, kind: str, key: str) -> Record | None:
+        with _unavailable():
+            row = await self._records.find_one({"_id": _record_id(kind, key), **self._live()})
+        return _record(row)
+
+    async def record_put(
+        self,
+        kind: str,
+        key: str,
+        document: Document,
+        *,
+        expected_rev: int | None,
+        expires_at: datetime | None = None,
+    ) -> int | None:
+        fields = {"exp": to_micros_or_none(expires_at), "doc": document}
+        with _unavailable():
+            if expected_rev is None:
+                # Matches only an expired record; when a live one exists the upsert's insert collides.
+                expired = {"_id": _record_id(kind, key), "exp": {"$lte": self._now()}}
+                try:
+                    await self._records.update_one(expired, {"$set": {"rev": 1, **fields}}, upsert=True)
+                except DuplicateKeyError:
+                    return None
+                return 1
+            current = {"_id": _record_id(kind, key), "rev": expected_rev, **self._live()}
+            result = await self._records.update_one(current, {"$set": fields, "$inc": {"rev": 1}})
+        return expected_rev + 1 if result.matched_count else None
+
+    async def record_set(
+        self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
+    ) -> None:
+        with _unavailable():
+            await self._records.update_one(
+                {"_id": _record_id(kind, key)},
+                {"$set": {"exp": to_micros_or_none(expires_at), "doc": document}, "$inc": {"rev": 1}},
+                upsert=True,
+            )
+
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
+        # One pipeline update decides "missing or expired" and increments in the same atomic step. A
+        # counter's rev is its count and its document is {"count": rev}.
+        restart = {
+            "$or": [
+                {"$eq": [{"$ifNull": ["$rev", None]}, None]},
+                {"$lte": [{"$ifNull": ["$exp", _NO_EXPIRY]}, self._now()]},
+            ]
+        }
+        pipeline: list[MongoDocument] = [
+            {
+                "$set": {
+                    "rev": {"$cond": [restart, 1, {"$add": ["$rev", 1]}]},
+                    "exp": {"$cond": [restart, to_micros(expires_at), "$exp"]},
+                }
+            },
+            {"$set": {"doc": {"count": "$rev"}}},
+        ]
+        with _unavailable():
+            row = await self._records.find_one_and_update(
+                {"_id": _record_id(kind, key)}, pipeline, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        assert row is not None  # an upsert returning the document AFTER always has one
+        return int(row["rev"])
+
+    async def record_take(self, kind: str, key: str) -> Record | None:
+        with _unavailable():
+            row = await self._records.find_one_and_delete({"_id": _record_id(kind, key), **self._live()})
+        return _record(row)
+
+    async def record_delete(self, kind: str, key: str) -> None:
+        with _unavailable():
+            await self._records.delete_one({"_id": _record_id(kind, key)})
+
+    async def purge_expired(self, now: datetime) -> int:
+        with _unavailable():
+            result = await self._records.delete_many({"exp": {"$lte": to_micros(now)}})
+        return result.deleted_count
+
+    async def all_resources(self, resource_type: str | None = None) -> list[Document]:
+        with _unavailable():
+            if resource_type is None:
+                names = sorted(filter(is_resource_type, await self._db.list_collection_names()))
+            else:
+                names = [resource_type]
+            documents: list[Document] = []
+            for name in names:
+                cursor = self._resources(name).find(
+                    {"_deleted": False}, {"_id": False, "resource": True}, sort=[("_id", ASCENDING)]
+                )
+                documents.extend([row["resource"] async for row in cursor])
+        return documents
+
+    @property
+    def _records(self) -> AsyncCollection[MongoDocument]:
+        return self._db[_RECORDS]
+
+    def _resources(self, resource_type: str) -> AsyncCollection[MongoDocument]:
+        return self._db[check_resource_type(resource_type)]
+
+    def _history(self, resource_type: str) -> AsyncCollection[MongoDocument]:
+        return self._db[check_resource_type(resource_type) + _HISTORY_SUFFIX]
+
+    async def _ensure_history_index(self, resource_type: str) -> None:
+        # History collections appear with their first write, so their index is made on first use
+        # (once per type and process) rather than at start-up.
+        if resource_type not in self._history_indexed:
+            await self._history(resource_type).create_index([("rid", ASCENDING), ("v", DESCENDING)])
+            self._history_indexed.add(resource_type)
+
+    async def _write_in_transaction(self, writes: Sequence[Write]) -> None:
+        for _attempt in range(_TRANSACTION_ATTEMPTS):
+            try:
+                async with self._client.start_session() as session, await session.start_transaction():
+                    for write in writes:
+                        await self._apply(write, session)
+                return
+            except OperationFailure as exc:
+                # WriteConflict: a concurrent transaction touched one of these documents first. Run
+                # again, so the version checks judge against what it committed.
+                if not exc.has_error_label("TransientTransactionError"):
+                    raise
+        raise StorageUnavailable("MongoDB transaction kept conflicting with concurrent writes")
+
+    async def _apply(self, write: Write, session: AsyncClientSession | None) -> None:
+        document = write.document
+        resource_type, id = document["resourceType"], document["id"]
+        version = int(document["meta"]["versionId"])
+        deleted = isinstance(write, Delete)
+        current = self._resources(resource_type)
+        entry = {"_id": id, "v": version, "_deleted": deleted, "resource": document}
+        try:
+            if isinstance(write, Create):
+                if write.over_tombstone_version is None:
+                    await current.insert_one(entry, session=session)
+                else:
+                    tombstone = {"_id": id, "v": write.over_tombstone_version, "_deleted": True}
+                    if not (await current.replace_one(tombstone, entry, session=session)).matched_count:
+                        raise AlreadyExists(resource_type, id)
+            else:
+                live = {"_id": id, "v": write.expected_version, "_deleted": False}
+                if not (await current.replace_one(live, entry, session=session)).matched_count:
+                    raise VersionConflict(resource_type, id)
+            await self._history(resource_type).insert_one(
+                {**entry, "_id": f"{id}/{version}", "rid": id}, session=session
+            )
+        except DuplicateKeyError as exc:
+            # The id, or a unique secondary index (User email, say), is taken by a live resource.
+            raise AlreadyExists(resource_type, id) from exc
+
+    def _live(self) -> MongoDocument:
+        return {"$or": [{"exp": None}, {"exp": {"$gt": self._now()}}]}
+
+    def _now(self) -> int:
+        return to_micros(self._clock())
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except PyMongoError as exc:
+        if isinstance(exc, _UNAVAILABLE) or exc.timeout:
+            raise StorageUnavailable(f"MongoDB unavailable: {exc}") from exc
+        raise
+
+
+def _match(query: Query) -> MongoDocument:
+    match: MongoDocument = {"_deleted": False}
+    repeated: list[MongoDocument] = []
+    for condition in query.filters:
+        field = f"resource.{condition.path}"
+        test = {"$in": list(condition.values)}
+        if field in match:
+            repeated.append({field: test})
+        else:
+            match[field] = test
+    if repeated:
+        match["$and"] = repeated
+    return match
+
+
+def _stored(row: MongoDocument | None) -> Stored | None:
+    return None if row is None else Stored(row["resource"], row["_deleted"])
+
+
+def _record(row: MongoDocument | None) -> Record | None:
+    if row is None:
+        return None
+    return Record(row["doc"], row["rev"], from_micros_or_none(row["exp"]))
+
+
+def _record_id(kind: str, key: str) -> MongoDocument:
+    return {"kind": kind, "key": key}

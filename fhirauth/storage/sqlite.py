@@ -1,0 +1,356 @@
+"""The embedded default backend: SQLite through the stdlib driver, called on the event loop thread.
+
+A call takes microseconds and holds no await, so within one process every method is atomic with respect
+to other coroutines. Several worker processes may share one file: WAL lets readers run beside the single
+writer, and BEGIN IMMEDIATE with the busy timeout queues the writers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from fhirauth.clock import Clock
+from fhirauth.storage._query import check_path, check_query, check_resource_type
+from fhirauth.storage._time import from_micros_or_none, to_micros, to_micros_or_none
+from fhirauth.storage.base import (
+    AlreadyExists,
+    Create,
+    Delete,
+    Document,
+    Index,
+    Page,
+    Query,
+    Record,
+    Storage,
+    StorageUnavailable,
+    Stored,
+    VersionConflict,
+    Write,
+)
+
+_BUSY_TIMEOUT_SECONDS = 5.0
+
+# Primary result codes that say the store cannot be used, as opposed to a statement being wrong.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PERM,
+    }
+)
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS resources (
+        type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (type, id))""",
+    """CREATE TABLE IF NOT EXISTS history (
+        type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
+        doc TEXT NOT NULL, PRIMARY KEY (type, id, version))""",
+    """CREATE TABLE IF NOT EXISTS records (
+        kind TEXT NOT NULL, key TEXT NOT NULL, rev INTEGER NOT NULL, expires_at INTEGER,
+        doc TEXT NOT NULL, PRIMARY KEY (kind, key))""",
+    "CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL",
+)
+
+_INSERT_CURRENT = """INSERT INTO resources (type, id, version, deleted, doc) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (type, id) DO NOTHING"""
+_UPDATE_CURRENT = """UPDATE resources SET version = ?, deleted = ?, doc = ?
+    WHERE type = ? AND id = ? AND version = ? AND deleted = ?"""
+_INSERT_HISTORY = "INSERT INTO history (type, id, version, deleted, doc) VALUES (?, ?, ?, ?, ?)"
+
+_LIVE_RECORD = "(expires_at IS NULL OR expires_at > :now)"
+_CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
+    VALUES (:kind, :key, 1, :expires_at, :doc)
+    ON CONFLICT (kind, key) DO UPDATE SET rev = 1, expires_at = excluded.expires_at, doc = excluded.doc
+    WHERE NOT {_LIVE_RECORD}
+    RETURNING rev"""
+_SWAP_RECORD = f"""UPDATE records SET rev = rev + 1, expires_at = :expires_at, doc = :doc
+    WHERE kind = :kind AND key = :key AND rev = :rev AND {_LIVE_RECORD}
+    RETURNING rev"""
+_SET_RECORD = """INSERT INTO records (kind, key, rev, expires_at, doc)
+    VALUES (:kind, :key, 1, :expires_at, :doc)
+    ON CONFLICT (kind, key) DO UPDATE SET
+        rev = rev + 1, expires_at = excluded.expires_at, doc = excluded.doc"""
+# A counter's rev is its count and its document is {"count": rev}.
+_INCREMENT_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
+    VALUES (:kind, :key, 1, :expires_at, '{{"count":1}}')
+    ON CONFLICT (kind, key) DO UPDATE SET
+        rev = CASE WHEN {_LIVE_RECORD} THEN rev + 1 ELSE 1 END,
+        expires_at = CASE WHEN {_LIVE_RECORD} THEN expires_at ELSE excluded.expires_at END,
+        doc = json_object('count', CASE WHEN {_LIVE_RECORD} THEN rev + 1 ELSE 1 END)
+    RETURNING rev"""
+_TAKE_RECORD = f"""DELETE FROM records WHERE kind = :kind AND key = :key AND {_LIVE_RECORD}
+    RETURNING rev, expires_at, doc"""
+
+
+class SQLiteStorage(Storage):
+    def __init__(self, path: str, clock: Clock) -> None:
+        self.path = path
+        self._clock = clock
+        self._connection: sqlite3.Connection | None = None
+        # (resource type, leading path) → index name, for INDEXED BY.
+        self._index_names: dict[tuple[str, str], str] = {}
+
+    async def start(self, indexes: Sequence[Index]) -> None:
+        if self._connection is None:
+            with _unavailable():
+                self._connection = _connect(self.path)
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            for index in indexes:
+                name = _index_name(index)
+                db.execute(_index_sql(index, name))
+                self._index_names.setdefault((index.resource_type, index.path), name)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def ping(self) -> None:
+        # Reads the file header, so a vanished or unreadable file shows up here.
+        self._fetch("PRAGMA schema_version", ())
+
+    async def get(self, resource_type: str, id: str) -> Stored | None:
+        rows = self._fetch(
+            "SELECT deleted, doc FROM resources WHERE type = ? AND id = ?", (resource_type, id)
+        )
+        return _stored(*rows[0]) if rows else None
+
+    async def get_version(self, resource_type: str, id: str, version: int) -> Stored | None:
+        rows = self._fetch(
+            "SELECT deleted, doc FROM history WHERE type = ? AND id = ? AND version = ?",
+            (resource_type, id, version),
+        )
+        return _stored(*rows[0]) if rows else None
+
+    async def history(self, resource_type: str, id: str) -> list[Stored]:
+        rows = self._fetch(
+            "SELECT deleted, doc FROM history WHERE type = ? AND id = ? ORDER BY version DESC",
+            (resource_type, id),
+        )
+        return [_stored(deleted, doc) for deleted, doc in rows]
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            for write in writes:
+                _apply(db, write)
+
+    async def search(self, resource_type: str, query: Query) -> Page:
+        page, count, params = self._search_sql(resource_type, query)
+        # One read transaction, so the page and its total come from the same snapshot.
+        with self._transaction("BEGIN") as db:
+            rows = db.execute(page, (*params, query.limit, query.offset)).fetchall()
+            total = db.execute(count, params).fetchone()[0] if query.count_total else None
+        return Page([orjson.loads(doc) for (doc,) in rows], total)
+
+    def query_plan(self, resource_type: str, query: Query) -> list[str]:
+        """SQLite's plan for the page and then the count statement of `search`, one line per step."""
+        page, count, params = self._search_sql(resource_type, query)
+        rows = self._fetch(f"EXPLAIN QUERY PLAN {page}", (*params, query.limit, query.offset))
+        rows += self._fetch(f"EXPLAIN QUERY PLAN {count}", params)
+        return [detail for *_ids, detail in rows]
+
+    async def record_get(self, kind: str, key: str) -> Record | None:
+        rows = self._fetch(
+            f"SELECT rev, expires_at, doc FROM records WHERE kind = :kind AND key = :key AND {_LIVE_RECORD}",
+            {"kind": kind, "key": key, "now": self._now()},
+        )
+        return _record(*rows[0]) if rows else None
+
+    async def record_put(
+        self,
+        kind: str,
+        key: str,
+        document: Document,
+        *,
+        expected_rev: int | None,
+        expires_at: datetime | None = None,
+    ) -> int | None:
+        params = {
+            "kind": kind,
+            "key": key,
+            "rev": expected_rev,
+            "expires_at": to_micros_or_none(expires_at),
+            "doc": _dumps(document),
+            "now": self._now(),
+        }
+        rows = self._fetch(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
+        return int(rows[0][0]) if rows else None
+
+    async def record_set(
+        self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
+    ) -> None:
+        expiry = to_micros_or_none(expires_at)
+        self._fetch(_SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)})
+
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
+        params = {"kind": kind, "key": key, "expires_at": to_micros(expires_at), "now": self._now()}
+        ((count,),) = self._fetch(_INCREMENT_RECORD, params)
+        return int(count)
+
+    async def record_take(self, kind: str, key: str) -> Record | None:
+        rows = self._fetch(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
+        return _record(*rows[0]) if rows else None
+
+    async def record_delete(self, kind: str, key: str) -> None:
+        self._fetch("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+
+    async def purge_expired(self, now: datetime) -> int:
+        with _unavailable():
+            return self._db.execute("DELETE FROM records WHERE expires_at <= ?", (to_micros(now),)).rowcount
+
+    async def all_resources(self, resource_type: str | None = None) -> list[Document]:
+        if resource_type is None:
+            rows = self._fetch("SELECT doc FROM resources WHERE deleted = 0 ORDER BY type, id", ())
+        else:
+            rows = self._fetch(
+                "SELECT doc FROM resources WHERE type = ? AND deleted = 0 ORDER BY id", (resource_type,)
+            )
+        return [orjson.loads(doc) for (doc,) in rows]
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError("SQLiteStorage used before start() or after close()")
+        return self._connection
+
+    def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        with _unavailable():
+            return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        with _unavailable():
+            db.execute(begin)
+            try:
+                yield db
+            except BaseException:
+                # SQLite rolls back by itself after some errors (disk full, I/O).
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _now(self) -> int:
+        return to_micros(self._clock())
+
+    def _search_sql(self, resource_type: str, query: Query) -> tuple[str, str, list[Any]]:
+        """The page statement, the count statement and their shared parameters."""
+        check_query(query)
+        clauses = [_live_of(resource_type)]
+        params: list[Any] = []
+        for condition in query.filters:
+            clauses.append(f"{_extract(condition.path)} IN ({', '.join('?' * len(condition.values))})")
+            # json_extract yields 1/0 for JSON true/false.
+            params.extend(int(value) if isinstance(value, bool) else value for value in condition.values)
+        source = "resources"
+        # Without statistics the planner rates `type = ?` on the primary key as selective as the
+        # expression index and takes the key because it also yields ORDER BY id: a scan of the type.
+        # (`IN ()` cannot use an index at all.)
+        indexed = (self._index_names.get((resource_type, c.path)) for c in query.filters if c.values)
+        index_name = next((name for name in indexed if name is not None), None)
+        if index_name is not None:
+            source += f' INDEXED BY "{index_name}"'
+        where = " AND ".join(clauses)
+        keys = [f"{_extract(path)} {'DESC' if descending else 'ASC'}" for path, descending in query.sort]
+        order = ", ".join([*keys, "id"])
+        page = f"SELECT doc FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        return page, f"SELECT count(*) FROM {source} WHERE {where}", params
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: transactions are opened explicitly, so a bundle is one BEGIN IMMEDIATE.
+    # check_same_thread=False: the loop that uses the storage may run on another thread than the one
+    # that opened it (TestClient's portal, for one); all calls still come from one thread at a time.
+    db = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+@contextmanager
+def _unavailable() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            raise StorageUnavailable(f"SQLite database unusable: {exc}") from exc
+        raise
+
+
+def _apply(db: sqlite3.Connection, write: Write) -> None:
+    document = write.document
+    resource_type, id = document["resourceType"], document["id"]
+    version = int(document["meta"]["versionId"])
+    deleted = isinstance(write, Delete)
+    text = _dumps(document)
+    try:
+        if isinstance(write, Create):
+            if write.over_tombstone_version is None:
+                changed = db.execute(_INSERT_CURRENT, (resource_type, id, version, deleted, text)).rowcount
+            else:
+                tombstone = (resource_type, id, write.over_tombstone_version, True)
+                changed = db.execute(_UPDATE_CURRENT, (version, deleted, text, *tombstone)).rowcount
+            if not changed:
+                raise AlreadyExists(resource_type, id)
+        else:
+            current = (resource_type, id, write.expected_version, False)
+            if not db.execute(_UPDATE_CURRENT, (version, deleted, text, *current)).rowcount:
+                raise VersionConflict(resource_type, id)
+        db.execute(_INSERT_HISTORY, (resource_type, id, version, deleted, text))
+    except sqlite3.IntegrityError as exc:
+        # A unique secondary index (User email, say) already holds this value for a live resource.
+        raise AlreadyExists(resource_type, id) from exc
+
+
+def _index_name(index: Index) -> str:
+    paths = ",".join(check_path(path) for path in (index.path, *index.extra))
+    kind = "unique index" if index.unique else "index"
+    return f"{kind} {check_resource_type(index.resource_type)} {paths}"
+
+
+def _index_sql(index: Index, name: str) -> str:
+    kind = "UNIQUE INDEX" if index.unique else "INDEX"
+    columns = ", ".join(_extract(path) for path in (index.path, *index.extra))
+    live = _live_of(index.resource_type)
+    return f'CREATE {kind} IF NOT EXISTS "{name}" ON resources ({columns}) WHERE {live}'
+
+
+def _live_of(resource_type: str) -> str:
+    # Literal, not bound: SQLite uses a partial index only when the query's WHERE visibly implies the
+    # index's WHERE, so search and the index share this exact text.
+    return f"type = '{check_resource_type(resource_type)}' AND deleted = 0"
+
+
+def _extract(path: str) -> str:
+    return f"json_extract(doc, '$.{check_path(path)}')"
+
+
+def _stored(deleted: int, doc: str) -> Stored:
+    return Stored(orjson.loads(doc), bool(deleted))
+
+
+def _record(rev: int, expires_at: int | None, doc: str) -> Record:
+    return Record(orjson.loads(doc), rev, from_micros_or_none(expires_at))
+
+
+def _dumps(document: Document) -> str:
+    return orjson.dumps(document).decode()
