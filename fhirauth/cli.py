@@ -74,7 +74,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="fhirauth", description="An authorization server in Aidbox's dialect.")
+    root = argparse.ArgumentParser(
+        prog="fhirauth", description="An authorization server in Aidbox's dialect."
+    )
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the server")

@@ -35,9 +35,7 @@ def parse_basic(value: str) -> BasicCredentials:
 
 
 def unauthenticated(message: str) -> NotAuthenticated:
-    return NotAuthenticated(
-        message, headers={"WWW-Authenticate": f"{BASIC_CHALLENGE}, {BEARER_CHALLENGE}"}
-    )
+    return NotAuthenticated(message, headers={"WWW-Authenticate": f"{BASIC_CHALLENGE}, {BEARER_CHALLENGE}"})
 
 
 class Authenticator:

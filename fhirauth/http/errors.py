@@ -24,7 +24,9 @@ async def outcome_error(request: Request, exc: Exception) -> Response:
 
 async def storage_unavailable(request: Request, exc: Exception) -> Response:
     log.warning("storage unavailable: %s", exc)
-    body = operation_outcome([Issue("Storage is unavailable; try again shortly", "transient", severity="fatal")])
+    body = operation_outcome(
+        [Issue("Storage is unavailable; try again shortly", "transient", severity="fatal")]
+    )
     return body_response(request, body, 503, {"Retry-After": "1"})
 
 

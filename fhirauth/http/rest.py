@@ -147,7 +147,10 @@ async def history(request: Request) -> Response:
         entry: Document = {
             "fullUrl": f"{services.settings.base_url}/{resource_type}/{id}",
             "request": {"method": method, "url": f"/{resource_type}/{id}"},
-            "response": {"etag": f'W/"{doc["meta"]["versionId"]}"', "lastModified": doc["meta"]["lastUpdated"]},
+            "response": {
+                "etag": f'W/"{doc["meta"]["versionId"]}"',
+                "lastModified": doc["meta"]["lastUpdated"],
+            },
         }
         if not stored.deleted:
             entry["resource"] = redact(doc)

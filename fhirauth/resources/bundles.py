@@ -126,7 +126,9 @@ class BundleProcessor:
         if method in ("POST", "PUT", "PATCH") and not isinstance(resource, (dict, list)):
             raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
         if method == "POST" and target.id is None:
-            condition = target.params or (parse_qsl(request["ifNoneExist"]) if request.get("ifNoneExist") else [])
+            condition = target.params or (
+                parse_qsl(request["ifNoneExist"]) if request.get("ifNoneExist") else []
+            )
             if condition:
                 _, page = await self.resources.search(target.resource_type, [*condition, ("_count", "2")])
                 if len(page.items) > 1:
@@ -152,10 +154,14 @@ class BundleProcessor:
             return (200 if plan else 204), plan
         if method == "GET" and kind != "transaction":
             if target.id is None:
-                raise BadRequest("Searches are not supported inside a batch", f"Bundle.entry[{index}].request")
+                raise BadRequest(
+                    "Searches are not supported inside a batch", f"Bundle.entry[{index}].request"
+                )
             doc = await self.resources.read(target.resource_type, target.id)
             return 200, Planned(None, _existing(doc), None)
-        raise BadRequest(f"Unsupported entry request {method} {request.get('url')}", f"Bundle.entry[{index}].request")
+        raise BadRequest(
+            f"Unsupported entry request {method} {request.get('url')}", f"Bundle.entry[{index}].request"
+        )
 
     async def _transaction(self, entries: list[Document], progress: Progress | None) -> list[Document]:
         view = View(self.resources.storage)
@@ -184,9 +190,7 @@ class BundleProcessor:
                 results.append(_response(status, plan.written.resource if plan else None))
             except OutcomeError as error:
                 _point_at_entry(error, index)
-                results.append(
-                    {"response": {"status": str(error.status), "outcome": error.outcome()}}
-                )
+                results.append({"response": {"status": str(error.status), "outcome": error.outcome()}})
             if progress:
                 progress(1)
         return results
@@ -199,7 +203,8 @@ def _existing(doc: Document) -> Written:
 def _point_at_entry(error: OutcomeError, index: int) -> None:
     error.diagnostics = f"Bundle.entry[{index}]: {error.diagnostics}"
     error.issues = [
-        type(issue)(f"Bundle.entry[{index}]: {issue.diagnostics}", issue.code, issue.expression, issue.severity)
+        type(issue)(
+            f"Bundle.entry[{index}]: {issue.diagnostics}", issue.code, issue.expression, issue.severity
+        )
         for issue in error.issues
     ]
-

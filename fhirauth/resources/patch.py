@@ -44,14 +44,15 @@ def _merge(owned: object, patch: object) -> object:
 
 
 def _compile(index: int, operation: object) -> jsonpatch.JsonPatch:
-    if isinstance(operation, dict):
-        for member in ("path", "from"):
-            pointer = operation.get(member)
-            if isinstance(pointer, str) and not _POINTER.match(pointer):
-                raise BadRequest(f"Operation {index}: '{member}' is not a JSON Pointer: {pointer!r}")
+    if not isinstance(operation, dict):
+        raise BadRequest(f"Operation {index}: expected an object")
+    for member in ("path", "from"):
+        pointer = operation.get(member)
+        if isinstance(pointer, str) and not _POINTER.match(pointer):
+            raise BadRequest(f"Operation {index}: '{member}' is not a JSON Pointer: {pointer!r}")
     try:
         # JsonPatch checks the shape of the operation itself.
-        return jsonpatch.JsonPatch([operation])  # type: ignore[list-item]
+        return jsonpatch.JsonPatch([operation])
     except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException) as error:
         raise BadRequest(f"Operation {index}: {error}") from None
 
@@ -61,6 +62,17 @@ def _describe(index: int, operation: dict[str, Any]) -> str:
     if op in ("move", "copy"):
         return f"Operation {index} ({op} {operation['from']!r} to {path!r})"
     return f"Operation {index} ({op} {path!r})"
+
+
+def _reason(error: Exception) -> str:
+    # Messages that come from jsonpointer can quote the whole document: never echo those.
+    if isinstance(error, jsonpatch.JsonPatchPathNotFound | jsonpointer.JsonPointerException) or isinstance(
+        error.__context__, jsonpointer.JsonPointerException
+    ):
+        return "the location does not exist"
+    if isinstance(error, jsonpatch.JsonPatchTestFailed):
+        return "the value is different"
+    return str(error)
 
 
 def json_patch(target: dict[str, Any], operations: object) -> dict[str, Any]:
@@ -74,14 +86,8 @@ def json_patch(target: dict[str, Any], operations: object) -> dict[str, Any]:
             document = step.apply(document, in_place=True)
         except jsonpatch.InvalidJsonPatch as error:
             raise BadRequest(f"Operation {index}: {error}") from None
-        except jsonpatch.JsonPatchTestFailed:
-            raise Invalid(f"{_describe(index, operations[index])}: the value is different") from None
-        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as error:
-            # Messages that come from jsonpointer can quote the whole document: never echo those.
-            missing = isinstance(error, jsonpatch.JsonPatchPathNotFound | jsonpointer.JsonPointerException)
-            missing = missing or isinstance(error.__context__, jsonpointer.JsonPointerException)
-            reason = "the location does not exist" if missing else str(error)
-            raise Invalid(f"{_describe(index, operations[index])}: {reason}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as error:
+            raise Invalid(f"{_describe(index, operations[index])}: {_reason(error)}") from None
     if not isinstance(document, dict):
         raise Invalid("A JSON Patch must leave the resource a JSON object")
     return document

@@ -9,7 +9,7 @@ from typing import Any
 
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.errors import BadRequest, Invalid
-from fhirauth.secretbox import SecretBox
+from fhirauth.secretbox import SecretBox, SecretBoxError
 
 Document = dict[str, Any]
 
@@ -80,6 +80,8 @@ class SecretFields:
                 self._keep(doc, previous, path)
             elif not self._box.is_encrypted(value):
                 _set(doc, path, self._box.encrypt(_normalise_base32(value), aad=doc["id"]))
+            elif not self._readable(value, doc["id"]):
+                raise Invalid(f"{path} is encrypted for another user or another master secret", path)
         for path in HIDDEN.get(resource_type, ()):
             if _get(doc, path) is None:
                 self._keep(doc, previous, path)
@@ -92,6 +94,13 @@ class SecretFields:
         old = _get(previous, path)
         if old is not None:
             _set(doc, path, old)
+
+    def _readable(self, value: str, aad: str) -> bool:
+        try:
+            self._box.decrypt(value, aad=aad)
+        except SecretBoxError:
+            return False
+        return True
 
     def reveal_totp_secret(self, user: Document) -> str | None:
         value = _get(user, "twoFactor.secretKey")

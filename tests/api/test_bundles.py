@@ -45,8 +45,14 @@ def test_failed_transaction_leaves_no_trace(api: TestClient) -> None:
         json=_bundle(
             "transaction",
             {"request": {"method": "PUT", "url": "/User/new1"}, "resource": {"resourceType": "User"}},
-            {"request": {"method": "PUT", "url": "/User/existing"}, "resource": {"resourceType": "User", "email": "changed@example.org"}},
-            {"request": {"method": "POST", "url": "/User"}, "resource": {"resourceType": "User", "id": "existing"}},
+            {
+                "request": {"method": "PUT", "url": "/User/existing"},
+                "resource": {"resourceType": "User", "email": "changed@example.org"},
+            },
+            {
+                "request": {"method": "POST", "url": "/User"},
+                "resource": {"resourceType": "User", "id": "existing"},
+            },
         ),
     )
     assert res.status_code == 409
@@ -63,7 +69,10 @@ def test_invalid_entry_fails_the_transaction_with_422(api: TestClient) -> None:
         json=_bundle(
             "transaction",
             {"request": {"method": "PUT", "url": "/User/ok"}, "resource": {"resourceType": "User"}},
-            {"request": {"method": "PUT", "url": "/User/bad"}, "resource": {"resourceType": "User", "inactive": 3}},
+            {
+                "request": {"method": "PUT", "url": "/User/bad"},
+                "resource": {"resourceType": "User", "inactive": 3},
+            },
         ),
     )
     assert res.status_code == 422
@@ -77,7 +86,10 @@ def test_batch_reports_each_entry(api: TestClient) -> None:
         json=_bundle(
             "batch",
             {"request": {"method": "PUT", "url": "/User/b1"}, "resource": {"resourceType": "User"}},
-            {"request": {"method": "PUT", "url": "/User/b2"}, "resource": {"resourceType": "User", "inactive": 3}},
+            {
+                "request": {"method": "PUT", "url": "/User/b2"},
+                "resource": {"resourceType": "User", "inactive": 3},
+            },
             {"request": {"method": "GET", "url": "/User/b1"}},
             {"request": {"method": "DELETE", "url": "/User/none"}},
             {"request": {"method": "GET", "url": "/Nope/1"}},
@@ -104,7 +116,12 @@ def test_collection_upserts(api: TestClient) -> None:
     )
     assert res.status_code == 200
     assert [e["response"]["status"] for e in res.json()["entry"]] == ["201 Created", "201 Created"]
-    again = api.post("/", json=_bundle("collection", {"resource": {"resourceType": "User", "id": "c1", "email": "c1@example.org"}}))
+    again = api.post(
+        "/",
+        json=_bundle(
+            "collection", {"resource": {"resourceType": "User", "id": "c1", "email": "c1@example.org"}}
+        ),
+    )
     assert again.json()["entry"][0]["response"]["status"] == "200 OK"
     assert api.get("/User/c1").json()["meta"]["versionId"] == "1"
 
@@ -113,5 +130,11 @@ def test_bundle_shape_errors(api: TestClient) -> None:
     assert api.post("/", json={"resourceType": "User"}).status_code == 400
     assert api.post("/", json={"resourceType": "Bundle", "type": "searchset"}).status_code == 400
     assert api.post("/", json={"resourceType": "Bundle", "type": "batch", "entry": "x"}).status_code == 400
-    res = api.post("/", json=_bundle("transaction", {"request": {"method": "PUT", "url": "/User"}, "resource": {"resourceType": "User"}}))
+    res = api.post(
+        "/",
+        json=_bundle(
+            "transaction",
+            {"request": {"method": "PUT", "url": "/User"}, "resource": {"resourceType": "User"}},
+        ),
+    )
     assert res.status_code == 400

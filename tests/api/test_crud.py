@@ -98,7 +98,9 @@ def test_read_missing_is_404_outcome(api: TestClient) -> None:
     assert res.json() == {
         "resourceType": "OperationOutcome",
         "id": "not-found",
-        "issue": [{"severity": "error", "code": "not-found", "diagnostics": "Resource User/nobody not found"}],
+        "issue": [
+            {"severity": "error", "code": "not-found", "diagnostics": "Resource User/nobody not found"}
+        ],
     }
 
 

@@ -38,9 +38,18 @@ def test_user_secrets_are_protected_and_never_returned(api: TestClient) -> None:
 
 
 def test_secrets_survive_an_update_that_leaves_them_out(api: TestClient) -> None:
-    api.put("/User/k", json={"resourceType": "User", "password": "pw-1-long-enough", "twoFactor": {"enabled": True, "secretKey": SECRET_B32}})
+    api.put(
+        "/User/k",
+        json={
+            "resourceType": "User",
+            "password": "pw-1-long-enough",
+            "twoFactor": {"enabled": True, "secretKey": SECRET_B32},
+        },
+    )
     before = _stored(api, "User", "k")
-    api.put("/User/k", json={"resourceType": "User", "email": "k@example.org", "twoFactor": {"enabled": True}})
+    api.put(
+        "/User/k", json={"resourceType": "User", "email": "k@example.org", "twoFactor": {"enabled": True}}
+    )
     after = _stored(api, "User", "k")
     assert after["password"] == before["password"]
     assert after["twoFactor"]["secretKey"] == before["twoFactor"]["secretKey"]
@@ -49,7 +58,9 @@ def test_secrets_survive_an_update_that_leaves_them_out(api: TestClient) -> None
 
 
 def test_client_secret_is_hashed(api: TestClient) -> None:
-    res = api.put("/Client/c", json={"resourceType": "Client", "secret": "client-secret", "grant_types": ["basic"]})
+    res = api.put(
+        "/Client/c", json={"resourceType": "Client", "secret": "client-secret", "grant_types": ["basic"]}
+    )
     assert "secret" not in res.json()
     assert _stored(api, "Client", "c")["secret"].startswith("$argon2id$")
     assert api.get("/Client?secret=client-secret").status_code == 400
@@ -58,6 +69,8 @@ def test_client_secret_is_hashed(api: TestClient) -> None:
 
 
 def test_secret_key_must_be_base32(api: TestClient) -> None:
-    res = api.put("/User/bad", json={"resourceType": "User", "twoFactor": {"enabled": True, "secretKey": "not base32!"}})
+    res = api.put(
+        "/User/bad", json={"resourceType": "User", "twoFactor": {"enabled": True, "secretKey": "not base32!"}}
+    )
     assert res.status_code == 422
     assert api.get("/User/bad").status_code == 404

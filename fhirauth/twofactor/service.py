@@ -1,0 +1,384 @@
+"""Two-factor authentication for users: enrolment, the sign-in check, recovery codes, disable, reset.
+
+One service behind every face (HTML pages, the JSON operations of the Aidbox demo app, the password
+grant, the CLI), so each rule is enforced the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from fhirauth.clock import Clock
+from fhirauth.errors import NotFound, PreconditionFailed
+from fhirauth.resources.secrets import SecretFields
+from fhirauth.resources.service import ResourceService
+from fhirauth.storage.base import Stored
+from fhirauth.twofactor import totp
+from fhirauth.twofactor.config import TwoFactorConfig
+from fhirauth.twofactor.guard import AttemptGuard, Reason, Verdict
+from fhirauth.twofactor.recovery import RecoveryCodes
+from fhirauth.twofactor.uri import provisioning_uri
+from fhirauth.twofactor.webhook import WebhookSender
+
+log = logging.getLogger("fhirauth.twofactor")
+
+Document = dict[str, Any]
+_SAVE_RETRIES = 5
+# Writes made by this service carry this mark, so the change hook can tell them from an admin's.
+_service_write: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "two_factor_service_write", default=False
+)
+
+
+class Audit(Protocol):
+    async def record(
+        self,
+        action: str,
+        outcome: str,
+        *,
+        user: str | None = None,
+        client: str | None = None,
+        ip: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+class Notify(Protocol):
+    async def send(self, to: str, subject: str, text: str) -> None: ...
+
+
+class TwoFactorError(Exception):
+    """A refusal with the Aidbox demo's wire shape: 422 `{error, error_description}`."""
+
+    status = 422
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+def already_enabled() -> TwoFactorError:
+    return TwoFactorError("already_enabled", "2FA is already enabled")
+
+
+def not_requested() -> TwoFactorError:
+    return TwoFactorError("not_requested", "2FA is not requested")
+
+
+def wrong_token() -> TwoFactorError:
+    return TwoFactorError("wrong_token", "Wrong token")
+
+
+def not_enabled() -> TwoFactorError:
+    return TwoFactorError("not_enabled", "2FA is not enabled")
+
+
+class Locked(TwoFactorError):
+    status = 429
+
+    def __init__(self, until: datetime | None) -> None:
+        super().__init__("locked", "Too many wrong codes; try again later")
+        self.until = until
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    uri: str
+    secret: str
+    account: str
+
+
+@dataclass(frozen=True)
+class Status:
+    enabled: bool
+    pending: bool
+    transport: str | None
+    recovery_codes_left: int
+
+
+def status_of(user: Document) -> Status:
+    two_factor = user.get("twoFactor") or {}
+    enabled = two_factor.get("enabled") is True
+    return Status(
+        enabled=enabled,
+        pending=not enabled and bool(two_factor.get("secretKey")),
+        transport=two_factor.get("transport"),
+        recovery_codes_left=len(two_factor.get("recoveryCodes") or []),
+    )
+
+
+class TwoFactorService:
+    def __init__(
+        self,
+        resources: ResourceService,
+        secrets: SecretFields,
+        guard: AttemptGuard,
+        recovery: RecoveryCodes,
+        webhook: WebhookSender,
+        audit: Audit,
+        notify: Notify,
+        auth_config: Callable[[], Awaitable[Document]],
+        clock: Clock,
+    ) -> None:
+        self._resources = resources
+        self._secrets = secrets
+        self._guard = guard
+        self._recovery = recovery
+        self._webhook = webhook
+        self._audit = audit
+        self._notify = notify
+        self._auth_config = auth_config
+        self._clock = clock
+        resources.on_change("User", self._after_user_change)
+
+    async def config(self) -> TwoFactorConfig:
+        return TwoFactorConfig.from_auth_config(await self._auth_config())
+
+    async def user(self, user_id: str) -> Stored:
+        stored = await self._resources.find("User", user_id)
+        if stored is None:
+            raise NotFound(f"Resource User/{user_id} not found")
+        return stored
+
+    # Enrolment
+
+    async def begin_enrollment(self, user_id: str, transport: str | None = None) -> Enrollment:
+        """Create the pending secret, or return the one already pending (a reload shows the same QR)."""
+        config = await self.config()
+        for _ in range(_SAVE_RETRIES):
+            stored = await self.user(user_id)
+            user = stored.document
+            status = status_of(user)
+            if status.enabled:
+                raise already_enabled()
+            if status.pending and (transport is None or transport == status.transport):
+                secret = self._secrets.reveal_totp_secret(user)
+                assert secret is not None
+                break
+            secret = totp.new_secret()
+            updated = copy.deepcopy(user)
+            updated["twoFactor"] = {
+                "enabled": False,
+                "secretKey": self._secrets.seal_totp_secret(user_id, secret),
+            }
+            if transport:
+                updated["twoFactor"]["transport"] = transport
+            if await self._save(updated, stored.version) is not None:
+                break
+        else:
+            raise PreconditionFailed("The user is being changed concurrently; try again")
+        account = user.get("email") or user_id
+        return Enrollment(provisioning_uri(secret, account, config.issuer), secret, account)
+
+    async def confirm_enrollment(self, user_id: str, code: str, *, ip: str | None = None) -> list[str]:
+        """Turn 2FA on with a code from the pending secret; returns the recovery codes to show once."""
+        config = await self.config()
+        stored = await self.user(user_id)
+        status = status_of(stored.document)
+        if status.enabled:
+            raise already_enabled()
+        if not status.pending:
+            raise not_requested()
+        secret = self._secrets.reveal_totp_secret(stored.document)
+        assert secret is not None
+        verdict = await self._guard.verify_totp(
+            user_id, secret, code, past=config.past, future=config.future, policy=config.lockout
+        )
+        await self._audit_refusal(verdict, user_id, ip)
+        if not verdict.accepted:
+            raise Locked(verdict.locked_until) if verdict.reason is Reason.LOCKED else wrong_token()
+        codes = self._recovery.generate() if config.recovery_codes else []
+        for _ in range(_SAVE_RETRIES):
+            current = await self.user(user_id)
+            if status_of(current.document).enabled:
+                raise already_enabled()
+            updated = copy.deepcopy(current.document)
+            updated["twoFactor"]["enabled"] = True
+            updated["twoFactor"]["recoveryCodes"] = [self._recovery.digest(c) for c in codes]
+            if await self._save(updated, current.version) is not None:
+                break
+        else:
+            raise PreconditionFailed("The user is being changed concurrently; try again")
+        await self._audit.record("2fa-enabled", "success", user=user_id, ip=ip)
+        return codes
+
+    # Checking a code
+
+    async def verify(
+        self, user_id: str, code: str, *, ip: str | None = None, client: str | None = None
+    ) -> Verdict:
+        """The second factor at sign-in: a TOTP code, or an unused recovery code (which is then spent)."""
+        config = await self.config()
+        stored = await self.user(user_id)
+        if not status_of(stored.document).enabled:
+            return Verdict(Reason.INVALID)
+        code = code.strip()
+        if _looks_like_recovery_code(code):
+            verdict = await self._guard.attempt(
+                user_id, config.lockout, lambda: self._spend_recovery_code(user_id, code)
+            )
+            if verdict.accepted:
+                left = status_of((await self.user(user_id)).document).recovery_codes_left
+                await self._audit.record(
+                    "2fa-recovery-used", "success", user=user_id, client=client, ip=ip, detail={"left": left}
+                )
+        else:
+            secret = self._secrets.reveal_totp_secret(stored.document)
+            assert secret is not None
+            verdict = await self._guard.verify_totp(
+                user_id, secret, code, past=config.past, future=config.future, policy=config.lockout
+            )
+        await self._audit_refusal(verdict, user_id, ip, client)
+        return verdict
+
+    async def require(self, user_id: str, code: str, *, ip: str | None = None) -> None:
+        """`verify`, raising the demo app's refusals (wrong_token 422, lockout 429)."""
+        verdict = await self.verify(user_id, code, ip=ip)
+        if verdict.reason is Reason.LOCKED:
+            raise Locked(verdict.locked_until)
+        if not verdict.accepted:
+            raise wrong_token()
+
+    async def _spend_recovery_code(self, user_id: str, code: str) -> Verdict:
+        for _ in range(_SAVE_RETRIES):
+            stored = await self.user(user_id)
+            digests = list((stored.document.get("twoFactor") or {}).get("recoveryCodes") or [])
+            index = self._recovery.find(code, digests)
+            if index is None:
+                return Verdict(Reason.INVALID)
+            updated = copy.deepcopy(stored.document)
+            del digests[index]
+            updated["twoFactor"]["recoveryCodes"] = digests
+            # Compare-and-set: of two sign-ins racing with one code, only one removes it.
+            if await self._save(updated, stored.version) is not None:
+                return Verdict(Reason.ACCEPTED)
+        return Verdict(Reason.INVALID)
+
+    # After enrolment
+
+    async def regenerate_recovery_codes(self, user_id: str, code: str, *, ip: str | None = None) -> list[str]:
+        await self._require_enabled(user_id)
+        await self.require(user_id, code, ip=ip)
+        codes = self._recovery.generate()
+        await self._update_two_factor(
+            user_id, lambda tf: {**tf, "recoveryCodes": [self._recovery.digest(c) for c in codes]}
+        )
+        await self._audit.record("2fa-recovery-regenerated", "success", user=user_id, ip=ip)
+        await self._tell(
+            user_id,
+            "Your recovery codes were replaced",
+            "New two-factor recovery codes were made for your account; the old ones no longer work.",
+        )
+        return codes
+
+    async def disable(self, user_id: str, code: str, *, ip: str | None = None) -> None:
+        await self._require_enabled(user_id)
+        await self.require(user_id, code, ip=ip)
+        await self._update_two_factor(user_id, _switched_off)
+        await self._audit.record("2fa-disabled", "success", user=user_id, ip=ip)
+        await self._tell(
+            user_id,
+            "Two-factor authentication was turned off",
+            "Two-factor authentication was turned off for your account. If this was not you, contact your administrator.",
+        )
+
+    async def reset(self, user_id: str, *, actor: str | None = None) -> None:
+        """An administrator's reset for a user who lost the device: 2FA off, lockout cleared."""
+        await self.user(user_id)
+        await self._update_two_factor(user_id, _switched_off)
+        await self._guard.reset(user_id)
+        await self._audit.record("2fa-reset", "success", user=user_id, detail={"by": actor or "admin"})
+
+    # Webhook
+
+    async def send_code(self, user: Document, *, ip: str | None = None) -> bool:
+        """Deliver the current code through the webhook, if one is configured. False when it failed."""
+        config = await self.config()
+        if config.webhook is None or not status_of(user).enabled and not status_of(user).pending:
+            return False
+        secret = self._secrets.reveal_totp_secret(user)
+        assert secret is not None
+        code = totp.code_at(secret, totp.step_at(self._clock().timestamp()))
+        failure = await self._webhook.send(config.webhook, user, code)
+        if failure is not None:
+            await self._audit.record(
+                "2fa-webhook-failed",
+                "failure",
+                user=user["id"],
+                ip=ip,
+                detail={"endpoint": config.webhook.endpoint, "reason": failure},
+            )
+            return False
+        return True
+
+    # Internals
+
+    async def _require_enabled(self, user_id: str) -> None:
+        if not status_of((await self.user(user_id)).document).enabled:
+            raise not_enabled()
+
+    async def _update_two_factor(self, user_id: str, change: Callable[[Document], Document]) -> None:
+        for _ in range(_SAVE_RETRIES):
+            stored = await self.user(user_id)
+            updated = copy.deepcopy(stored.document)
+            updated["twoFactor"] = change(updated.get("twoFactor") or {})
+            if await self._save(updated, stored.version) is not None:
+                return
+        raise PreconditionFailed("The user is being changed concurrently; try again")
+
+    async def _save(self, user: Document, expected_version: int) -> Document | None:
+        token = _service_write.set(True)
+        try:
+            return await self._resources.save(user, expected_version)
+        except PreconditionFailed:
+            return None
+        finally:
+            _service_write.reset(token)
+
+    async def _after_user_change(self, before: Document | None, after: Document | None) -> None:
+        """An administrator who writes `twoFactor.enabled = false` resets 2FA for that user."""
+        if _service_write.get() or before is None or after is None:
+            return
+        if status_of(before).enabled and not status_of(after).enabled:
+            await self.reset(after["id"], actor="api")
+
+    async def _audit_refusal(
+        self, verdict: Verdict, user_id: str, ip: str | None, client: str | None = None
+    ) -> None:
+        if verdict.accepted:
+            return
+        action = {
+            Reason.INVALID: "2fa-code-refused",
+            Reason.REPLAYED: "2fa-replay-refused",
+            Reason.LOCKED: "2fa-lockout",
+        }[verdict.reason]
+        detail = {"lockedUntil": verdict.locked_until.isoformat()} if verdict.locked_until else None
+        await self._audit.record(action, "failure", user=user_id, client=client, ip=ip, detail=detail)
+        if verdict.reason is not Reason.LOCKED and verdict.locked_until is not None:
+            await self._audit.record(
+                "2fa-lockout", "failure", user=user_id, client=client, ip=ip, detail=detail
+            )
+
+    async def _tell(self, user_id: str, subject: str, text: str) -> None:
+        user = (await self.user(user_id)).document
+        if user.get("email"):
+            await self._notify.send(user["email"], subject, text)
+
+
+def _switched_off(two_factor: Document) -> Document:
+    # The secret goes with it: enabling again makes a new one, and a lost device's key stays dead.
+    return {
+        "enabled": False,
+        **({"transport": two_factor["transport"]} if two_factor.get("transport") else {}),
+    }
+
+
+def _looks_like_recovery_code(code: str) -> bool:
+    return not code.replace(" ", "").isdigit()
