@@ -1,0 +1,115 @@
+"""The JSON operations of the Aidbox 2FA demo app, for single-page apps holding a bearer token."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhirauth.errors import BadRequest, NotAuthenticated
+from fhirauth.http.bodies import media_type, parse_document, read_bytes
+from fhirauth.http.render import json_response
+from fhirauth.services import Services
+from fhirauth.twofactor.service import Locked, TwoFactorError
+
+Document = dict[str, Any]
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def _user_and_body(request: Request) -> tuple[str, Document]:
+    services = _services(request)
+    principal = await services.authenticator.authenticate(request.headers.get("authorization"))
+    if principal is None or principal.user is None:
+        raise NotAuthenticated(
+            "A signed-in user's bearer token is required",
+            headers={"WWW-Authenticate": 'Bearer realm="fhirauth"'},
+        )
+    raw = await read_bytes(request, services.settings.max_body_bytes)
+    body = parse_document(raw, media_type(request)) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("Expected a JSON object")
+    return principal.user["id"], body
+
+
+def _token(body: Document) -> str:
+    token = body.get("token")
+    # The demo's input is type=number, so the code may arrive as a JSON number.
+    if isinstance(token, int) and not isinstance(token, bool):
+        return f"{token:06d}"
+    return token if isinstance(token, str) else ""
+
+
+def refusal(request: Request, error: TwoFactorError) -> Response:
+    headers = {}
+    if isinstance(error, Locked) and error.until is not None:
+        seconds = (error.until - _services(request).clock()).total_seconds()
+        headers["Retry-After"] = str(max(1, math.ceil(seconds)))
+    return json_response(
+        {"error": error.error, "error_description": error.description}, error.status, headers
+    )
+
+
+async def request_enrollment(request: Request) -> Response:
+    user_id, body = await _user_and_body(request)
+    services = _services(request)
+    transport = body.get("transport")
+    if transport is not None and not isinstance(transport, str):
+        raise BadRequest("'transport' must be a string", "transport")
+    try:
+        enrollment = await services.twofactor.begin_enrollment(user_id, transport or None)
+    except TwoFactorError as error:
+        return refusal(request, error)
+    if transport:
+        user = (await services.twofactor.user(user_id)).document
+        await services.twofactor.send_code(user, ip=_ip(request))
+        return json_response({})
+    return json_response({"uri": enrollment.uri})
+
+
+async def confirm(request: Request) -> Response:
+    user_id, body = await _user_and_body(request)
+    try:
+        codes = await _services(request).twofactor.confirm_enrollment(user_id, _token(body), ip=_ip(request))
+    except TwoFactorError as error:
+        return refusal(request, error)
+    # Aidbox answers {}; the recovery codes ride along for apps that show them (the demo app ignores them).
+    return json_response({"recoveryCodes": codes} if codes else {})
+
+
+async def disable(request: Request) -> Response:
+    user_id, body = await _user_and_body(request)
+    try:
+        await _services(request).twofactor.disable(user_id, _token(body), ip=_ip(request))
+    except TwoFactorError as error:
+        return refusal(request, error)
+    return json_response({})
+
+
+async def recovery_codes(request: Request) -> Response:
+    user_id, body = await _user_and_body(request)
+    try:
+        codes = await _services(request).twofactor.regenerate_recovery_codes(
+            user_id, _token(body), ip=_ip(request)
+        )
+    except TwoFactorError as error:
+        return refusal(request, error)
+    return json_response({"recoveryCodes": codes})
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+routes = [
+    Route("/app/auth/two-factor/request", request_enrollment, methods=["POST"]),
+    Route("/app/auth/two-factor/confirm", confirm, methods=["POST"]),
+    Route("/app/auth/two-factor/disable", disable, methods=["POST"]),
+    Route("/app/auth/two-factor/recovery-codes", recovery_codes, methods=["POST"]),
+]
