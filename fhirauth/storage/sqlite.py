@@ -49,6 +49,8 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 
+_DUPLICATE_CODES = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
+
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS resources (
         type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
@@ -318,7 +320,9 @@ def _apply(db: sqlite3.Connection, write: Write) -> None:
         db.execute(_INSERT_HISTORY, (resource_type, id, version, deleted, text))
     except sqlite3.IntegrityError as exc:
         # A unique secondary index (User email, say) already holds this value for a live resource.
-        raise AlreadyExists(resource_type, id) from exc
+        if exc.sqlite_errorcode in _DUPLICATE_CODES:
+            raise AlreadyExists(resource_type, id) from exc
+        raise
 
 
 def _index_name(index: Index) -> str:
