@@ -97,14 +97,16 @@ _FORMATS.checks("regex", raises=re.error)(_is_regex)
 
 
 _ANNOTATIONS = frozenset({"$ref", "title", "description", "$comment"})
+_NEW_BASE = frozenset({"$id", "$anchor", "$dynamicAnchor"})
 
 
 def _inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """Replace each plain `{"$ref": "#/$defs/name"}` by a copy of that definition (recursive ones stay).
 
     jsonschema resolves a `$ref` on every validation, which costs more than the checks behind it
-    (a typical User validates 30% faster inlined). The result is equivalent because a definition
-    here has no `$id` of its own and the reference has no sibling keywords that could interact.
+    (a typical User validates about 20% faster inlined). The result is equivalent because only
+    definitions without a base URI of their own are inlined, and only references without sibling
+    keywords that could interact with the definition's.
     """
     defs = schema.get("$defs", {})
 
@@ -116,7 +118,7 @@ def _inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
         ref = node.get("$ref")
         if isinstance(ref, str) and ref.startswith("#/$defs/") and node.keys() <= _ANNOTATIONS:
             name = ref.removeprefix("#/$defs/")
-            if name in defs and name not in expanding:
+            if name in defs and name not in expanding and not defs[name].keys() & _NEW_BASE:
                 annotations = {key: value for key, value in node.items() if key != "$ref"}
                 return {**expand(defs[name], expanding | {name}), **annotations}
         return {key: expand(value, expanding) for key, value in node.items()}
