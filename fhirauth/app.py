@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from fhirauth.audit import AuditLog
 from fhirauth.auth.authenticate import Authenticator
@@ -18,6 +19,7 @@ from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import errors, health, rest
+from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.resources.bundles import BundleProcessor
 from fhirauth.resources.schemas import SchemaRegistry
@@ -70,9 +72,16 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         bundles=BundleProcessor(resources),
         clients=clients,
         authenticator=Authenticator(clients),
-        access=AccessControl(),
+        access=AccessControl(resources, clock),
         audit=AuditLog(resources, clock),
     )
+
+
+class App(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # CORS wraps even ServerErrorMiddleware: a 500 must reach a cross-origin page as a 500,
+        # not as an opaque network error.
+        return CORSMiddleware(super().build_middleware_stack())
 
 
 def routes() -> list[BaseRoute]:
@@ -117,4 +126,4 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
                 starting.cancel()
             await storage.close()
 
-    return Starlette(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    return App(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]

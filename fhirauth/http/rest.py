@@ -26,18 +26,33 @@ def services_of(request: Request) -> Services:
     return services
 
 
+# Headers that carry credentials stay out of what policies (and their logs) see.
+_HIDDEN_HEADERS = frozenset({"authorization", "cookie"})
+
+
 def policy_request(request: Request, principal: Principal | None, body: Any = None) -> Document:
-    """The request as AccessPolicy engines see it (Aidbox's request object)."""
-    return {
+    """The request as AccessPolicy engines see it (Aidbox's request object).
+
+    `user`, `client`, `body` and `remote-addr` are absent, not null, when there is none: a
+    json-schema policy's `required: ["user"]` must not be met by an anonymous request.
+    """
+    seen: Document = {
         "request-method": request.method.lower(),
         "uri": request.url.path,
         "scheme": request.url.scheme,
+        "query-string": request.url.query,
         "params": {**dict(request.query_params), **request.path_params},
-        "headers": {k: v for k, v in request.headers.items() if k != "authorization"},
-        "user": redact(principal.user) if principal and principal.user else None,
-        "client": redact(principal.client) if principal and principal.client else None,
-        "body": body,
+        "headers": {k: v for k, v in request.headers.items() if k not in _HIDDEN_HEADERS},
     }
+    if principal is not None and principal.user:
+        seen["user"] = redact(principal.user)
+    if principal is not None and principal.client:
+        seen["client"] = redact(principal.client)
+    if body is not None:
+        seen["body"] = body
+    if request.client is not None:
+        seen["remote-addr"] = request.client.host
+    return seen
 
 
 async def guard(request: Request, body: Any = None) -> Principal | None:
