@@ -1,0 +1,213 @@
+"""Signing in with a password, and the pending logins that wait for the second factor."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.clock import Clock
+from fhirauth.resources.service import ResourceService
+from fhirauth.security import random_token, token_hash
+from fhirauth.storage.base import Filter, Query, Storage
+
+Document = dict[str, Any]
+
+PENDING_LOGIN_KIND = "pending-login"
+PENDING_LOGIN_SECONDS = 300
+# Longer input is refused before any lookup or hashing: no real username or password is this long.
+MAX_USERNAME_CHARS = 256
+MAX_PASSWORD_CHARS = 1024
+
+RefusalReason = Literal["unknown-user", "wrong-password", "inactive", "malformed"]
+
+
+class LoginRefused(Exception):
+    """The credentials do not sign anyone in. `reason` is for the audit trail, never for the page."""
+
+    def __init__(self, reason: RefusalReason, user: Document | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.user = user
+
+
+def is_inactive(user: Document) -> bool:
+    # `active: false` is Aidbox's deprecated spelling of `inactive: true`.
+    return user.get("inactive") is True or user.get("active") is False
+
+
+def has_two_factor(user: Document) -> bool:
+    two_factor = user.get("twoFactor")
+    return isinstance(two_factor, dict) and two_factor.get("enabled") is True
+
+
+class Logins:
+    def __init__(self, resources: ResourceService, passwords: PasswordHasher) -> None:
+        self._resources = resources
+        self._passwords = passwords
+
+    async def find_user(self, username: str) -> Document | None:
+        """The User whose email, userName or id is `username` (in that order)."""
+        for path in ("email", "userName"):
+            query = Query(filters=(Filter(path, (username,)),), limit=1, count_total=False)
+            page = await self._resources.storage.search("User", query)
+            if page.items:
+                return page.items[0]
+        stored = await self._resources.find("User", username)
+        return stored.document if stored is not None else None
+
+    async def check_password(self, username: str, password: str) -> Document:
+        """The User these credentials sign in, or LoginRefused.
+
+        Unknown users and wrong passwords cost the same Argon2 verification, so timing does not tell
+        which accounts exist. Whether a user is inactive is told only to someone with the password.
+        """
+        if (
+            not username
+            or not password
+            or len(username) > MAX_USERNAME_CHARS
+            or len(password) > MAX_PASSWORD_CHARS
+        ):
+            raise LoginRefused("malformed")
+        user = await self.find_user(username)
+        stored_hash = user.get("password") if user is not None else None
+        if user is None or not isinstance(stored_hash, str):
+            await self._passwords.verify_dummy_async()
+            raise LoginRefused("unknown-user", user)
+        if not await self._passwords.verify_async(stored_hash, password):
+            raise LoginRefused("wrong-password", user)
+        if is_inactive(user):
+            raise LoginRefused("inactive", user)
+        return user
+
+
+@dataclass(frozen=True)
+class PendingLogin:
+    """A password accepted for `user_id`; the second factor still to come."""
+
+    id: str
+    user_id: str
+    continuation: str
+    document: Document
+    rev: int
+
+
+class PendingLogins:
+    """Short-lived records (kind "pending-login", 300 s by the injected clock) keyed by a token hash.
+
+    The id travels in the `fhirauth_pending` cookie; storage keeps only its SHA-256, so reading the
+    records gives no way to take over a login in progress.
+    """
+
+    def __init__(self, storage: Storage, clock: Clock) -> None:
+        self._storage = storage
+        self._clock = clock
+
+    async def create(self, user_id: str, continuation: str) -> str:
+        pending_id = random_token()
+        document = {"user": user_id, "continuation": continuation, "webhookSent": False}
+        expires_at = self._clock() + timedelta(seconds=PENDING_LOGIN_SECONDS)
+        await self._storage.record_put(
+            PENDING_LOGIN_KIND, token_hash(pending_id), document, expected_rev=None, expires_at=expires_at
+        )
+        return pending_id
+
+    async def get(self, pending_id: str) -> PendingLogin | None:
+        record = await self._storage.record_get(PENDING_LOGIN_KIND, token_hash(pending_id))
+        if record is None:
+            return None
+        return _pending(pending_id, record.document, record.rev)
+
+    async def mark(self, pending_id: str, **fields: Any) -> bool:
+        """Set `fields` on the pending login if nobody changed it since it was read; True when written."""
+        record = await self._storage.record_get(PENDING_LOGIN_KIND, token_hash(pending_id))
+        if record is None:
+            return False
+        written = await self._storage.record_put(
+            PENDING_LOGIN_KIND,
+            token_hash(pending_id),
+            {**record.document, **fields},
+            expected_rev=record.rev,
+            expires_at=record.expires_at,
+        )
+        return written is not None
+
+    async def take(self, pending_id: str) -> PendingLogin | None:
+        """Remove and return it: exactly one caller finishes a given pending login."""
+        record = await self._storage.record_take(PENDING_LOGIN_KIND, token_hash(pending_id))
+        if record is None:
+            return None
+        return _pending(pending_id, record.document, record.rev)
+
+
+def _pending(pending_id: str, document: Document, rev: int) -> PendingLogin:
+    return PendingLogin(pending_id, document["user"], document["continuation"], document, rev)
+
+
+DEFAULT_CONTINUATION = "/auth/two-factor"
+_MAX_REDIRECT_CHARS = 2048
+
+
+def local_path(value: str, base_url: str) -> str | None:
+    """`value` as a path on this server, or None when it could lead anywhere else.
+
+    Accepts "/path?query" (not "//host", not "/\\host": browsers read both as another host) and
+    absolute URLs on the server's own origin (Aidbox clients send those). Any control character,
+    space or backslash refuses the value: browsers drop or rewrite them, turning "/\\t/evil" into "//evil".
+    """
+    if not value or len(value) > _MAX_REDIRECT_CHARS:
+        return None
+    if any(ch <= " " or ch == "\x7f" or ch == "\\" for ch in value):
+        return None
+    if value.startswith("/"):
+        return None if value.startswith("//") else value
+    try:
+        parts, own = urlsplit(value), urlsplit(base_url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    if (parts.scheme.lower(), parts.netloc.lower()) != (own.scheme.lower(), own.netloc.lower()):
+        return None
+    path = parts.path or "/"
+    if not path.startswith("/") or path.startswith("//"):
+        return None
+    return (
+        path + (f"?{parts.query}" if parts.query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    )
+
+
+def decode_redirect_to(value: str, base_url: str) -> str | None:
+    """`redirect_to` as sent to /auth/login: a local URL, plain or base64(url)-encoded (Aidbox)."""
+    plain = local_path(value, base_url)
+    if plain is not None:
+        return plain
+    compact = value.strip().rstrip("=")
+    if not compact or len(compact) > _MAX_REDIRECT_CHARS:
+        return None
+    padded = compact + "=" * (-len(compact) % 4)
+    for altchars in (b"-_", b"+/"):
+        try:
+            decoded = base64.b64decode(padded, altchars=altchars, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        return local_path(decoded, base_url)
+    return None
+
+
+def continuation_for(params: Mapping[str, str], query: str, base_url: str) -> str:
+    """Where a sign-in goes next: back to /auth/authorize with the client's query, else `redirect_to`,
+    else the two-factor settings page."""
+    if params.get("client_id"):
+        return f"/auth/authorize?{query}"
+    redirect_to = params.get("redirect_to")
+    if redirect_to:
+        target = decode_redirect_to(redirect_to, base_url)
+        if target is not None:
+            return target
+    return DEFAULT_CONTINUATION
