@@ -13,14 +13,19 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from fhirauth.audit import AuditLog
+from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.consent import Consents
+from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
+from fhirauth.auth.signup import Signups
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import errors, health, rest
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
+from fhirauth.notify import Notifier
 from fhirauth.resources.bundles import BundleProcessor
 from fhirauth.resources.schemas import SchemaRegistry
 from fhirauth.resources.secrets import SecretFields
@@ -62,6 +67,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         base_url=settings.base_url.rstrip("/"),
     )
     clients = ClientRegistry(resources, passwords, settings.root_client_id, root_secret(settings))
+    notifier = Notifier(resources)
     return Services(
         settings=settings,
         clock=clock,
@@ -74,6 +80,12 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         authenticator=Authenticator(clients),
         access=AccessControl(resources, clock),
         audit=AuditLog(resources, clock),
+        auth_config=AuthConfigs(resources, settings.auth_config),
+        notifier=notifier,
+        logins=Logins(resources, passwords),
+        pending_logins=PendingLogins(storage, clock),
+        consents=Consents(resources, clock),
+        signups=Signups(resources, notifier, clock, base_url=settings.base_url),
     )
 
 
