@@ -1,0 +1,243 @@
+"""Benchmark fhirauth against a minimal Starlette app: `.venv/bin/python bench/run.py [--backend both]`.
+
+Prints a table of req/s, p50/p99 and the ratio to the minimal app for every scenario in
+scenarios.SCENARIOS, plus seeding speed and server memory, and appends it to
+bench/results/<date>-<backend>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import itertools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from datasets import BUNDLE_USERS, DATASETS
+from scenarios import MEASURED_DATASET, MINIMAL, RSS_GOAL_MB, SCENARIOS, SEED_GOAL_PER_SECOND, Scenario
+from servers import (
+    REPO_ROOT,
+    ROOT_CLIENT_SECRET,
+    fhirauth_command,
+    fhirauth_env,
+    fhirauth_server,
+    minimal_server,
+    secantus_server,
+)
+from wrk import CONNECTIONS, THREADS, WrkResult, run_wrk, wrk_version
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+ROOT_AUTH_HEADER = "Authorization: Basic " + base64.b64encode(f"root:{ROOT_CLIENT_SECRET}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Report:
+    results: dict[str, WrkResult]
+    measurements: list[Measurement]
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def groups() -> Iterator[tuple[str, str, list[Scenario]]]:
+    """Consecutive scenarios that share a server and a dataset."""
+    for (server, dataset), scenarios in itertools.groupby(SCENARIOS, key=lambda s: (s.server, s.dataset)):
+        yield server, dataset, list(scenarios)
+
+
+def storage_url(backend: str, dataset: str, work: Path, mongo_uri: str | None) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{work / f'store-{dataset}.db'}"
+    assert mongo_uri is not None
+    return f"{mongo_uri.rstrip('/')}/bench_{dataset}"
+
+
+def seed(storage: str, bundles: Sequence[Path], work: Path) -> float:
+    """Seconds one `fhirauth seed` command takes to load all `bundles`, start-up included."""
+    started = time.perf_counter()
+    completed = subprocess.run(
+        fhirauth_command("seed", *map(str, bundles)),
+        cwd=work,
+        env=fhirauth_env(storage, "http://127.0.0.1"),
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise RuntimeError(f"fhirauth seed failed:\n{completed.stderr[-4000:]}")
+    return elapsed
+
+
+def measure(scenario: Scenario, url: str, data: Path, duration: int, warmup: int) -> WrkResult:
+    headers = [ROOT_AUTH_HEADER] if scenario.server == "fhirauth" else []
+    target = url + (scenario.path if not scenario.paths else "/")
+    args = scenario.script_args(data)
+    if warmup:
+        run_wrk(target, duration=warmup, script_args=args, headers=headers)
+    result = run_wrk(target, duration=duration, script_args=args, headers=headers)
+    log(f"{scenario.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
+    return result
+
+
+def run_backend(backend: str, data: dict[str, Path], work: Path, args: argparse.Namespace) -> Report:
+    report = Report({}, [])
+    with ExitStack() as stack:
+        mongo_uri = stack.enter_context(secantus_server(work)) if backend == "mongo" else None
+        for server, dataset, scenarios in groups():
+            if server == "minimal":
+                with minimal_server(workers=args.workers, workdir=work) as (url, _):
+                    for scenario in scenarios:
+                        report.results[scenario.name] = measure(
+                            scenario, url, data[dataset], args.duration, args.warmup
+                        )
+                continue
+            storage = storage_url(backend, dataset, work, mongo_uri)
+            users = DATASETS[dataset].users
+            log(f"seeding {users:,} users into {backend}")
+            seconds = seed(storage, DATASETS[dataset].bundles(data[dataset]), work)
+            rate = users / seconds
+            measured = dataset == MEASURED_DATASET
+            report.measurements.append(
+                Measurement(
+                    f"`fhirauth seed` {users:,} users (transaction Bundles of {BUNDLE_USERS})",
+                    f"{rate:,.0f} resources/s ({seconds:.1f} s)",
+                    f"≥ {SEED_GOAL_PER_SECOND:,} resources/s" if measured else "",
+                    rate >= SEED_GOAL_PER_SECOND if measured else None,
+                )
+            )
+            with fhirauth_server(storage, workers=args.workers, workdir=work) as (url, process):
+                for scenario in scenarios:
+                    report.results[scenario.name] = measure(
+                        scenario, url, data[dataset], args.duration, args.warmup
+                    )
+                rss_mb = process.rss_bytes() / 2**20
+            report.measurements.append(
+                Measurement(
+                    f"server RSS after the {dataset} scenarios",
+                    f"{rss_mb:,.0f} MB",
+                    f"≤ {RSS_GOAL_MB} MB" if measured else "",
+                    rss_mb <= RSS_GOAL_MB if measured else None,
+                )
+            )
+    return report
+
+
+def _verdict(met: bool | None) -> str:
+    return "" if met is None else ("met" if met else "**missed**")
+
+
+def render(report: Report, header: str) -> str:
+    minimal = report.results.get(MINIMAL)
+    lines = [
+        header,
+        "",
+        "| scenario | req/s | p50 | p99 | errors | vs minimal | target | |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for scenario in SCENARIOS:
+        result = report.results.get(scenario.name)
+        if result is None:
+            continue
+        errors = result.socket_errors + result.non_2xx
+        ratio = f"{result.rps / minimal.rps:.0%}" if minimal else ""
+        target, met = "", None
+        if scenario.goal is not None:
+            reference = report.results[scenario.goal.of]
+            target = scenario.goal.describe()
+            met = errors == 0 and result.rps >= scenario.goal.fraction * reference.rps
+            if scenario.goal.of != MINIMAL:
+                target += f" (here {result.rps / reference.rps:.0%})"
+        lines.append(
+            f"| {scenario.name} | {result.rps:,.0f} | {result.p50_ms:.2f} ms | {result.p99_ms:.2f} ms | "
+            f"{errors} | {ratio} | {target} | {_verdict(met)} |"
+        )
+    lines += ["", "| measurement | value | target | |", "|---|---:|---|---|"]
+    for m in report.measurements:
+        lines.append(f"| {m.name} | {m.value} | {m.target} | {_verdict(m.met)} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    load = os.getloadavg()[0]
+    return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, {wrk_version()}, load average {load:.2f}"
+
+
+def commit() -> str:
+    completed = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    return completed.stdout.strip() or "unknown"
+
+
+def append_results(backend: str, text: str, now: datetime) -> Path:
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{now:%Y-%m-%d}-{backend}.md"
+    with path.open("a") as results:
+        if results.tell() == 0:
+            results.write(f"# fhirauth benchmark results: {backend}, {now:%Y-%m-%d}\n\n")
+        results.write(text + "\n")
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per scenario")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="seconds of unrecorded load before each scenario"
+    )
+    parser.add_argument("--backend", choices=["sqlite", "mongo", "both"], default="sqlite")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers for fhirauth and the minimal app"
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+
+    backends = ["sqlite", "mongo"] if args.backend == "both" else [args.backend]
+    with tempfile.TemporaryDirectory(prefix="fhirauth-bench-") as tmp:
+        work = Path(tmp)
+        log("writing datasets")
+        data = {name: dataset.prepare(work / "data" / name) for name, dataset in DATASETS.items()}
+        for backend in backends:
+            now = datetime.now(UTC)
+            described = machine()
+            report = run_backend(backend, data, work, args)
+            header = (
+                f"## {now:%Y-%m-%d %H:%M} UTC, {backend}, commit {commit()}\n\n"
+                f"{described}. fhirauth and the minimal app with {args.workers} uvicorn worker(s); "
+                f"wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s after {args.warmup} s of warm-up, "
+                "on the same machine."
+            )
+            text = render(report, header)
+            print(text)
+            log(f"appended to {append_results(backend, text, now)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
