@@ -1,0 +1,219 @@
+"""CORS: origins of registered redirect URIs and allowed_origins; preflight; headers on every answer."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from fhirauth.app import INDEXES, App, build_services
+from fhirauth.clock import ManualClock
+from fhirauth.http import errors
+from fhirauth.http.cors import CACHE_SECONDS, client_origins, origin_of
+from fhirauth.services import Services
+from fhirauth.storage.backends import open_storage
+from tests.api.conftest import NO_AUTH, settings_for
+
+SPA = "http://localhost:3000"
+PREFLIGHT = {
+    "Access-Control-Request-Method": "GET",
+    "Access-Control-Request-Headers": "authorization",
+    **NO_AUTH,
+}
+EXPECTED_PREFLIGHT = {
+    "access-control-allow-origin": SPA,
+    "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE",
+    "access-control-allow-headers": "Authorization, Content-Type, Cache-Control",
+    "access-control-max-age": "600",
+    "vary": "Origin",
+}
+
+
+def cors_headers(response: object) -> dict[str, str]:
+    headers = response.headers  # type: ignore[attr-defined]
+    return {k: v for k, v in headers.items() if k.startswith("access-control-") or k == "vary"}
+
+
+def web_client(**extra: object) -> dict[str, object]:
+    return {
+        "resourceType": "Client",
+        "first_party": True,
+        "grant_types": ["implicit"],
+        "auth": {"implicit": {"redirect_uri": f"{SPA}/auth"}},
+        **extra,
+    }
+
+
+def test_origin_of_writes_origins_as_browsers_do() -> None:
+    assert origin_of("http://localhost:3000/auth?x=1#y") == "http://localhost:3000"
+    assert origin_of("HTTPS://App.Example.org:443/cb") == "https://app.example.org"
+    assert origin_of("http://example.org:80") == "http://example.org"
+    assert origin_of("https://example.org:8443/") == "https://example.org:8443"
+    assert origin_of("http://[::1]:8080/cb") == "http://[::1]:8080"
+    assert origin_of("com.example.app:/callback") is None
+    assert origin_of("http://example.org:99999/") is None
+    assert origin_of("/relative") is None
+
+
+def test_client_origins_reads_every_flow_and_allowed_origins() -> None:
+    client = {
+        "auth": {
+            "authorization_code": {"redirect_uri": ["https://a.example/cb", "https://b.example:8443/cb"]},
+            "implicit": {"redirect_uri": "http://localhost:3000/auth"},
+            "client_credentials": {"access_token_expiration": 60},
+        },
+        "allowed_origins": ["https://c.example", "not a url"],
+    }
+    assert client_origins(client) == {
+        "https://a.example",
+        "https://b.example:8443",
+        "http://localhost:3000",
+        "https://c.example",
+    }
+    assert client_origins({**client, "active": False}) == set()
+
+
+def test_preflight_from_a_redirect_uri_origin(api: TestClient) -> None:
+    assert api.put("/Client/web", json=web_client()).status_code == 201
+    res = api.options("/User", headers={"Origin": SPA, **PREFLIGHT})
+    assert res.status_code == 204
+    assert res.content == b""
+    assert cors_headers(res) == EXPECTED_PREFLIGHT
+    assert "access-control-allow-credentials" not in res.headers
+
+
+def test_preflight_for_an_auth_endpoint_path_too(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client())
+    res = api.options("/auth/userinfo", headers={"Origin": SPA, **PREFLIGHT})
+    assert res.status_code == 204
+    assert cors_headers(res) == EXPECTED_PREFLIGHT
+
+
+def test_preflight_from_allowed_origins(api: TestClient) -> None:
+    client = {
+        "resourceType": "Client",
+        "grant_types": ["basic"],
+        "allowed_origins": ["https://admin.example.org"],
+    }
+    api.put("/Client/admin", json={**client, "secret": "s"})
+    res = api.options("/User", headers={"Origin": "https://admin.example.org", **PREFLIGHT})
+    assert res.status_code == 204
+    assert res.headers["access-control-allow-origin"] == "https://admin.example.org"
+
+
+def test_unknown_origin_gets_no_cors_headers(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client())
+    for origin in ("http://localhost:3001", "https://localhost:3000", "null", "http://evil.example"):
+        res = api.options("/User", headers={"Origin": origin, **PREFLIGHT})
+        assert res.status_code == 403
+        assert cors_headers(res) == {"vary": "Origin"}
+        res = api.get("/User", headers={"Origin": origin})
+        assert res.status_code == 200
+        assert cors_headers(res) == {"vary": "Origin"}
+
+
+def test_an_inactive_clients_origins_are_not_allowed(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client(active=False))
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 403
+
+
+def test_errors_to_an_allowed_origin_carry_the_headers(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client())
+    expected = {
+        "access-control-allow-origin": SPA,
+        "access-control-expose-headers": "ETag, Location, Last-Modified, Content-Location, WWW-Authenticate",
+        "vary": "Origin",
+    }
+    unauthenticated = api.get("/User", headers={"Origin": SPA, **NO_AUTH})
+    assert unauthenticated.status_code == 401
+    assert cors_headers(unauthenticated) == expected
+    api.put("/Client/api", json={"resourceType": "Client", "secret": "s", "grant_types": ["basic"]})
+    forbidden = api.get("/User", headers={"Origin": SPA, "Authorization": "Basic YXBpOnM="})
+    assert forbidden.status_code == 403
+    assert cors_headers(forbidden) == expected
+    missing = api.get("/User/nobody", headers={"Origin": SPA})
+    assert missing.status_code == 404
+    assert cors_headers(missing) == expected
+    unknown_route = api.get("/no/such/route/here", headers={"Origin": SPA})
+    assert unknown_route.status_code == 404
+    assert cors_headers(unknown_route) == expected
+
+
+def test_a_successful_answer_exposes_etag_to_the_page(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client())
+    res = api.get("/Client/web", headers={"Origin": SPA})
+    assert res.status_code == 200
+    assert res.headers["access-control-allow-origin"] == SPA
+    assert "ETag" in res.headers["access-control-expose-headers"]
+
+
+def test_requests_without_origin_are_left_alone(api: TestClient) -> None:
+    api.put("/Client/web", json=web_client())
+    res = api.get("/User")
+    assert cors_headers(res) == {}
+    # OPTIONS without Origin is not a preflight: the routes answer it (no OPTIONS route: 405).
+    assert api.options("/User").status_code == 405
+
+
+def test_a_new_client_is_allowed_at_once(api: TestClient) -> None:
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 403
+    api.put("/Client/web", json=web_client())
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 204
+    api.put("/Client/web", json=web_client(auth={"implicit": {"redirect_uri": "http://localhost:4000/cb"}}))
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 403
+    assert api.options("/User", headers={"Origin": "http://localhost:4000", **PREFLIGHT}).status_code == 204
+
+
+def test_a_client_added_by_another_worker_is_allowed_within_two_seconds(
+    api: TestClient, clock: ManualClock
+) -> None:
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 403
+    services: Services = api.app.state.services  # type: ignore[attr-defined]
+    other_worker = build_services(services.settings, services.storage, clock)
+    api.portal.call(other_worker.resources.create, "Client", web_client())  # type: ignore[union-attr]
+    clock.advance(CACHE_SECONDS - 0.001)
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 403
+    clock.advance(0.001)
+    assert api.options("/User", headers={"Origin": SPA, **PREFLIGHT}).status_code == 204
+
+
+async def _boom(request: Request) -> Response:
+    raise RuntimeError("a bug")
+
+
+@pytest.fixture
+def failing_app() -> Iterator[TestClient]:
+    """The real App (CORS outermost, real error handlers) with a route that fails unexpectedly."""
+    clock = ManualClock()
+    settings = settings_for("sqlite://:memory:")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        storage = open_storage(settings.storage, clock)
+        await storage.start(INDEXES)
+        app.state.services = build_services(settings, storage, clock)
+        await app.state.services.resources.create("Client", web_client())
+        yield
+        await storage.close()
+
+    app = App(routes=[Route("/boom", _boom)], exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_500_to_an_allowed_origin_carries_the_headers(failing_app: TestClient) -> None:
+    res = failing_app.get("/boom", headers={"Origin": SPA})
+    assert res.status_code == 500
+    assert res.json()["issue"][0]["diagnostics"] == "Internal server error"
+    assert res.headers["access-control-allow-origin"] == SPA
+    assert res.headers["vary"] == "Origin"
+    assert (
+        "access-control-allow-origin"
+        not in failing_app.get("/boom", headers={"Origin": "http://x.example"}).headers
+    )
