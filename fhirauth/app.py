@@ -15,14 +15,26 @@ from starlette.types import ASGIApp
 from fhirauth.audit import AuditLog
 from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
+from fhirauth.auth.authorization import AuthorizationService
+from fhirauth.auth.client_auth import ClientAuthenticator
 from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.codes import AuthorizationCodes
 from fhirauth.auth.consent import Consents
+from fhirauth.auth.grants.authorization_code import AuthorizationCodeGrant
+from fhirauth.auth.grants.client_credentials import ClientCredentialsGrant
+from fhirauth.auth.grants.password import PasswordGrant
+from fhirauth.auth.grants.refresh_token import RefreshTokenGrant
+from fhirauth.auth.grants.registry import GrantRegistry
+from fhirauth.auth.introspection import Introspection
+from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
+from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
+from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import errors, health, rest
+from fhirauth.http import errors, health, oauth, rest
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
@@ -47,6 +59,7 @@ INDEXES = (
     Index("Session", "access_token"),
     Index("Session", "refresh_token"),
     Index("Session", "authorization_code"),
+    Index("Session", "parent.id"),
     Index("Registration", "token"),
     Index("Grant", "user.id"),
 )
@@ -68,6 +81,24 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
     )
     clients = ClientRegistry(resources, passwords, settings.root_client_id, root_secret(settings))
     notifier = Notifier(resources)
+    logins = Logins(resources, passwords)
+    issuer = settings.base_url.rstrip("/")
+    keys = SigningKeys(storage, box, clock)
+    sessions = SessionService(resources, clients, clock)
+    tokens = TokenIssuer(sessions, keys, clock, issuer)
+    codes = AuthorizationCodes(storage, sessions, clock)
+    client_auth = ClientAuthenticator(clients)
+    grants = GrantRegistry(
+        client_auth,
+        [
+            AuthorizationCodeGrant(codes, tokens, resources),
+            PasswordGrant(logins, tokens),
+            ClientCredentialsGrant(tokens),
+            RefreshTokenGrant(sessions, tokens, resources),
+        ],
+    )
+    authenticator = Authenticator(clients)
+    authenticator.use_bearer(sessions.resolve)
     return Services(
         settings=settings,
         clock=clock,
@@ -77,15 +108,23 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         resources=resources,
         bundles=BundleProcessor(resources),
         clients=clients,
-        authenticator=Authenticator(clients),
+        authenticator=authenticator,
         access=AccessControl(resources, clock),
         audit=AuditLog(resources, clock),
         auth_config=AuthConfigs(resources, settings.auth_config),
         notifier=notifier,
-        logins=Logins(resources, passwords),
+        logins=logins,
         pending_logins=PendingLogins(storage, clock),
         consents=Consents(resources, clock),
         signups=Signups(resources, notifier, clock, base_url=settings.base_url),
+        keys=keys,
+        sessions=sessions,
+        tokens=tokens,
+        codes=codes,
+        authorization=AuthorizationService(clients, codes, tokens),
+        client_auth=client_auth,
+        grants=grants,
+        introspection=Introspection(sessions, issuer),
     )
 
 
@@ -98,7 +137,7 @@ class App(Starlette):
 
 def routes() -> list[BaseRoute]:
     # The generic /{Type} routes come last: every fixed path must win over them.
-    return [*health.routes, *rest.routes]
+    return [*health.routes, *oauth.routes, *rest.routes]
 
 
 async def _start_when_reachable(storage: Storage) -> None:
@@ -128,6 +167,7 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
             log.warning("storage unavailable at start-up; retrying in the background")
             starting = asyncio.create_task(_start_when_reachable(storage))
         else:
+            await services.keys.load()
             # `fhirauth serve` with several workers seeds before it forks and clears this setting.
             if settings.seed_files():
                 await seed_files(services.bundles, [Path(p) for p in settings.seed_files()])

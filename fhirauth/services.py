@@ -7,12 +7,20 @@ from dataclasses import dataclass
 from fhirauth.audit import AuditLog
 from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
+from fhirauth.auth.authorization import AuthorizationService
+from fhirauth.auth.client_auth import ClientAuthenticator
 from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.codes import AuthorizationCodes
 from fhirauth.auth.consent import Consents
+from fhirauth.auth.grants.registry import GrantRegistry
+from fhirauth.auth.introspection import Introspection
+from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
+from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
+from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock
 from fhirauth.notify import Notifier
 from fhirauth.resources.bundles import BundleProcessor
@@ -41,3 +49,11 @@ class Services:
     pending_logins: PendingLogins
     consents: Consents
     signups: Signups
+    keys: SigningKeys
+    sessions: SessionService
+    tokens: TokenIssuer
+    codes: AuthorizationCodes
+    authorization: AuthorizationService
+    client_auth: ClientAuthenticator
+    grants: GrantRegistry
+    introspection: Introspection

@@ -1,4 +1,5 @@
-"""Exception handlers: every error leaves as an OperationOutcome, never as a traceback."""
+"""Exception handlers: every error leaves as an OperationOutcome (OAuth errors as RFC 6749 §5.2 JSON),
+never as a traceback."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirauth.auth.oauth_errors import OAuthError
 from fhirauth.errors import Issue, OutcomeError, operation_outcome
-from fhirauth.http.render import body_response, outcome_response
+from fhirauth.http.render import NO_STORE, body_response, json_response, outcome_response
 from fhirauth.storage.base import StorageUnavailable
 
 log = logging.getLogger("fhirauth.http")
@@ -20,6 +22,11 @@ _HTTP_CODES = {404: "not-found", 405: "not-supported", 400: "invalid"}
 async def outcome_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OutcomeError)
     return outcome_response(request, exc)
+
+
+async def oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    return json_response(exc.body(), exc.status, {**exc.headers, **NO_STORE})
 
 
 async def storage_unavailable(request: Request, exc: Exception) -> Response:
@@ -45,6 +52,7 @@ async def unexpected(request: Request, exc: Exception) -> Response:
 
 handlers = {
     OutcomeError: outcome_error,
+    OAuthError: oauth_error,
     StorageUnavailable: storage_unavailable,
     HTTPException: http_exception,
     Exception: unexpected,

@@ -15,6 +15,9 @@ from fhirauth.errors import OutcomeError
 
 _YAML_DUMPER = yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDumper
 
+# RFC 6749 §5.1: responses carrying tokens or credentials are never cached.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
 
 def wants_yaml(request: Request) -> bool:
     fmt = request.query_params.get("_format", "")

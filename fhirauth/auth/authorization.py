@@ -1,0 +1,155 @@
+"""The domain side of /auth/authorize (RFC 6749 §4.1.1, §4.2.1): validate the request, then issue a
+code or (implicit flow) an access token for the signed-in user and say where to redirect.
+
+Two kinds of refusal: before the redirect URI is known to be registered, nothing may redirect
+(`UnsafeAuthorizationRequest`, rendered as an HTML page); after that, errors go back to the client
+(`AuthorizationError.redirect_url()`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from fhirauth.auth import pkce, scopes
+from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.codes import AuthorizationCodes
+from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, redirect_uris
+from fhirauth.auth.oauth_errors import OAuthError
+from fhirauth.auth.pkce import CodeChallenge
+from fhirauth.auth.tokens import Issuance, TokenIssuer
+
+Document = dict[str, Any]
+
+# response_type → the flow whose Client.auth block and grant_types entry govern it.
+RESPONSE_TYPES = {"code": AUTHORIZATION_CODE, "token": IMPLICIT}
+
+
+class UnsafeAuthorizationRequest(Exception):
+    """The client or redirect URI cannot be trusted: show an error page, never redirect (RFC 6749 §4.1.2.1)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+@dataclass(frozen=True)
+class AuthorizationRequest:
+    client: Document
+    response_type: str
+    redirect_uri: str
+    state: str | None
+    continuation_query: str
+    scope: str | None = None
+    challenge: CodeChallenge | None = None
+
+    @property
+    def flow(self) -> str:
+        return RESPONSE_TYPES[self.response_type]
+
+    @property
+    def first_party(self) -> bool:
+        return self.client.get("first_party") is True
+
+    def redirect_with(self, params: Mapping[str, str | None]) -> str:
+        """The redirect URI carrying `params`: in the query for codes, in the fragment for tokens."""
+        values = {name: value for name, value in params.items() if value is not None}
+        if self.state is not None:
+            values["state"] = self.state
+        parts = urlsplit(self.redirect_uri)
+        if self.response_type == "token":
+            return urlunsplit(parts._replace(fragment=urlencode(values)))
+        query = f"{parts.query}&{urlencode(values)}" if parts.query else urlencode(values)
+        return urlunsplit(parts._replace(query=query))
+
+
+class AuthorizationError(Exception):
+    """An error the client hears about through its redirect URI (RFC 6749 §4.1.2.1, §4.2.2.1)."""
+
+    def __init__(self, error: str, description: str, request: AuthorizationRequest) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.request = request
+
+    @classmethod
+    def of(cls, error: OAuthError, request: AuthorizationRequest) -> AuthorizationError:
+        return cls(error.error, error.description, request)
+
+    def redirect_url(self) -> str:
+        return self.request.redirect_with({"error": self.error, "error_description": self.description})
+
+
+class AuthorizationService:
+    def __init__(self, clients: ClientRegistry, codes: AuthorizationCodes, tokens: TokenIssuer) -> None:
+        self._clients = clients
+        self._codes = codes
+        self._tokens = tokens
+
+    async def validate(self, params: Mapping[str, str]) -> AuthorizationRequest:
+        client_id = params.get("client_id")
+        if not client_id:
+            raise UnsafeAuthorizationRequest("Missing 'client_id'")
+        client = await self._clients.get(client_id)
+        if client is None:
+            raise UnsafeAuthorizationRequest("Unknown or inactive client")
+        redirect_uri = params.get("redirect_uri")
+        if not redirect_uri:
+            raise UnsafeAuthorizationRequest("Missing 'redirect_uri'")
+        response_type = params.get("response_type", "")
+        flow = RESPONSE_TYPES.get(response_type)
+        flows = [flow] if flow is not None else list(RESPONSE_TYPES.values())
+        # RFC 6749 §3.1.2.4, RFC 9700 §2.1: exact string comparison, never a prefix or pattern.
+        if not any(redirect_uri in redirect_uris(client, each) for each in flows):
+            raise UnsafeAuthorizationRequest("'redirect_uri' is not registered for this client")
+        request = AuthorizationRequest(
+            client=client,
+            response_type=response_type if flow is not None else "code",
+            redirect_uri=redirect_uri,
+            state=params.get("state") or None,
+            continuation_query=urlencode(list(params.items())),
+        )
+        if flow is None:
+            raise AuthorizationError(
+                "unsupported_response_type", "'response_type' must be 'code' or 'token'", request
+            )
+        if not ClientRegistry.allows_grant(client, flow):
+            raise AuthorizationError(
+                "unauthorized_client", f"This client may not use the {flow} flow", request
+            )
+        try:
+            scope = scopes.requested(params.get("scope"), client)
+            challenge = pkce.read_challenge(params, client) if flow == AUTHORIZATION_CODE else None
+        except OAuthError as error:
+            raise AuthorizationError.of(error, request) from None
+        return replace(request, scope=scope, challenge=challenge)
+
+    async def complete(self, request: AuthorizationRequest, user: Document, browser_session: Document) -> str:
+        """Issue the code or token for `user` and return the URL to redirect the browser to."""
+        if request.flow == AUTHORIZATION_CODE:
+            code = await self._codes.issue(
+                client_id=request.client["id"],
+                user_id=user["id"],
+                redirect_uri=request.redirect_uri,
+                scope=request.scope,
+                challenge=request.challenge,
+                parent_id=browser_session["id"],
+            )
+            return request.redirect_with({"code": code})
+        issuance = Issuance(
+            client=request.client,
+            flow=IMPLICIT,
+            user=user,
+            scope=request.scope,
+            parent_id=browser_session["id"],
+        )
+        response = (await self._tokens.issue(issuance)).response
+        return request.redirect_with(
+            {
+                "access_token": response.access_token,
+                "token_type": "bearer",
+                "expires_in": str(response.expires_in),
+            }
+        )

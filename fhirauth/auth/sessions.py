@@ -1,0 +1,204 @@
+"""Sessions: one Session resource per issued access token and per browser sign-in (Aidbox's model).
+
+Token values never reach storage: Session.access_token and refresh_token hold their SHA-256, so a
+bearer token of any format (opaque, JWT, browser cookie) is found by one indexed lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.login import is_inactive
+from fhirauth.auth.principal import Principal
+from fhirauth.clock import Clock, isoformat
+from fhirauth.errors import PreconditionFailed
+from fhirauth.resources.service import ResourceService, new_id
+from fhirauth.security import random_token, token_hash
+from fhirauth.storage.base import Filter, Query
+
+Document = dict[str, Any]
+
+BROWSER = "browser"
+# Longer values are refused before hashing: no token this server issues comes near it.
+MAX_TOKEN_CHARS = 4096
+_CLIENT_CACHE_SECONDS = 2.0
+_END_RETRIES = 5
+_CHILDREN_PAGE = 100
+
+
+def reference(resource_type: str, id: str) -> dict[str, str]:
+    return {"resourceType": resource_type, "id": id}
+
+
+def _ref_id(session: Document, field: str) -> str | None:
+    ref = session.get(field)
+    return ref.get("id") if isinstance(ref, dict) else None
+
+
+class _ClientCache:
+    """Clients by id for a few seconds: every bearer request names its client, and clients rarely change.
+
+    Writes through this process's ResourceService clear it at once; other workers' writes show up
+    within two seconds (monotonic time: this bounds staleness, it is not a rule of the domain).
+    """
+
+    def __init__(self, resources: ResourceService, clients: ClientRegistry) -> None:
+        self._clients = clients
+        self._cached: dict[str, tuple[float, Document | None]] = {}
+        resources.on_change("Client", self._forget)
+
+    async def _forget(self, before: Document | None, after: Document | None) -> None:
+        self._cached.clear()
+
+    async def get(self, client_id: str) -> Document | None:
+        hit = self._cached.get(client_id)
+        if hit is not None and time.monotonic() - hit[0] < _CLIENT_CACHE_SECONDS:
+            return hit[1]
+        client = await self._clients.get(client_id)
+        if len(self._cached) > 1024:
+            self._cached.clear()
+        self._cached[client_id] = (time.monotonic(), client)
+        return client
+
+
+class SessionService:
+    def __init__(self, resources: ResourceService, clients: ClientRegistry, clock: Clock) -> None:
+        self._resources = resources
+        self._clients = clients
+        self._client_cache = _ClientCache(resources, clients)
+        self._clock = clock
+
+    def now(self) -> int:
+        return int(self._clock().timestamp())
+
+    async def create(self, session: Document) -> Document:
+        return (await self._resources.create("Session", session)).resource
+
+    async def replace(self, session: Document, expected_version: int) -> Document | None:
+        """Compare-and-set: the new Session, or None when someone else changed it first."""
+        try:
+            return await self._resources.save(session, expected_version)
+        except PreconditionFailed:
+            return None
+
+    async def create_browser_session(
+        self, user: Document, *, max_age: int, ip: str | None
+    ) -> tuple[str, Document]:
+        """A new sign-in: the cookie token (returned once, stored as its hash) and its Session."""
+        token = random_token()
+        now = self._clock()
+        session: Document = {
+            "resourceType": "Session",
+            "id": new_id(),
+            "type": BROWSER,
+            "active": True,
+            "start": isoformat(now),
+            "exp": int(now.timestamp()) + max_age,
+            "user": reference("User", user["id"]),
+            "access_token": token_hash(token),
+        }
+        if ip:
+            session["ip"] = ip
+        return token, await self.create(session)
+
+    async def _find(self, field: str, token: str) -> Document | None:
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
+        query = Query(filters=(Filter(field, (token_hash(token),)),), limit=1, count_total=False)
+        page = await self._resources.storage.search("Session", query)
+        return page.items[0] if page.items else None
+
+    async def find_by_access_token(self, token: str) -> Document | None:
+        """The Session of an access token (or browser cookie token), live or not."""
+        return await self._find("access_token", token)
+
+    async def find_by_refresh_token(self, token: str) -> Document | None:
+        return await self._find("refresh_token", token)
+
+    def is_live(self, session: Document) -> bool:
+        """Active and not expired. A Session without `exp` never expires (Aidbox)."""
+        exp = session.get("exp")
+        return session.get("active") is True and (not isinstance(exp, int) or exp > self.now())
+
+    async def resolve(self, token: str) -> Principal | None:
+        """Who a bearer token (opaque, JWT or browser cookie token) speaks for; None if nobody."""
+        session = await self.find_by_access_token(token)
+        if session is None or not self.is_live(session):
+            return None
+        return await self.principal(session)
+
+    async def principal(self, session: Document) -> Principal | None:
+        """The caller behind a Session; None when its client or user is gone or inactive."""
+        client: Document | None = None
+        client_id = _ref_id(session, "client")
+        if client_id is not None:
+            client = await self._client_cache.get(client_id)
+            if client is None:
+                return None
+        user_id = _ref_id(session, "user")
+        if user_id is not None:
+            stored = await self._resources.find("User", user_id)
+            if stored is None or is_inactive(stored.document):
+                return None
+            return Principal("user", client=client, user=stored.document, session=session)
+        if client_id is None:
+            return None
+        if client_id == self._clients.root_id:
+            return Principal("root", client=client, session=session)
+        return Principal("client", client=client, session=session)
+
+    async def end(self, session: Document) -> None:
+        """End a Session (DELETE /Session, logout, revocation) and the sessions it produced."""
+        current: Document | None = session
+        for _ in range(_END_RETRIES):
+            if current is None or current.get("active") is not True:
+                break
+            ended = {**current, "active": False, "end": isoformat(self._clock())}
+            if await self.replace(ended, int(current["meta"]["versionId"])) is not None:
+                break
+            stored = await self._resources.find("Session", session["id"])
+            current = stored.document if stored is not None else None
+        await self._end_children(session["id"])
+
+    async def find_by_token(self, token: str, hint: str | None) -> Document | None:
+        """The Session holding `token` as its access or refresh token; `hint` says which to try first."""
+        fields = (
+            ("refresh_token", "access_token")
+            if hint == "refresh_token"
+            else ("access_token", "refresh_token")
+        )
+        for field in fields:
+            session = await self._find(field, token)
+            if session is not None:
+                return session
+        return None
+
+    async def revoke(self, token: str, hint: str | None, client: Document) -> None:
+        """RFC 7009: end the Session of an access or refresh token issued to `client` (the root client
+        may revoke any). Unknown tokens and other clients' tokens are ignored, as §2.2 asks."""
+        session = await self.find_by_token(token, hint)
+        if session is None:
+            return
+        if client["id"] != self._clients.root_id and _ref_id(session, "client") != client["id"]:
+            return
+        await self.end(session)
+
+    async def end_by_id(self, session_id: str) -> None:
+        stored = await self._resources.find("Session", session_id)
+        if stored is not None:
+            await self.end(stored.document)
+
+    async def _end_children(self, parent_id: str) -> None:
+        query = Query(
+            filters=(Filter("parent.id", (parent_id,)), Filter("active", (True,))),
+            limit=_CHILDREN_PAGE,
+            count_total=False,
+        )
+        while True:
+            page = await self._resources.storage.search("Session", query)
+            for child in page.items:
+                await self.end(child)
+            if len(page.items) < _CHILDREN_PAGE:
+                return

@@ -1,0 +1,204 @@
+"""The token format, in one place: what an access or refresh token is, how long it lives, and the
+Session that remembers it.
+
+Access tokens are opaque random strings by default and RS256 JWTs when the client's flow says
+`token_format: "jwt"`. Refresh tokens are always opaque. Either way storage keeps only hashes.
+A refresh token is issued when the flow says `refresh_token: true` (Aidbox's rule), never for the
+implicit flow (RFC 6749 §4.2.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhirauth.auth.flows import IMPLICIT, flow_settings
+from fhirauth.auth.keys import SigningKeys
+from fhirauth.auth.sessions import SessionService, reference
+from fhirauth.clock import Clock, isoformat
+from fhirauth.resources.secrets import redact
+from fhirauth.resources.service import new_id
+from fhirauth.security import random_token, token_hash
+
+Document = dict[str, Any]
+
+DEFAULT_ACCESS_TOKEN_SECONDS = 3600
+# What a refresh replaces on the Session.
+_TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "exp", "refresh_token_exp", "jti", "scope"})
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Client.auth.<flow>: how tokens of one grant flow look and how long they live."""
+
+    jwt: bool = False
+    access_token_expiration: int = DEFAULT_ACCESS_TOKEN_SECONDS
+    refresh_token: bool = False
+    # Aidbox: "If not present, token will be expireless"; counted from issue or last use.
+    refresh_token_expiration: int | None = None
+    audience: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, client: Document, flow: str) -> FlowConfig:
+        config = flow_settings(client, flow)
+        access = config.get("access_token_expiration")
+        refresh = config.get("refresh_token_expiration")
+        audience = config.get("audience")
+        return cls(
+            jwt=config.get("token_format") == "jwt",
+            access_token_expiration=access
+            if isinstance(access, int) and access > 0
+            else DEFAULT_ACCESS_TOKEN_SECONDS,
+            refresh_token=config.get("refresh_token") is True and flow != IMPLICIT,
+            refresh_token_expiration=refresh if isinstance(refresh, int) and refresh > 0 else None,
+            audience=tuple(audience)
+            if isinstance(audience, list)
+            else (audience,)
+            if isinstance(audience, str)
+            else (),
+        )
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """RFC 6749 §5.1 plus Aidbox's `userinfo`."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str | None = None
+    scope: str | None = None
+    userinfo: Document | None = None
+    token_type: str = "Bearer"
+
+    def as_dict(self) -> Document:
+        body: Document = {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+        }
+        for name in ("refresh_token", "scope", "userinfo"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+
+@dataclass(frozen=True)
+class Issuance:
+    """What a grant decided: which client and user get tokens of which flow, with what scope."""
+
+    client: Document
+    flow: str
+    user: Document | None = None
+    scope: str | None = None
+    audience: str | None = None
+    parent_id: str | None = None
+    session_id: str = field(default_factory=new_id)
+
+
+@dataclass(frozen=True)
+class Issued:
+    response: TokenResponse
+    session: Document
+
+
+@dataclass(frozen=True)
+class _Tokens:
+    access_token: str
+    refresh_token: str | None
+    fields: Document
+
+
+class TokenIssuer:
+    def __init__(self, sessions: SessionService, keys: SigningKeys, clock: Clock, issuer: str) -> None:
+        self._sessions = sessions
+        self._keys = keys
+        self._clock = clock
+        self._issuer = issuer
+
+    async def issue(self, issuance: Issuance) -> Issued:
+        client, user = issuance.client, issuance.user
+        config = FlowConfig.of(client, issuance.flow)
+        now = self._clock()
+        subject = user["id"] if user is not None else client["id"]
+        audience = issuance.audience or client["id"]
+        tokens = await self._tokens(config, subject, audience, issuance.scope)
+        session: Document = {
+            "resourceType": "Session",
+            "id": issuance.session_id,
+            "type": issuance.flow,
+            "active": True,
+            "start": isoformat(now),
+            "client": reference("Client", client["id"]),
+            **tokens.fields,
+        }
+        if user is not None:
+            session["user"] = reference("User", user["id"])
+        if issuance.scope:
+            session["scope"] = issuance.scope
+        if issuance.audience:
+            session["audience"] = issuance.audience
+        if issuance.parent_id:
+            session["parent"] = reference("Session", issuance.parent_id)
+        stored = await self._sessions.create(session)
+        return Issued(self._response(config, tokens, issuance.scope, user), stored)
+
+    async def rotate(
+        self, session: Document, client: Document, user: Document | None, scope: str | None
+    ) -> Issued | None:
+        """New access and refresh tokens for a refresh: the Session's old ones die with the swap.
+
+        Compare-and-set on the Session: of two refreshes with the same token, one gets None.
+        """
+        config = FlowConfig.of(client, session["type"])
+        subject = user["id"] if user is not None else client["id"]
+        audience = session.get("audience") or client["id"]
+        tokens = await self._tokens(config, subject, audience, scope)
+        rotated = {k: v for k, v in session.items() if k not in _TOKEN_FIELDS}
+        rotated.update(tokens.fields)
+        if scope:
+            rotated["scope"] = scope
+        stored = await self._sessions.replace(rotated, int(session["meta"]["versionId"]))
+        if stored is None:
+            return None
+        return Issued(self._response(config, tokens, scope, user), stored)
+
+    async def _tokens(self, config: FlowConfig, subject: str, audience: str, scope: str | None) -> _Tokens:
+        iat = int(self._clock().timestamp())
+        exp = iat + config.access_token_expiration
+        fields: Document = {"exp": exp}
+        if config.jwt:
+            jti = new_id()
+            claims: Document = {
+                "iss": self._issuer,
+                "sub": subject,
+                "aud": audience,
+                "exp": exp,
+                "iat": iat,
+                "jti": jti,
+            }
+            if scope:
+                claims["scope"] = scope
+            access_token = await self._keys.sign(claims)
+            fields["jti"] = jti
+        else:
+            access_token = random_token()
+        fields["access_token"] = token_hash(access_token)
+        refresh_token = random_token() if config.refresh_token else None
+        if refresh_token is not None:
+            fields["refresh_token"] = token_hash(refresh_token)
+            if config.refresh_token_expiration is not None:
+                fields["refresh_token_exp"] = iat + config.refresh_token_expiration
+        return _Tokens(access_token, refresh_token, fields)
+
+    @staticmethod
+    def _response(
+        config: FlowConfig, tokens: _Tokens, scope: str | None, user: Document | None
+    ) -> TokenResponse:
+        return TokenResponse(
+            access_token=tokens.access_token,
+            expires_in=config.access_token_expiration,
+            refresh_token=tokens.refresh_token,
+            scope=scope,
+            userinfo=redact(user) if user is not None else None,
+        )

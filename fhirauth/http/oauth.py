@@ -1,0 +1,235 @@
+"""The OAuth 2.0 endpoints: token, introspection, revocation, userinfo, DELETE /Session, discovery, JWKS."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fhirauth.auth.authenticate import BEARER_CHALLENGE, parse_basic
+from fhirauth.auth.client_auth import ClientCredentials
+from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
+from fhirauth.auth.principal import Principal
+from fhirauth.errors import NotAuthenticated, PayloadTooLarge
+from fhirauth.http.bodies import JSON_TYPES, media_type, read_bytes
+from fhirauth.http.render import NO_STORE, json_response
+from fhirauth.http.rest import services_of
+from fhirauth.resources.secrets import redact
+
+Document = dict[str, Any]
+
+FORM = "application/x-www-form-urlencoded"
+COOKIE = "asid"
+_MAX_PARAMS = 64
+# OAuth parameters are short; this bounds the body long before the resource API's limit.
+_MAX_BODY_BYTES = 65536
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def read_params(request: Request) -> dict[str, str]:
+    """The request's parameters from a form or JSON body; every malformed body is `invalid_request`.
+
+    RFC 6749 §3.1: an empty value counts as absent, and no parameter may be repeated.
+    """
+    try:
+        raw = await read_bytes(request, _MAX_BODY_BYTES)
+    except PayloadTooLarge:
+        raise InvalidRequest(f"Request body is larger than {_MAX_BODY_BYTES} bytes") from None
+    kind = media_type(request)
+    if kind == FORM:
+        pairs = _form_pairs(raw)
+    elif kind in JSON_TYPES:
+        pairs = _json_pairs(raw)
+    else:
+        raise InvalidRequest(f"Send parameters as {FORM} or application/json")
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name in params:
+            raise InvalidRequest(f"Parameter '{name}' is repeated")
+        if "\x00" in value or "\x00" in name:
+            raise InvalidRequest("Parameters may not contain NUL characters")
+        if value:
+            params[name] = value
+    return params
+
+
+def _form_pairs(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        text = raw.decode("utf-8")
+        return parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_PARAMS)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("Malformed form body") from None
+
+
+def _json_pairs(raw: bytes) -> list[tuple[str, str]]:
+    try:
+        body = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Malformed JSON body") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The JSON body must be an object")
+    if len(body) > _MAX_PARAMS:
+        raise InvalidRequest("Too many parameters")
+    pairs: list[tuple[str, str]] = []
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise InvalidRequest(f"Parameter '{name}' must be a string")
+        pairs.append((name, str(value)))
+    return pairs
+
+
+def client_credentials(request: Request, params: dict[str, str]) -> ClientCredentials:
+    """HTTP Basic or `client_id`/`client_secret` in the body, not both (RFC 6749 §2.3.1)."""
+    header = request.headers.get("authorization", "").strip()
+    body_id, body_secret = params.get("client_id"), params.get("client_secret")
+    if not header:
+        return ClientCredentials(body_id, body_secret)
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        raise InvalidClient("Authenticate the client with HTTP Basic or in the body", scheme="Basic")
+    try:
+        basic = parse_basic(value)
+    except NotAuthenticated:
+        raise InvalidClient("Malformed Basic credentials", scheme="Basic") from None
+    if body_secret is not None:
+        raise InvalidRequest("Client credentials sent twice: use HTTP Basic or the body, not both")
+    if body_id is not None and body_id != basic.client_id:
+        raise InvalidRequest("'client_id' does not match the Basic credentials")
+    return ClientCredentials(basic.client_id, basic.secret, "Basic")
+
+
+def _no_store(body: Any, status: int = 200) -> Response:
+    return json_response(body, status, dict(NO_STORE))
+
+
+async def token(request: Request) -> Response:
+    services = services_of(request)
+    params = await read_params(request)
+    credentials = client_credentials(request, params)
+    grant_type = params.get("grant_type")
+    try:
+        response = await services.grants.token(params, credentials)
+    except OAuthError as error:
+        detail = {"grant_type": grant_type, "error": error.error, "reason": error.description}
+        await services.audit.record(
+            "token", "failure", client=credentials.client_id, ip=_client_ip(request), detail=detail
+        )
+        raise
+    if grant_type == "password" and response.userinfo is not None:
+        # The password grant is a sign-in; the other grants follow one (or involve no user).
+        await services.audit.record(
+            "token",
+            "success",
+            user=response.userinfo,
+            client=credentials.client_id,
+            ip=_client_ip(request),
+            detail={"grant_type": grant_type},
+        )
+    return _no_store(response.as_dict())
+
+
+async def introspect(request: Request) -> Response:
+    services = services_of(request)
+    params = await read_params(request)
+    await services.client_auth.authenticate_confidential(client_credentials(request, params))
+    value = params.get("token")
+    if value is None:
+        raise InvalidRequest("Missing 'token'")
+    return _no_store(await services.introspection.introspect(value, params.get("token_type_hint")))
+
+
+async def revoke(request: Request) -> Response:
+    services = services_of(request)
+    params = await read_params(request)
+    authenticated = await services.client_auth.authenticate(client_credentials(request, params))
+    value = params.get("token")
+    if value is None:
+        raise InvalidRequest("Missing 'token'")
+    # RFC 7009 §2.2: 200 whether or not the token was known; an unknown hint is ignored.
+    await services.sessions.revoke(value, params.get("token_type_hint"), authenticated.client)
+    return _no_store({})
+
+
+def _bearer_required(message: str) -> NotAuthenticated:
+    return NotAuthenticated(message, headers={"WWW-Authenticate": BEARER_CHALLENGE})
+
+
+async def signed_in(request: Request) -> Principal:
+    """The caller of a user endpoint: a bearer token, else the `asid` browser cookie."""
+    services = services_of(request)
+    header = request.headers.get("authorization")
+    if header:
+        principal = await services.authenticator.authenticate(header)
+    else:
+        cookie = request.cookies.get(COOKIE)
+        principal = await services.sessions.resolve(cookie) if cookie else None
+    if principal is None or principal.session is None:
+        raise _bearer_required("A bearer token or a browser session is required")
+    return principal
+
+
+async def userinfo(request: Request) -> Response:
+    principal = await signed_in(request)
+    if principal.user is None:
+        raise _bearer_required("This token does not belong to a user")
+    return _no_store(redact(principal.user))
+
+
+async def end_session(request: Request) -> Response:
+    principal = await signed_in(request)
+    assert principal.session is not None
+    await services_of(request).sessions.end(principal.session)
+    return Response(status_code=204, headers=dict(NO_STORE))
+
+
+def metadata(base_url: str, grant_types: list[str]) -> Document:
+    """RFC 8414 authorization server metadata (also served as OpenID discovery, as Aidbox does)."""
+    return {
+        "issuer": base_url,
+        "authorization_endpoint": f"{base_url}/auth/authorize",
+        "token_endpoint": f"{base_url}/auth/token",
+        "userinfo_endpoint": f"{base_url}/auth/userinfo",
+        "jwks_uri": f"{base_url}/.well-known/jwks.json",
+        "introspection_endpoint": f"{base_url}/auth/introspect",
+        "revocation_endpoint": f"{base_url}/auth/revoke",
+        "response_types_supported": ["code", "token"],
+        "response_modes_supported": ["query", "fragment"],
+        "grant_types_supported": [*grant_types, "implicit"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }
+
+
+async def discovery(request: Request) -> Response:
+    services = services_of(request)
+    return json_response(metadata(services.settings.base_url.rstrip("/"), services.grants.grant_types))
+
+
+async def jwks(request: Request) -> Response:
+    keys = await services_of(request).keys.jwks()
+    return json_response(keys, headers={"Cache-Control": "max-age=300"})
+
+
+routes = [
+    Route("/auth/token", token, methods=["POST"]),
+    Route("/auth/introspect", introspect, methods=["POST"]),
+    Route("/auth/revoke", revoke, methods=["POST"]),
+    Route("/auth/userinfo", userinfo, methods=["GET", "POST"]),
+    Route("/Session", end_session, methods=["DELETE"]),
+    Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
+    Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
+    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+]
