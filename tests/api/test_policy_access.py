@@ -239,3 +239,80 @@ def test_the_demo_json_schema_policy_works_for_its_uris(api: TestClient) -> None
         == 201
     )
     assert api.get("/User", headers=API).status_code == 403
+
+
+# Bearer tokens of users (password grant through a public client)
+
+
+def user_token(api: TestClient, username: str, password: str = "correct horse") -> str:
+    res = api.post(
+        "/auth/token",
+        data={"grant_type": "password", "client_id": "spa", "username": username, "password": password},
+        headers=NO_AUTH,
+    )
+    assert res.status_code == 200, res.text
+    token: str = res.json()["access_token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def setup_users(api: TestClient) -> tuple[dict[str, str], dict[str, str]]:
+    spa = {"resourceType": "Client", "grant_types": ["password"]}
+    assert api.put("/Client/spa", json=spa).status_code == 201
+    for id in ("ann", "bob"):
+        user = {"resourceType": "User", "email": f"{id}@example.org", "password": "correct horse"}
+        assert api.put(f"/User/{id}", json=user).status_code == 201
+    return bearer(user_token(api, "ann@example.org")), bearer(user_token(api, "bob@example.org"))
+
+
+def test_a_user_without_policies_is_403_on_the_api(api: TestClient) -> None:
+    ann, _ = setup_users(api)
+    res = api.get("/User/ann", headers=ann)
+    assert res.status_code == 403
+    assert api.get("/User/ann", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+
+
+def test_a_policy_linked_to_a_user_helps_that_user_only(api: TestClient) -> None:
+    ann, bob = setup_users(api)
+    put_policy(api, "ann-all", engine="allow", link=[{"resourceType": "User", "id": "ann"}])
+    assert api.get("/Client", headers=ann).status_code == 200
+    assert api.get("/Client", headers=bob).status_code == 403
+
+
+def test_a_policy_linked_to_the_client_applies_to_its_users(api: TestClient) -> None:
+    ann, bob = setup_users(api)
+    put_policy(api, "spa-users", engine="allow", link=[{"resourceType": "Client", "id": "spa"}])
+    assert api.get("/User", headers=ann).status_code == 200
+    assert api.get("/User", headers=bob).status_code == 200
+
+
+def test_a_matcho_policy_can_give_users_their_own_record(api: TestClient) -> None:
+    ann, bob = setup_users(api)
+    put_policy(
+        api,
+        "own-user",
+        engine="matcho",
+        matcho={"request-method": "get", "uri": "#^/User/[^/]+$", "params": {"id": ".user.id"}},
+    )
+    assert api.get("/User/ann", headers=ann).json()["email"] == "ann@example.org"
+    assert api.get("/User/bob", headers=ann).status_code == 403
+    assert api.get("/User/bob", headers=bob).status_code == 200
+    assert api.get("/User", headers=ann).status_code == 403
+    assert api.get("/User/ann", headers=NO_AUTH).status_code == 401
+
+
+def test_the_demo_policy_gives_a_user_nothing_on_the_resource_api(api: TestClient) -> None:
+    ann, _ = setup_users(api)
+    put_policy(api, "two-factor", **DEMO_TWO_FACTOR)
+    assert api.get("/User", headers=ann).status_code == 403
+    assert api.get("/User/ann", headers=ann).status_code == 403
+
+
+def test_a_signed_in_user_needs_no_policy_for_own_endpoints(api: TestClient) -> None:
+    ann, _ = setup_users(api)
+    assert api.get("/auth/userinfo", headers=ann).json()["id"] == "ann"
+    assert api.delete("/Session", headers=ann).status_code == 204
+    assert api.get("/auth/userinfo", headers=ann).status_code == 401
