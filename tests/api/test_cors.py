@@ -217,3 +217,27 @@ def test_a_500_to_an_allowed_origin_carries_the_headers(failing_app: TestClient)
         "access-control-allow-origin"
         not in failing_app.get("/boom", headers={"Origin": "http://x.example"}).headers
     )
+
+
+def test_a_single_page_app_calls_userinfo_and_the_token_endpoint(api: TestClient) -> None:
+    spa = web_client(grant_types=["implicit", "password"])
+    api.put("/Client/web", json=spa)
+    api.put(
+        "/User/ann", json={"resourceType": "User", "email": "ann@example.org", "password": "correct horse"}
+    )
+    form = {"grant_type": "password", "client_id": "web", "username": "ann@example.org"}
+    refused = api.post("/auth/token", data={**form, "password": "wrong"}, headers={"Origin": SPA, **NO_AUTH})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_grant"
+    assert refused.headers["access-control-allow-origin"] == SPA
+    granted = api.post(
+        "/auth/token", data={**form, "password": "correct horse"}, headers={"Origin": SPA, **NO_AUTH}
+    )
+    assert granted.headers["access-control-allow-origin"] == SPA
+    token = granted.json()["access_token"]
+    preflight = api.options("/auth/userinfo", headers={"Origin": SPA, **PREFLIGHT})
+    assert preflight.status_code == 204
+    userinfo = api.get("/auth/userinfo", headers={"Origin": SPA, "Authorization": f"Bearer {token}"})
+    assert userinfo.status_code == 200
+    assert userinfo.json()["id"] == "ann"
+    assert userinfo.headers["access-control-allow-origin"] == SPA
