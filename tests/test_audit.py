@@ -12,19 +12,9 @@ from fhirauth.app import INDEXES, build_services
 from fhirauth.audit import AUDIT_SYSTEM
 from fhirauth.clock import ManualClock
 from fhirauth.services import Services
-from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import Query
-
-
-def _settings(storage: str) -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        storage=storage,
-        secret_key="test-master-secret",
-        root_client_secret="secret",
-        base_url="http://testserver",
-    )
+from tests.api.conftest import settings_for
 
 
 @pytest.fixture
@@ -36,7 +26,7 @@ def clock() -> ManualClock:
 async def services(clock: ManualClock) -> AsyncIterator[Services]:
     storage = open_storage("sqlite://:memory:", clock)
     await storage.start(INDEXES)
-    yield build_services(_settings("sqlite://:memory:"), storage, clock)
+    yield build_services(settings_for("sqlite://:memory:"), storage, clock)
     await storage.close()
 
 
@@ -156,7 +146,7 @@ async def test_storage_outage_is_logged_and_swallowed(
 ) -> None:
     url = f"mongodb://127.0.0.1:{_closed_port()}/fhirauth"
     storage = open_storage(url, clock)
-    services = build_services(_settings(url), storage, clock)
+    services = build_services(settings_for(url), storage, clock)
     caplog.set_level(logging.INFO, logger="fhirauth.audit")
     try:
         await services.audit.record("login", "success", user="ann", ip="203.0.113.7")

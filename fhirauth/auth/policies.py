@@ -133,16 +133,16 @@ class CompiledPolicy:
 
 
 def compile_policy(policy: Mapping[str, Any]) -> CompiledPolicy:
-    id = str(policy.get("id"))
+    policy_id = str(policy.get("id"))
     try:
         rule = compile_rule(policy)
     except PolicyError as error:
-        log.error("AccessPolicy/%s is broken and denies: %s", id, error)
+        log.error("AccessPolicy/%s is broken and denies: %s", policy_id, error)
         rule = _deny
     except RecursionError:
-        log.error("AccessPolicy/%s is nested too deeply and denies", id)
+        log.error("AccessPolicy/%s is nested too deeply and denies", policy_id)
         rule = _deny
-    return CompiledPolicy(id, rule)
+    return CompiledPolicy(policy_id, rule)
 
 
 @dataclass
@@ -156,7 +156,8 @@ class PolicySet:
         if not links:
             self.everyone.append(compiled)
             return
-        for link in links:
+        # A link this code cannot read narrows the policy to nobody rather than widening it to all.
+        for link in links if isinstance(links, list) else ():
             if not isinstance(link, dict) or not isinstance(link.get("id"), str):
                 continue
             if link.get("resourceType") == "Client":

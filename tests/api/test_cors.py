@@ -202,7 +202,7 @@ def failing_app() -> Iterator[TestClient]:
         yield
         await storage.close()
 
-    app = App(routes=[Route("/boom", _boom)], exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    app = App(routes=[Route("/boom", _boom)], exception_handlers=errors.handlers, lifespan=lifespan)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -15,8 +15,8 @@ from fhirauth.auth.principal import Principal
 from fhirauth.clock import ManualClock
 from fhirauth.errors import Forbidden, NotAuthenticated
 from fhirauth.services import Services
-from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
+from tests.api.conftest import settings_for
 
 ANN = {"resourceType": "User", "id": "ann", "email": "ann@example.org", "data": {"role": "nurse"}}
 API = {"resourceType": "Client", "id": "api", "grant_types": ["basic"]}
@@ -235,16 +235,6 @@ def test_a_policy_failing_at_evaluation_denies_and_logs(caplog: pytest.LogCaptur
 # AccessControl over real storage
 
 
-def _settings() -> Settings:
-    return Settings(  # type: ignore[call-arg]
-        _env_file=None,
-        storage="sqlite://:memory:",
-        secret_key="test-master-secret",
-        root_client_secret="secret",
-        base_url="http://testserver",
-    )
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
@@ -254,7 +244,7 @@ def clock() -> ManualClock:
 async def services(clock: ManualClock) -> AsyncIterator[Services]:
     storage = open_storage("sqlite://:memory:", clock)
     await storage.start(INDEXES)
-    yield build_services(_settings(), storage, clock)
+    yield build_services(settings_for("sqlite://:memory:"), storage, clock)
     await storage.close()
 
 
@@ -340,7 +330,7 @@ async def test_a_change_by_another_worker_applies_within_two_seconds(
     caller = Principal("client", client=API)
     assert not await allowed(services, caller, request())
     # Another process over the same storage: its writes do not reach this process's hooks.
-    other_worker = build_services(_settings(), services.storage, clock)
+    other_worker = build_services(settings_for("sqlite://:memory:"), services.storage, clock)
     await other_worker.resources.create("AccessPolicy", {"resourceType": "AccessPolicy", "engine": "allow"})
     clock.advance(CACHE_SECONDS - 0.001)
     assert not await allowed(services, caller, request())
