@@ -34,7 +34,7 @@ from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import errors, health, oauth, rest
+from fhirauth.http import errors, health, oauth, pages, rest
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
@@ -137,7 +137,7 @@ class App(Starlette):
 
 def routes() -> list[BaseRoute]:
     # The generic /{Type} routes come last: every fixed path must win over them.
-    return [*health.routes, *oauth.routes, *rest.routes]
+    return [*health.routes, *oauth.routes, *pages.routes, *rest.routes]
 
 
 async def _start_when_reachable(storage: Storage) -> None:

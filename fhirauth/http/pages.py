@@ -1,0 +1,443 @@
+"""The HTML faces of sign-in: authorize, login, consent, logout, signup and its confirmation link."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from fhirauth.auth.authorization import AuthorizationError, AuthorizationRequest, UnsafeAuthorizationRequest
+from fhirauth.auth.login import (
+    DEFAULT_CONTINUATION,
+    LoginRefused,
+    continuation_for,
+    decode_redirect_to,
+    has_two_factor,
+    local_path,
+)
+from fhirauth.auth.principal import Principal
+from fhirauth.auth.signup import MIN_PASSWORD_CHARS, AccountExists, InvalidEmail, LinkInvalid, WeakPassword
+from fhirauth.http.cookies import (
+    PENDING_COOKIE,
+    PENDING_COOKIE_MAX_AGE,
+    PENDING_COOKIE_PATH,
+    SESSION_COOKIE,
+    clear_cookie,
+    read_cookie,
+    set_cookie,
+)
+from fhirauth.http.csrf import CsrfRefused
+from fhirauth.http.forms import BadForm
+from fhirauth.http.html import checked_form, error_page, render, secure_cookies, static
+from fhirauth.http.rest import services_of
+from fhirauth.notify import NotificationFailed
+
+Document = dict[str, Any]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_REFUSED_MESSAGE = "Wrong e-mail, username or password."
+_INACTIVE_MESSAGE = "This account is disabled. Contact the administrator."
+_MISSING_MESSAGE = "Enter your e-mail (or username) and your password."
+_MAX_AUDIT_CHARS = 256
+
+
+def page(endpoint: Endpoint) -> Endpoint:
+    """Bad forms and failed CSRF checks answer with an HTML page, before anything is written."""
+
+    @functools.wraps(endpoint)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except CsrfRefused:
+            return await error_page(
+                request,
+                "The form expired; reload and try again.",
+                status=403,
+                heading="The form expired",
+            )
+        except BadForm as error:
+            return await error_page(request, error.message, status=error.status)
+
+    return wrapped
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _with_query(path: str, query: str) -> str:
+    return f"{path}?{query}" if query else path
+
+
+def _first_values(pairs: list[tuple[str, str]]) -> tuple[dict[str, str], list[str]]:
+    """The parameters (first value of each) and the names given more than once."""
+    params: dict[str, str] = {}
+    repeated: list[str] = []
+    for name, value in pairs:
+        if name in params:
+            repeated.append(name)
+        else:
+            params[name] = value
+    return params, repeated
+
+
+async def browser_session(request: Request) -> Principal | None:
+    """The signed-in user of this browser (the `asid` cookie), if its session is alive."""
+    token = read_cookie(request, SESSION_COOKIE)
+    if token is None:
+        return None
+    principal = await services_of(request).sessions.resolve(token)
+    if principal is None or principal.user is None or principal.session is None:
+        return None
+    # An API access token copied into the cookie is not a browser sign-in.
+    if principal.session.get("type") != "browser":
+        return None
+    return principal
+
+
+async def finish_sign_in(request: Request, user: Document, continuation: str) -> Response:
+    """Start a new browser session for `user` (a new cookie value every time) and go on.
+
+    Called after the password (or the signup link), and by the two-factor step once its code is right.
+    """
+    services = services_of(request)
+    secure = secure_cookies(request)
+    previous = await browser_session(request)
+    if previous is not None and previous.session is not None:
+        await services.sessions.end(previous.session)
+    max_age = await services.auth_config.asid_cookie_max_age()
+    token, session = await services.sessions.create_browser_session(
+        user, max_age=max_age, ip=client_ip(request)
+    )
+    target = local_path(continuation, services.settings.base_url) or DEFAULT_CONTINUATION
+    response = RedirectResponse(target, 302)
+    set_cookie(response, SESSION_COOKIE, token, max_age=max_age, secure=secure)
+    if request.cookies.get(PENDING_COOKIE) is not None:
+        clear_cookie(response, PENDING_COOKIE, secure=secure, path=PENDING_COOKIE_PATH)
+    await services.audit.record(
+        "login", "success", user=user, ip=client_ip(request), detail={"session": session["id"]}
+    )
+    return response
+
+
+# /auth/authorize and consent
+
+
+async def _validated(request: Request, query: str) -> AuthorizationRequest | Response:
+    """The authorization request, or the response that ends it (error page or error redirect)."""
+    params, repeated = _first_values(parse_qsl(query, keep_blank_values=True))
+    if repeated:
+        # RFC 6749 §3.1: parameters must not repeat; which redirect_uri would we trust?
+        return await error_page(
+            request,
+            f"The parameter '{repeated[0]}' is given more than once.",
+            heading="This sign-in request is not valid",
+        )
+    try:
+        return await services_of(request).authorization.validate(params)
+    except UnsafeAuthorizationRequest as error:
+        # RFC 6749 §4.1.2.1: never redirect to an unverified redirect_uri.
+        return await error_page(request, str(error), heading="This sign-in request is not valid")
+    except AuthorizationError as error:
+        return RedirectResponse(error.redirect_url(), 302)
+
+
+async def authorize(request: Request) -> Response:
+    services = services_of(request)
+    validated = await _validated(request, request.url.query)
+    if isinstance(validated, Response):
+        return validated
+    principal = await browser_session(request)
+    if principal is None or principal.user is None or principal.session is None:
+        return RedirectResponse(_with_query("/auth/login", request.url.query), 302)
+    if await services.consents.needed(validated.client, principal.user, validated.scope):
+        return await _consent_page(request, validated, principal.user)
+    return RedirectResponse(
+        await services.authorization.complete(validated, principal.user, principal.session), 302
+    )
+
+
+async def _consent_page(request: Request, auth: AuthorizationRequest, user: Document) -> Response:
+    client = auth.client
+    name = client.get("name")
+    context = {
+        "client_name": name if isinstance(name, str) and name else client["id"],
+        "user_label": user.get("email") or user.get("userName") or user["id"],
+        "scopes": sorted(set((auth.scope or "").split())),
+        "query": auth.continuation_query,
+    }
+    return await render(request, "consent.html", context)
+
+
+@page
+async def consent(request: Request) -> Response:
+    services = services_of(request)
+    form = await checked_form(request)
+    query = form.get("query", "")
+    validated = await _validated(request, query)
+    if isinstance(validated, Response):
+        return validated
+    principal = await browser_session(request)
+    if principal is None or principal.user is None or principal.session is None:
+        return RedirectResponse(_with_query("/auth/login", query), 302)
+    decision = form.get("decision")
+    if decision == "deny":
+        denied = AuthorizationError("access_denied", "The user denied the request", validated)
+        return RedirectResponse(denied.redirect_url(), 302)
+    if decision != "approve":
+        return await error_page(request, "Choose Allow or Deny.", heading="Allow access?")
+    await services.consents.grant(validated.client, principal.user, validated.scope)
+    return RedirectResponse(
+        await services.authorization.complete(validated, principal.user, principal.session), 302
+    )
+
+
+# /auth/login
+
+
+async def _login_form(
+    request: Request, *, username: str = "", error: str | None = None, status: int = 200
+) -> Response:
+    query = request.url.query
+    context = {
+        "action": _with_query("/auth/login", query),
+        "signup_url": _with_query("/auth/signup", query),
+        "username": username,
+        "error": error,
+    }
+    return await render(request, "login.html", context, status=status)
+
+
+async def login_page(request: Request) -> Response:
+    hint = request.query_params.get("login_hint", "")
+    return await _login_form(request, username=hint[:_MAX_AUDIT_CHARS])
+
+
+@page
+async def login(request: Request) -> Response:
+    services = services_of(request)
+    form = await checked_form(request)
+    username = form.get("username", "").strip()
+    password = form.get("password", "")
+    params, _ = _first_values(parse_qsl(request.url.query, keep_blank_values=True))
+    try:
+        user = await services.logins.check_password(username, password)
+    except LoginRefused as refused:
+        await services.audit.record(
+            "login",
+            "failure",
+            user=refused.user,
+            ip=client_ip(request),
+            detail={"reason": refused.reason, "username": username[:_MAX_AUDIT_CHARS]},
+        )
+        message = {"malformed": _MISSING_MESSAGE, "inactive": _INACTIVE_MESSAGE}.get(
+            refused.reason, _REFUSED_MESSAGE
+        )
+        return await _login_form(request, username=username[:_MAX_AUDIT_CHARS], error=message, status=400)
+    continuation = continuation_for(params, request.url.query, services.settings.base_url)
+    if has_two_factor(user):
+        return await _start_second_factor(request, user, continuation)
+    return await finish_sign_in(request, user, continuation)
+
+
+async def _start_second_factor(request: Request, user: Document, continuation: str) -> Response:
+    pending_id = await services_of(request).pending_logins.create(user["id"], continuation)
+    response = RedirectResponse("/auth/two-factor/verify", 302)
+    set_cookie(
+        response,
+        PENDING_COOKIE,
+        pending_id,
+        max_age=PENDING_COOKIE_MAX_AGE,
+        secure=secure_cookies(request),
+        path=PENDING_COOKIE_PATH,
+    )
+    return response
+
+
+# /auth/logout
+
+
+async def logout_page(request: Request) -> Response:
+    principal = await browser_session(request)
+    user = principal.user if principal is not None else None
+    context = {
+        "signed_in": user is not None,
+        "user_label": (user.get("email") or user.get("userName") or user["id"]) if user else None,
+        "action": _with_query("/auth/logout", request.url.query),
+    }
+    return await render(request, "logout.html", context)
+
+
+@page
+async def logout(request: Request) -> Response:
+    services = services_of(request)
+    await checked_form(request)
+    principal = await browser_session(request)
+    if principal is not None and principal.session is not None:
+        await services.sessions.end(principal.session)
+        await services.audit.record(
+            "logout",
+            "success",
+            user=principal.user,
+            ip=client_ip(request),
+            detail={"session": principal.session["id"]},
+        )
+    redirect_to = request.query_params.get("redirect_to")
+    target = decode_redirect_to(redirect_to, services.settings.base_url) if redirect_to else None
+    response = (
+        RedirectResponse(target, 302)
+        if target is not None
+        else await render(request, "logout.html", {"signed_in": False})
+    )
+    clear_cookie(response, SESSION_COOKIE, secure=secure_cookies(request))
+    return response
+
+
+# /auth/signup
+
+
+async def _signup_form(
+    request: Request, *, email: str = "", error: str | None = None, status: int = 200
+) -> Response:
+    query = request.url.query
+    context = {
+        "action": _with_query("/auth/signup", query),
+        "login_url": _with_query("/auth/login", query),
+        "email": email,
+        "error": error,
+    }
+    return await render(request, "signup.html", context, status=status)
+
+
+async def signup_page(request: Request) -> Response:
+    return await _signup_form(request)
+
+
+@page
+async def signup(request: Request) -> Response:
+    services = services_of(request)
+    form = await checked_form(request)
+    raw_email = form.get("email", "")
+    params, _ = _first_values(parse_qsl(request.url.query, keep_blank_values=True))
+    continuation = continuation_for(params, request.url.query, services.settings.base_url)
+    try:
+        registration = await services.signups.start(raw_email, continuation)
+    except InvalidEmail as error:
+        return await _signup_form(request, email=raw_email[:_MAX_AUDIT_CHARS], error=str(error), status=400)
+    except NotificationFailed:
+        return await error_page(
+            request,
+            "We could not send the e-mail just now. Try again in a few minutes.",
+            status=503,
+            heading="E-mail not sent",
+        )
+    email = raw_email.strip().lower()
+    await services.audit.record(
+        "signup",
+        "success",
+        ip=client_ip(request),
+        detail={
+            "email": email,
+            "registration": registration["id"] if registration else None,
+            "existingAccount": registration is None,
+        },
+    )
+    return await render(
+        request,
+        "signup_sent.html",
+        {"email": email, "signup_url": _with_query("/auth/signup", request.url.query)},
+    )
+
+
+# /auth/signup/confirm/{id}
+
+
+async def _link_refused(request: Request, registration_id: str, error: LinkInvalid) -> Response:
+    await services_of(request).audit.record(
+        "signup-confirm",
+        "failure",
+        ip=client_ip(request),
+        detail={"registration": registration_id[:_MAX_AUDIT_CHARS], "reason": error.reason},
+    )
+    return await error_page(
+        request,
+        str(error),
+        heading="This link does not work",
+        hint="Start again from the sign-up page to get a new link.",
+    )
+
+
+async def _confirm_form(
+    request: Request, registration: Document, token: str, *, error: str | None = None, status: int = 200
+) -> Response:
+    context = {
+        "action": f"/auth/signup/confirm/{quote(registration['id'], safe='')}",
+        "email": registration.get("email", ""),
+        "token": token,
+        "min_password": MIN_PASSWORD_CHARS,
+        "error": error,
+    }
+    return await render(request, "signup_confirm.html", context, status=status)
+
+
+async def signup_confirm_page(request: Request) -> Response:
+    registration_id = request.path_params["id"]
+    token = request.query_params.get("token", "")
+    try:
+        registration = await services_of(request).signups.check(registration_id, token)
+    except LinkInvalid as error:
+        return await _link_refused(request, registration_id, error)
+    return await _confirm_form(request, registration, token)
+
+
+@page
+async def signup_confirm(request: Request) -> Response:
+    services = services_of(request)
+    registration_id = request.path_params["id"]
+    form = await checked_form(request)
+    token = form.get("token", "")
+    password = form.get("password", "")
+    try:
+        registration = await services.signups.check(registration_id, token)
+    except LinkInvalid as error:
+        return await _link_refused(request, registration_id, error)
+    if "password_confirm" in form and form["password_confirm"] != password:
+        return await _confirm_form(
+            request, registration, token, error="The passwords do not match.", status=400
+        )
+    try:
+        user, continuation = await services.signups.confirm(registration_id, token, password)
+    except LinkInvalid as error:
+        return await _link_refused(request, registration_id, error)
+    except WeakPassword as error:
+        return await _confirm_form(request, registration, token, error=str(error), status=400)
+    except AccountExists as error:
+        return await error_page(request, str(error), status=409, heading="You already have an account")
+    await services.audit.record(
+        "signup-confirm",
+        "success",
+        user=user,
+        ip=client_ip(request),
+        detail={"registration": registration_id},
+    )
+    return await finish_sign_in(request, user, continuation or DEFAULT_CONTINUATION)
+
+
+routes = [
+    Route("/auth/authorize", authorize, methods=["GET"]),
+    Route("/auth/consent", consent, methods=["POST"]),
+    Route("/auth/login", login_page, methods=["GET"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/logout", logout_page, methods=["GET"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/signup", signup_page, methods=["GET"]),
+    Route("/auth/signup", signup, methods=["POST"]),
+    Route("/auth/signup/confirm/{id}", signup_confirm_page, methods=["GET"]),
+    Route("/auth/signup/confirm/{id}", signup_confirm, methods=["POST"]),
+    static,
+]
