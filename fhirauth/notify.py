@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import ssl
 import sys
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -66,14 +67,16 @@ def send_smtp(email: Email, provider: Document) -> None:
     host = provider.get("host") or "localhost"
     use_ssl = provider.get("ssl") is True
     port = int(provider.get("port") or (465 if use_ssl else 587 if provider.get("tls") else 25))
+    # smtplib's own default context checks no certificate; verify the server like a browser would.
+    context = ssl.create_default_context()
     smtp: smtplib.SMTP
     if use_ssl:
-        smtp = smtplib.SMTP_SSL(host, port, timeout=_SMTP_TIMEOUT_SECONDS)
+        smtp = smtplib.SMTP_SSL(host, port, timeout=_SMTP_TIMEOUT_SECONDS, context=context)
     else:
         smtp = smtplib.SMTP(host, port, timeout=_SMTP_TIMEOUT_SECONDS)
     with smtp:
         if provider.get("tls") is True and not use_ssl:
-            smtp.starttls()
+            smtp.starttls(context=context)
         username, password = provider.get("username"), provider.get("password")
         if username and password:
             smtp.login(username, password)

@@ -53,8 +53,10 @@ class Logins:
 
     async def find_user(self, username: str) -> Document | None:
         """The User whose email, userName or id is `username` (in that order)."""
-        for path in ("email", "userName"):
-            query = Query(filters=(Filter(path, (username,)),), limit=1, count_total=False)
+        # Signup stores addresses in lower case; people type them as they like.
+        emails = (username, username.lower()) if username != username.lower() else (username,)
+        for path, values in (("email", emails), ("userName", (username,))):
+            query = Query(filters=(Filter(path, values),), limit=1, count_total=False)
             page = await self._resources.storage.search("User", query)
             if page.items:
                 return page.items[0]

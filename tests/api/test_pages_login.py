@@ -6,6 +6,7 @@ import base64
 import statistics
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -30,7 +31,7 @@ from tests.api.pages_support import (
 REFUSED = "Wrong e-mail, username or password."
 
 
-def browser_sessions(api: TestClient, user_id: str) -> list[dict[str, object]]:
+def browser_sessions(api: TestClient, user_id: str) -> list[dict[str, Any]]:
     bundle = api.get("/Session", params={"type": "browser", "user.id": user_id}).json()
     return [entry["resource"] for entry in bundle["entry"]]
 

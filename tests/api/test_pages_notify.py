@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -80,7 +81,7 @@ def smtp_server() -> Iterator[tuple[int, Mailbox]]:
         thread.join()
 
 
-def signup(api: TestClient, email: str):
+def signup(api: TestClient, email: str) -> httpx2.Response:
     token = csrf_from(api.get("/auth/signup"))
     return api.post("/auth/signup", data={"csrf": token, "email": email})
 

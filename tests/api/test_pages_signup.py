@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -75,7 +76,9 @@ def registrations(api: TestClient) -> list[dict[str, object]]:
     return [entry["resource"] for entry in api.get("/Registration").json()["entry"]]
 
 
-def confirm(api: TestClient, registration_id: str, token: str, password: str, repeat: str | None = None):
+def confirm(
+    api: TestClient, registration_id: str, token: str, password: str, repeat: str | None = None
+) -> httpx2.Response:
     page = api.get("/auth/login")
     data = {
         "csrf": csrf_from(page),
@@ -136,7 +139,7 @@ def test_signup_story(api: TestClient, web: None, capsys: pytest.CaptureFixture[
     user = me.json()
     assert user["email"] == "new.person@example.org"
     assert "password" not in user
-    # 8. the new user can sign in with the password; the Registration is used up
+    # 8. the new user can sign in (the address in any case); the Registration is used up
     [registration] = registrations(api)
     assert registration["status"] == "activated"
     assert registration["resource"] == {"resourceType": "User", "id": user["id"]}
@@ -144,7 +147,7 @@ def test_signup_story(api: TestClient, web: None, capsys: pytest.CaptureFixture[
     login_page = api.get("/auth/login")
     again = api.post(
         "/auth/login",
-        data={"csrf": csrf_from(login_page), "username": "new.person@example.org", "password": NEW_PASSWORD},
+        data={"csrf": csrf_from(login_page), "username": "New.Person@Example.org", "password": NEW_PASSWORD},
         follow_redirects=False,
     )
     assert again.status_code == 302
