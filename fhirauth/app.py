@@ -34,7 +34,7 @@ from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import errors, health, oauth, pages, rest
+from fhirauth.http import demo, errors, health, oauth, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
@@ -48,6 +48,11 @@ from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import Index, Storage, StorageUnavailable
+from fhirauth.twofactor.guard import AttemptGuard
+from fhirauth.twofactor.password_grant import require_second_factor
+from fhirauth.twofactor.recovery import RecoveryCodes
+from fhirauth.twofactor.service import TwoFactorService
+from fhirauth.twofactor.webhook import WebhookSender
 
 log = logging.getLogger("fhirauth")
 
@@ -88,11 +93,26 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
     tokens = TokenIssuer(sessions, keys, clock, issuer)
     codes = AuthorizationCodes(storage, sessions, clock)
     client_auth = ClientAuthenticator(clients)
+    audit = AuditLog(resources, clock)
+    auth_config = AuthConfigs(resources, settings.auth_config)
+    twofactor = TwoFactorService(
+        resources,
+        resources.secrets,
+        AttemptGuard(storage, clock),
+        RecoveryCodes(box.derive_key("recovery-codes")),
+        WebhookSender(),
+        audit,
+        notifier,
+        auth_config.current,
+        clock,
+    )
+    password_grant = PasswordGrant(logins, tokens)
+    password_grant.add_check(require_second_factor(twofactor))
     grants = GrantRegistry(
         client_auth,
         [
             AuthorizationCodeGrant(codes, tokens, resources),
-            PasswordGrant(logins, tokens),
+            password_grant,
             ClientCredentialsGrant(tokens),
             RefreshTokenGrant(sessions, tokens, resources),
         ],
@@ -110,8 +130,8 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         clients=clients,
         authenticator=authenticator,
         access=AccessControl(resources, clock),
-        audit=AuditLog(resources, clock),
-        auth_config=AuthConfigs(resources, settings.auth_config),
+        audit=audit,
+        auth_config=auth_config,
         notifier=notifier,
         logins=logins,
         pending_logins=PendingLogins(storage, clock),
@@ -125,6 +145,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         client_auth=client_auth,
         grants=grants,
         introspection=Introspection(sessions, issuer),
+        twofactor=twofactor,
     )
 
 
@@ -137,7 +158,15 @@ class App(Starlette):
 
 def routes() -> list[BaseRoute]:
     # The generic /{Type} routes come last: every fixed path must win over them.
-    return [*health.routes, *oauth.routes, *pages.routes, *rest.routes]
+    return [
+        *health.routes,
+        *oauth.routes,
+        *pages.routes,
+        *twofactor_pages.routes,
+        *twofactor_api.routes,
+        *demo.routes,
+        *rest.routes,
+    ]
 
 
 async def _start_when_reachable(storage: Storage) -> None:

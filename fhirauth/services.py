@@ -28,6 +28,7 @@ from fhirauth.resources.service import ResourceService
 from fhirauth.secretbox import SecretBox
 from fhirauth.settings import Settings
 from fhirauth.storage.base import Storage
+from fhirauth.twofactor.service import TwoFactorService
 
 
 @dataclass
@@ -57,3 +58,4 @@ class Services:
     client_auth: ClientAuthenticator
     grants: GrantRegistry
     introspection: Introspection
+    twofactor: TwoFactorService

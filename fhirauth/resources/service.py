@@ -153,7 +153,14 @@ class ResourceService:
     # Planning
 
     async def _prepare(
-        self, resource_type: str, id: str, body: Document, previous: Stored | None, version: int
+        self,
+        resource_type: str,
+        id: str,
+        body: Document,
+        previous: Stored | None,
+        version: int,
+        *,
+        secrets_from_previous: bool = True,
     ) -> Document:
         named = body.get("resourceType", resource_type)
         if named != resource_type:
@@ -165,7 +172,7 @@ class ResourceService:
         doc = {"resourceType": resource_type, "id": id, **doc}
         doc["meta"] = {"versionId": str(version), "lastUpdated": now, "createdAt": created_at}
         self.schemas.validate(doc)
-        return await self.secrets.protect(doc, live_previous)
+        return await self.secrets.protect(doc, live_previous if secrets_from_previous else None)
 
     async def plan_create(
         self, resource_type: str, body: Document, view: View, id: str | None = None
@@ -335,11 +342,17 @@ class ResourceService:
 
         Raises PreconditionFailed when someone else wrote first; the caller decides whether to retry.
         """
-        plan = await self.plan_update(
-            doc["resourceType"], doc["id"], doc, View(self.storage), if_match=str(expected_version)
+        resource_type, id = doc["resourceType"], doc["id"]
+        existing = await self.storage.get(resource_type, id)
+        if existing is None or existing.deleted or existing.version != expected_version:
+            raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
+        # Internal callers hold the whole stored document: a secret they left out is meant to go.
+        new = await self._prepare(
+            resource_type, id, doc, existing, expected_version + 1, secrets_from_previous=False
         )
+        plan = Planned(Replace(new, expected_version), Written(new, created=False), existing.document)
         await self.commit([plan])
-        return plan.written.resource
+        return new
 
 
 def _same_content(new: Document, old: Document) -> bool:

@@ -1,0 +1,269 @@
+"""The two-factor pages: settings, enable with a QR code, disable, recovery codes, and the sign-in step."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from fhirauth.http.cookies import PENDING_COOKIE, PENDING_COOKIE_PATH, clear_cookie, read_cookie
+from fhirauth.http.html import checked_form, error_page, render, secure_cookies
+from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
+from fhirauth.http.rest import services_of
+from fhirauth.twofactor.guard import Reason
+from fhirauth.twofactor.qr import qr_svg
+from fhirauth.twofactor.service import Locked, TwoFactorError, status_of
+
+Document = dict[str, Any]
+
+SETTINGS = "/auth/two-factor"
+_WRONG_CODE = "That code did not work. Check the time on your phone and try the newest code."
+_NOTICES = {
+    "enabled": "Two-factor authentication is on.",
+    "disabled": "Two-factor authentication is off.",
+}
+
+
+async def _signed_in_user(request: Request) -> Document | None:
+    principal = await browser_session(request)
+    return principal.user if principal is not None else None
+
+
+def _to_login() -> Response:
+    return RedirectResponse(f"/auth/login?redirect_to={quote(SETTINGS, safe='')}", 302)
+
+
+async def _locked_page(request: Request, error: Locked) -> Response:
+    minutes = 1
+    if error.until is not None:
+        minutes = max(1, math.ceil((error.until - services_of(request).clock()).total_seconds() / 60))
+    return await error_page(
+        request,
+        f"Too many wrong codes. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+        status=429,
+        heading="Too many attempts",
+    )
+
+
+# Settings
+
+
+async def settings_page(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    context = {
+        "account": user.get("email") or user["id"],
+        "status": status_of(user),
+        "notice": _NOTICES.get(request.query_params.get("done", "")),
+    }
+    return await render(request, "two_factor.html", context)
+
+
+# Enable
+
+
+async def _enable_form(
+    request: Request, user: Document, *, error: str | None = None, status: int = 200
+) -> Response:
+    try:
+        enrollment = await services_of(request).twofactor.begin_enrollment(user["id"])
+    except TwoFactorError:
+        return RedirectResponse(SETTINGS, 302)
+    grouped = " ".join(enrollment.secret[i : i + 4] for i in range(0, len(enrollment.secret), 4))
+    context = {
+        "qr": qr_svg(enrollment.uri),
+        "secret_grouped": grouped,
+        "account": enrollment.account,
+        "error": error,
+    }
+    return await render(request, "two_factor_enable.html", context, status=status)
+
+
+async def enable_page(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    return await _enable_form(request, user)
+
+
+@page
+async def enable(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    form = await checked_form(request)
+    try:
+        codes = await services_of(request).twofactor.confirm_enrollment(
+            user["id"], form.get("code", ""), ip=client_ip(request)
+        )
+    except Locked as error:
+        return await _locked_page(request, error)
+    except TwoFactorError as error:
+        if error.error == "wrong_token":
+            return await _enable_form(request, user, error=_WRONG_CODE, status=400)
+        return RedirectResponse(SETTINGS, 302)
+    if not codes:
+        return RedirectResponse(f"{SETTINGS}?done=enabled", 303)
+    return await render(request, "two_factor_codes.html", {"codes": codes, "notice": _NOTICES["enabled"]})
+
+
+# Disable and new recovery codes: both need a current code
+
+
+async def _code_form(request: Request, kind: str, *, error: str | None = None, status: int = 200) -> Response:
+    context = {
+        "disable": {
+            "heading": "Turn off two-factor authentication",
+            "explanation": "Enter a current code to turn two-factor authentication off.",
+            "button": "Turn off",
+            "action": f"{SETTINGS}/disable",
+        },
+        "recovery-codes": {
+            "heading": "New recovery codes",
+            "explanation": "Enter a current code to replace your recovery codes. The old ones stop working.",
+            "button": "Make new codes",
+            "action": f"{SETTINGS}/recovery-codes",
+        },
+    }[kind]
+    return await render(request, "two_factor_code_form.html", {**context, "error": error}, status=status)
+
+
+async def disable_page(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    if not status_of(user).enabled:
+        return RedirectResponse(SETTINGS, 302)
+    return await _code_form(request, "disable")
+
+
+@page
+async def disable(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    form = await checked_form(request)
+    try:
+        await services_of(request).twofactor.disable(user["id"], form.get("code", ""), ip=client_ip(request))
+    except Locked as error:
+        return await _locked_page(request, error)
+    except TwoFactorError as error:
+        if error.error == "wrong_token":
+            return await _code_form(request, "disable", error=_WRONG_CODE, status=400)
+        return RedirectResponse(SETTINGS, 302)
+    return RedirectResponse(f"{SETTINGS}?done=disabled", 303)
+
+
+async def recovery_codes_page(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    if not status_of(user).enabled:
+        return RedirectResponse(SETTINGS, 302)
+    return await _code_form(request, "recovery-codes")
+
+
+@page
+async def recovery_codes(request: Request) -> Response:
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    form = await checked_form(request)
+    try:
+        codes = await services_of(request).twofactor.regenerate_recovery_codes(
+            user["id"], form.get("code", ""), ip=client_ip(request)
+        )
+    except Locked as error:
+        return await _locked_page(request, error)
+    except TwoFactorError as error:
+        if error.error == "wrong_token":
+            return await _code_form(request, "recovery-codes", error=_WRONG_CODE, status=400)
+        return RedirectResponse(SETTINGS, 302)
+    return await render(request, "two_factor_codes.html", {"codes": codes})
+
+
+# The sign-in step
+
+
+async def _expired(request: Request) -> Response:
+    response = await error_page(
+        request,
+        "Your sign-in took too long. Sign in again.",
+        status=400,
+        heading="Sign-in expired",
+        hint=None,
+    )
+    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
+    return response
+
+
+async def _verify_form(
+    request: Request, *, error: str | None = None, notice: str | None = None, status: int = 200
+) -> Response:
+    config = await services_of(request).twofactor.config()
+    context = {"error": error, "notice": notice, "webhook": config.webhook is not None}
+    return await render(request, "two_factor_verify.html", context, status=status)
+
+
+async def verify_page(request: Request) -> Response:
+    services = services_of(request)
+    pending_id = read_cookie(request, PENDING_COOKIE)
+    pending = await services.pending_logins.get(pending_id) if pending_id else None
+    if pending is None or pending_id is None:
+        return await _expired(request)
+    notice = None
+    # The first display of the step sends the code once, however often the page is reloaded.
+    if not pending.document.get("webhookSent") and await services.pending_logins.mark(
+        pending_id, webhookSent=True
+    ):
+        user = (await services.twofactor.user(pending.user_id)).document
+        if (await services.twofactor.config()).webhook is not None:
+            sent = await services.twofactor.send_code(user, ip=client_ip(request))
+            notice = (
+                "We sent you a code." if sent else "We could not send you a code; use your authenticator app."
+            )
+    return await _verify_form(request, notice=notice)
+
+
+@page
+async def verify(request: Request) -> Response:
+    services = services_of(request)
+    form = await checked_form(request)
+    pending_id = read_cookie(request, PENDING_COOKIE)
+    pending = await services.pending_logins.get(pending_id) if pending_id else None
+    if pending is None or pending_id is None:
+        return await _expired(request)
+    user = (await services.twofactor.user(pending.user_id)).document
+    if form.get("action") == "resend":
+        sent = await services.twofactor.send_code(user, ip=client_ip(request))
+        notice = (
+            "We sent you a new code." if sent else "We could not send you a code; use your authenticator app."
+        )
+        return await _verify_form(request, notice=notice)
+    verdict = await services.twofactor.verify(user["id"], form.get("code", ""), ip=client_ip(request))
+    if verdict.reason is Reason.LOCKED:
+        return await _locked_page(request, Locked(verdict.locked_until))
+    if not verdict.accepted:
+        return await _verify_form(request, error=_WRONG_CODE, status=400)
+    finished = await services.pending_logins.take(pending_id)
+    if finished is None:
+        return await _expired(request)
+    return await finish_sign_in(request, user, finished.continuation)
+
+
+routes = [
+    Route(SETTINGS, settings_page, methods=["GET"]),
+    Route(f"{SETTINGS}/enable", enable_page, methods=["GET"]),
+    Route(f"{SETTINGS}/enable", enable, methods=["POST"]),
+    Route(f"{SETTINGS}/disable", disable_page, methods=["GET"]),
+    Route(f"{SETTINGS}/disable", disable, methods=["POST"]),
+    Route(f"{SETTINGS}/recovery-codes", recovery_codes_page, methods=["GET"]),
+    Route(f"{SETTINGS}/recovery-codes", recovery_codes, methods=["POST"]),
+    Route(f"{SETTINGS}/verify", verify_page, methods=["GET"]),
+    Route(f"{SETTINGS}/verify", verify, methods=["POST"]),
+]

@@ -1,0 +1,30 @@
+"""The password grant's second factor: a user with 2FA on must send `totp` with the password."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhirauth.auth.grants.base import TokenRequest
+from fhirauth.auth.grants.password import PasswordGrantCheck
+from fhirauth.auth.oauth_errors import InvalidGrant
+from fhirauth.twofactor.guard import Reason
+from fhirauth.twofactor.service import TwoFactorService, status_of
+
+# Keycloak's direct grant reads `totp` or `otp`; Aidbox's reset endpoint uses `totp`.
+CODE_PARAMETERS = ("totp", "otp")
+
+
+def require_second_factor(two_factor: TwoFactorService) -> PasswordGrantCheck:
+    async def check(request: TokenRequest, user: dict[str, Any]) -> None:
+        if not status_of(user).enabled:
+            return
+        code = next((request.params[p] for p in CODE_PARAMETERS if request.params.get(p)), None)
+        if code is None:
+            raise InvalidGrant("Two-factor authentication code required")
+        verdict = await two_factor.verify(user["id"], code, client=request.client.get("id"))
+        if verdict.reason is Reason.LOCKED:
+            raise InvalidGrant("Too many wrong two-factor codes; try again later")
+        if not verdict.accepted:
+            raise InvalidGrant("Invalid two-factor authentication code")
+
+    return check
