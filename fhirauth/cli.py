@@ -73,6 +73,27 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_two_factor_reset(args: argparse.Namespace) -> int:
+    async def reset(services: Services) -> None:
+        user = await services.logins.find_user(args.user)
+        if user is None:
+            raise UserNotFound(args.user)
+        await services.twofactor.reset(user["id"], actor="cli")
+        print(
+            f"two-factor authentication is off for User/{user['id']}; the next enrolment makes a new secret"
+        )
+
+    try:
+        return _run(Settings(), reset)
+    except UserNotFound as missing:
+        print(f"fhirauth: no user with id, e-mail or userName '{missing}'", file=sys.stderr)
+        return 1
+
+
+class UserNotFound(Exception):
+    pass
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="fhirauth", description="An authorization server in Aidbox's dialect."
@@ -90,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load Bundle files (JSON or YAML) into storage")
     seed.add_argument("files", nargs="+", metavar="FILE")
     seed.set_defaults(run=cmd_seed)
+
+    two_factor = commands.add_parser("two-factor", help="two-factor administration")
+    two_factor_commands = two_factor.add_subparsers(dest="action", required=True)
+    reset = two_factor_commands.add_parser("reset", help="turn 2FA off for a user who lost the device")
+    reset.add_argument("user", metavar="USER", help="the user's id, e-mail or userName")
+    reset.set_defaults(run=cmd_two_factor_reset)
     return root
 
 
