@@ -33,8 +33,16 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture(params=["sqlite", "mongo"])
-async def services(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncIterator[Services]:
-    if request.param == "sqlite":
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every backend; a module whose rules do not touch storage semantics overrides this with one."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def services(
+    backend: str, request: pytest.FixtureRequest, clock: ManualClock
+) -> AsyncIterator[Services]:
+    if backend == "sqlite":
         url = "sqlite://:memory:"
     else:
         url = with_database(request.getfixturevalue("mongo_uri"), f"oauth{uuid.uuid4().hex[:12]}")
@@ -42,5 +50,5 @@ async def services(request: pytest.FixtureRequest, clock: ManualClock) -> AsyncI
     await storage.start(INDEXES)
     yield build_services(oauth_settings(url), storage, clock)
     await storage.close()
-    if request.param == "mongo":
+    if backend == "mongo":
         drop_database(url)
