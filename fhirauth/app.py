@@ -169,11 +169,20 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-async def _start_when_reachable(storage: Storage) -> None:
+async def _prepare_storage(services: Services) -> None:
+    await services.storage.start(INDEXES)
+    await services.keys.load()
+    # `fhirauth serve` with several workers seeds before it forks and clears this setting.
+    seeds = services.settings.seed_files()
+    if seeds:
+        await seed_files(services.bundles, [Path(p) for p in seeds])
+
+
+async def _prepare_when_reachable(services: Services) -> None:
     while True:
         await asyncio.sleep(1)
         try:
-            await storage.start(INDEXES)
+            await _prepare_storage(services)
         except StorageUnavailable:
             continue
         log.info("storage reachable again")
@@ -190,21 +199,17 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
         app.state.services = services
         starting = None
         try:
-            await storage.start(INDEXES)
+            await _prepare_storage(services)
         except StorageUnavailable:
             # Serve 503s meanwhile; the backend is set up as soon as it answers.
             log.warning("storage unavailable at start-up; retrying in the background")
-            starting = asyncio.create_task(_start_when_reachable(storage))
-        else:
-            await services.keys.load()
-            # `fhirauth serve` with several workers seeds before it forks and clears this setting.
-            if settings.seed_files():
-                await seed_files(services.bundles, [Path(p) for p in settings.seed_files()])
+            starting = asyncio.create_task(_prepare_when_reachable(services))
         try:
             yield
         finally:
             if starting is not None:
                 starting.cancel()
+            await services.twofactor.close()
             await storage.close()
 
     return App(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]

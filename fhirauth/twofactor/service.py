@@ -318,6 +318,9 @@ class TwoFactorService:
             return False
         return True
 
+    async def close(self) -> None:
+        await self._webhook.close()
+
     # Internals
 
     async def _require_enabled(self, user_id: str) -> None:
