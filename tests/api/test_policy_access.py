@@ -314,5 +314,6 @@ def test_the_demo_policy_gives_a_user_nothing_on_the_resource_api(api: TestClien
 def test_a_signed_in_user_needs_no_policy_for_own_endpoints(api: TestClient) -> None:
     ann, _ = setup_users(api)
     assert api.get("/auth/userinfo", headers=ann).json()["id"] == "ann"
+    assert "uri" in api.post("/app/auth/two-factor/request", json={}, headers=ann).json()
     assert api.delete("/Session", headers=ann).status_code == 204
     assert api.get("/auth/userinfo", headers=ann).status_code == 401
