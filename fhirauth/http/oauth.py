@@ -43,7 +43,9 @@ async def read_params(request: Request) -> dict[str, str]:
     except PayloadTooLarge:
         raise InvalidRequest(f"Request body is larger than {_MAX_BODY_BYTES} bytes") from None
     kind = media_type(request)
-    if kind == FORM:
+    if not raw.strip():
+        pairs: list[tuple[str, str]] = []
+    elif kind == FORM:
         pairs = _form_pairs(raw)
     elif kind in JSON_TYPES:
         pairs = _json_pairs(raw)
@@ -70,7 +72,7 @@ def _form_pairs(raw: bytes) -> list[tuple[str, str]]:
 
 def _json_pairs(raw: bytes) -> list[tuple[str, str]]:
     try:
-        body = orjson.loads(raw) if raw.strip() else {}
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("Malformed JSON body") from None
     if not isinstance(body, dict):
