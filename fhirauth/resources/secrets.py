@@ -20,11 +20,26 @@ HIDDEN = {
     "User": ("twoFactor.recoveryCodes",),
     "Session": ("access_token", "refresh_token", "authorization_code", "code_challenge"),
     "Registration": ("token",),
+    # An SMTP provider's password must be readable to log in to the server, but no caller needs it back.
+    "AidboxConfig": ("provider.*.password",),
 }
 
 
 def _secret_paths(resource_type: str) -> tuple[str, ...]:
     return HASHED.get(resource_type, ()) + ENCRYPTED.get(resource_type, ()) + HIDDEN.get(resource_type, ())
+
+
+def _concrete(doc: Document | None, path: str) -> list[str]:
+    """The dotted paths in `doc` that `path` names; `*` stands for any key of an object."""
+    if "*" not in path:
+        return [path]
+    found: list[str] = []
+    prefix, _, rest = path.partition("*")
+    node = _get(doc, prefix.rstrip(".")) if doc is not None else None
+    if isinstance(node, dict):
+        for key in node:
+            found.extend(_concrete(doc, f"{prefix}{key}{rest}"))
+    return found
 
 
 def _get(doc: Document, path: str) -> Any:
@@ -82,9 +97,10 @@ class SecretFields:
                 _set(doc, path, self._box.encrypt(_normalise_base32(value), aad=doc["id"]))
             elif not self._readable(value, doc["id"]):
                 raise Invalid(f"{path} is encrypted for another user or another master secret", path)
-        for path in HIDDEN.get(resource_type, ()):
-            if _get(doc, path) is None:
-                self._keep(doc, previous, path)
+        for pattern in HIDDEN.get(resource_type, ()):
+            for path in _concrete(previous, pattern):
+                if _get(doc, path) is None:
+                    self._keep(doc, previous, path)
         return doc
 
     @staticmethod
@@ -114,8 +130,8 @@ class SecretFields:
 
 def redact(doc: Document) -> Document:
     """The document as any caller may see it: secret fields removed."""
-    paths = _secret_paths(doc.get("resourceType", ""))
-    if not paths or not any(_get(doc, path) is not None for path in paths):
+    paths = [p for pattern in _secret_paths(doc.get("resourceType", "")) for p in _concrete(doc, pattern)]
+    if not any(_get(doc, path) is not None for path in paths):
         return doc
     visible = copy.deepcopy(doc)
     for path in paths:
@@ -125,8 +141,11 @@ def redact(doc: Document) -> Document:
 
 def refuse_secret_path(resource_type: str, path: str) -> None:
     """Search and sort never reach secret fields: their values would leak through the results."""
+    asked = path.split(".")
     for secret in _secret_paths(resource_type):
-        if path == secret or path.startswith(secret + ".") or secret.startswith(path + "."):
+        hidden = secret.split(".")
+        common = min(len(asked), len(hidden))
+        if all(h in ("*", a) for a, h in zip(asked[:common], hidden[:common], strict=True)):
             raise BadRequest(f"Search on '{path}' is not allowed", path)
 
 

@@ -74,3 +74,30 @@ def test_secret_key_must_be_base32(api: TestClient) -> None:
     )
     assert res.status_code == 422
     assert api.get("/User/bad").status_code == 404
+
+
+def test_smtp_password_is_never_returned(api: TestClient) -> None:
+    provider = {
+        "resourceType": "AidboxConfig",
+        "provider": {
+            "default": "mail",
+            "mail": {
+                "type": "smtp",
+                "host": "smtp.example.org",
+                "port": 587,
+                "username": "u",
+                "password": "smtp-pass",
+            },
+        },
+    }
+    created = api.put("/AidboxConfig/provider", json=provider)
+    assert created.status_code == 201
+    for response in (created, api.get("/AidboxConfig/provider"), api.get("/AidboxConfig")):
+        assert "smtp-pass" not in response.text
+    assert _stored(api, "AidboxConfig", "provider")["provider"]["mail"]["password"] == "smtp-pass"
+    # a read-modify-write of what callers see keeps the password
+    visible = api.get("/AidboxConfig/provider").json()
+    visible["provider"]["mail"]["port"] = 465
+    api.put("/AidboxConfig/provider", json=visible)
+    assert _stored(api, "AidboxConfig", "provider")["provider"]["mail"]["password"] == "smtp-pass"
+    assert api.get("/AidboxConfig?provider.mail.password=smtp-pass").status_code == 400
