@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import itertools
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -71,13 +73,13 @@ def storage_url(backend: str, dataset: str, work: Path, mongo_uri: str | None) -
     return f"{mongo_uri.rstrip('/')}/bench_{dataset}"
 
 
-def seed(storage: str, bundles: Sequence[Path], work: Path) -> float:
+def seed(storage: str, bundles: Sequence[Path], work: Path, source: Path) -> float:
     """Seconds one `fhirauth seed` command takes to load all `bundles`, start-up included."""
     started = time.perf_counter()
     completed = subprocess.run(
         fhirauth_command("seed", *map(str, bundles)),
         cwd=work,
-        env=fhirauth_env(storage, "http://127.0.0.1"),
+        env=fhirauth_env(storage, "http://127.0.0.1", source),
         capture_output=True,
         text=True,
     )
@@ -98,7 +100,9 @@ def measure(scenario: Scenario, url: str, data: Path, duration: int, warmup: int
     return result
 
 
-def run_backend(backend: str, data: dict[str, Path], work: Path, args: argparse.Namespace) -> Report:
+def run_backend(
+    backend: str, data: dict[str, Path], work: Path, source: Path, args: argparse.Namespace
+) -> Report:
     report = Report({}, [])
     with ExitStack() as stack:
         mongo_uri = stack.enter_context(secantus_server(work)) if backend == "mongo" else None
@@ -113,7 +117,7 @@ def run_backend(backend: str, data: dict[str, Path], work: Path, args: argparse.
             storage = storage_url(backend, dataset, work, mongo_uri)
             users = DATASETS[dataset].users
             log(f"seeding {users:,} users into {backend}")
-            seconds = seed(storage, DATASETS[dataset].bundles(data[dataset]), work)
+            seconds = seed(storage, DATASETS[dataset].bundles(data[dataset]), work, source)
             rate = users / seconds
             measured = dataset == MEASURED_DATASET
             report.measurements.append(
@@ -124,7 +128,10 @@ def run_backend(backend: str, data: dict[str, Path], work: Path, args: argparse.
                     rate >= SEED_GOAL_PER_SECOND if measured else None,
                 )
             )
-            with fhirauth_server(storage, workers=args.workers, workdir=work) as (url, process):
+            with fhirauth_server(storage, workers=args.workers, workdir=work, source=source) as (
+                url,
+                process,
+            ):
                 for scenario in scenarios:
                     report.results[scenario.name] = measure(
                         scenario, url, data[dataset], args.duration, args.warmup
@@ -186,11 +193,28 @@ def machine() -> str:
     return f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, {wrk_version()}, load average {load:.2f}"
 
 
-def commit() -> str:
-    completed = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    return completed.stdout.strip() or "unknown"
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def checkout_source() -> tuple[Path, str]:
+    """The working tree, described by its commit and whether the code differs from it."""
+    described = _git("rev-parse", "--short", "HEAD").strip()
+    if _git("status", "--porcelain", "--", "fhirauth", "schemas").strip():
+        described += " with uncommitted changes"
+    return REPO_ROOT, described
+
+
+def exported_source(rev: str, work: Path) -> tuple[Path, str]:
+    """The code of commit `rev` alone, so edits in the working tree cannot change the numbers mid-run."""
+    source = work / "source"
+    source.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", rev, "fhirauth", "schemas"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(source, filter="data")
+    return source, _git("rev-parse", "--short", rev).strip()
 
 
 def append_results(backend: str, text: str, now: datetime) -> Path:
@@ -213,6 +237,9 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn workers for fhirauth and the minimal app"
     )
+    parser.add_argument(
+        "--at", metavar="REV", help="benchmark this commit (exported) instead of the working tree"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
@@ -221,14 +248,15 @@ def main() -> int:
     backends = ["sqlite", "mongo"] if args.backend == "both" else [args.backend]
     with tempfile.TemporaryDirectory(prefix="fhirauth-bench-") as tmp:
         work = Path(tmp)
+        source, code = exported_source(args.at, work) if args.at else checkout_source()
         log("writing datasets")
         data = {name: dataset.prepare(work / "data" / name) for name, dataset in DATASETS.items()}
         for backend in backends:
             now = datetime.now(UTC)
             described = machine()
-            report = run_backend(backend, data, work, args)
+            report = run_backend(backend, data, work, source, args)
             header = (
-                f"## {now:%Y-%m-%d %H:%M} UTC, {backend}, commit {commit()}\n\n"
+                f"## {now:%Y-%m-%d %H:%M} UTC, {backend}, fhirauth {code}\n\n"
                 f"{described}. fhirauth and the minimal app with {args.workers} uvicorn worker(s); "
                 f"wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s after {args.warmup} s of warm-up, "
                 "on the same machine."

@@ -29,11 +29,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def fhirauth_env(storage: str, base_url: str) -> dict[str, str]:
+def fhirauth_env(storage: str, base_url: str, source: Path) -> dict[str, str]:
+    """The environment for fhirauth imported from `source` (the checkout, or an exported commit)."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("FHIRAUTH_")}
     return {
         **inherited,
-        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONPATH": str(source),
         "FHIRAUTH_STORAGE": storage,
         "FHIRAUTH_SECRET_KEY": "benchmark-master-secret",
         "FHIRAUTH_ROOT_CLIENT_SECRET": ROOT_CLIENT_SECRET,
@@ -103,11 +104,13 @@ def wait_http(url: str, process: Process) -> None:
 
 
 @contextmanager
-def fhirauth_server(storage: str, *, workers: int, workdir: Path) -> Iterator[tuple[str, Process]]:
+def fhirauth_server(
+    storage: str, *, workers: int, workdir: Path, source: Path
+) -> Iterator[tuple[str, Process]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = fhirauth_command("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers))
-    process = Process("fhirauth", command, workdir=workdir, env=fhirauth_env(storage, url))
+    process = Process("fhirauth", command, workdir=workdir, env=fhirauth_env(storage, url, source))
     try:
         wait_http(f"{url}/health", process)
         yield url, process
