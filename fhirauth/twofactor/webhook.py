@@ -24,7 +24,9 @@ class WebhookSender:
         The whole exchange is bounded by the configured timeout, so the page that triggers it never
         waits longer than that.
         """
-        headers = {**webhook.headers, "Content-Type": "application/json"}
+        # Header names are case-insensitive: a configured "content-type" would go out beside ours.
+        headers = {name: value for name, value in webhook.headers.items() if name.lower() != "content-type"}
+        headers["Content-Type"] = "application/json"
         timeout = webhook.timeout_ms / 1000
         try:
             # httpx's timeout bounds each phase; the deadline bounds the whole exchange.
