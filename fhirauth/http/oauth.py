@@ -16,6 +16,7 @@ from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type, read_bytes
+from fhirauth.http.cookies import SESSION_COOKIE, read_cookie
 from fhirauth.http.render import NO_STORE, json_response
 from fhirauth.http.rest import services_of
 from fhirauth.resources.secrets import redact
@@ -23,7 +24,7 @@ from fhirauth.resources.secrets import redact
 Document = dict[str, Any]
 
 FORM = "application/x-www-form-urlencoded"
-COOKIE = "asid"
+COOKIE = SESSION_COOKIE
 _MAX_PARAMS = 64
 # OAuth parameters are short; this bounds the body long before the resource API's limit.
 _MAX_BODY_BYTES = 65536
@@ -172,7 +173,7 @@ async def signed_in(request: Request) -> Principal:
     if header:
         principal = await services.authenticator.authenticate(header)
     else:
-        cookie = request.cookies.get(COOKIE)
+        cookie = read_cookie(request, SESSION_COOKIE)
         principal = await services.sessions.resolve(cookie) if cookie else None
     if principal is None or principal.session is None:
         raise _bearer_required("A bearer token or a browser session is required")
