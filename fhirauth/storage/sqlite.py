@@ -225,7 +225,9 @@ class SQLiteStorage(Storage):
     @property
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
-            raise RuntimeError("SQLiteStorage used before start() or after close()")
+            # A file that could not be opened at start-up (read-only or missing directory) is retried
+            # in the background; meanwhile every call must be a 503, not an internal error.
+            raise StorageUnavailable(f"SQLite database {self.path} is not open")
         return self._connection
 
     def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
