@@ -6,6 +6,7 @@ redirect) is driven over HTTP against the server's own HTML login form, CSRF fie
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import Iterator
@@ -20,7 +21,11 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError
 from joserfc.jwk import KeySet
-from support.server import ROOT_CLIENT_SECRET, LiveServer
+from support.server import ROOT_CLIENT_SECRET, SECRET_KEY, LiveServer, LiveServerFactory
+
+from fhirauth.auth.keys import KEY, KIND
+from fhirauth.clock import system_clock
+from fhirauth.storage.backends import open_storage
 
 PASSWORD = "correct horse battery staple"
 SECRET = "app-secret"
@@ -226,3 +231,22 @@ async def test_implicit_flow_through_the_login_page(server: LiveServer) -> None:
         token = client.token_from_fragment(callback)
     assert (token["token_type"], token["expires_in"], token["state"]) == ("bearer", "600", state)
     assert (await userinfo(server, token["access_token"])).json()["id"] == "ann"
+
+
+async def test_workers_starting_together_publish_one_signing_key(
+    live_server_factory: LiveServerFactory,
+) -> None:
+    server = live_server_factory(workers=2)
+    # A fresh connection per request, so the kernel hands them to both workers.
+    limits = httpx2.Limits(max_keepalive_connections=0)
+    async with httpx2.AsyncClient(base_url=server.url, limits=limits) as http:
+        answers = await asyncio.gather(*(http.get("/.well-known/jwks.json") for _ in range(40)))
+    kids = {tuple(key["kid"] for key in answer.json()["keys"]) for answer in answers}
+    storage = open_storage(server.storage, system_clock)
+    await storage.start(())
+    record = await storage.record_get(KIND, KEY)
+    await storage.close()
+    assert record is not None
+    assert kids == {tuple(entry["kid"] for entry in record.document["keys"])}
+    assert len(record.document["keys"]) == 1
+    assert SECRET_KEY not in str(record.document)
