@@ -145,7 +145,7 @@ class AuthorizationService:
             scope=request.scope,
             parent_id=browser_session["id"],
         )
-        response = (await self._tokens.issue(issuance)).response
+        response = await self._tokens.issue(issuance)
         return request.redirect_with(
             {
                 "access_token": response.access_token,

@@ -162,6 +162,20 @@ class SessionService:
             current = stored.document if stored is not None else None
         await self._end_children(session["id"])
 
+    async def sign_out(self, principal: Principal) -> None:
+        """DELETE /Session: end the caller's session. A first-party client shares the browser sign-in
+        its token came from (Aidbox's `first_party`), so that sign-in ends too and the next
+        /auth/authorize asks for the password (and second factor) again."""
+        assert principal.session is not None
+        await self.end(principal.session)
+        parent_id = _ref_id(principal.session, "parent")
+        if (
+            parent_id is not None
+            and principal.client is not None
+            and principal.client.get("first_party") is True
+        ):
+            await self.end_by_id(parent_id)
+
     async def find_by_token(self, token: str, hint: str | None) -> Document | None:
         """The Session holding `token` as its access or refresh token; `hint` says which to try first."""
         fields = (

@@ -97,12 +97,6 @@ class Issuance:
 
 
 @dataclass(frozen=True)
-class Issued:
-    response: TokenResponse
-    session: Document
-
-
-@dataclass(frozen=True)
 class _Tokens:
     access_token: str
     refresh_token: str | None
@@ -116,7 +110,7 @@ class TokenIssuer:
         self._clock = clock
         self._issuer = issuer
 
-    async def issue(self, issuance: Issuance) -> Issued:
+    async def issue(self, issuance: Issuance) -> TokenResponse:
         client, user = issuance.client, issuance.user
         config = FlowConfig.of(client, issuance.flow)
         now = self._clock()
@@ -140,12 +134,12 @@ class TokenIssuer:
             session["audience"] = issuance.audience
         if issuance.parent_id:
             session["parent"] = reference("Session", issuance.parent_id)
-        stored = await self._sessions.create(session)
-        return Issued(self._response(config, tokens, issuance.scope, user), stored)
+        await self._sessions.create(session)
+        return self._response(config, tokens, issuance.scope, user)
 
     async def rotate(
         self, session: Document, client: Document, user: Document | None, scope: str | None
-    ) -> Issued | None:
+    ) -> TokenResponse | None:
         """New access and refresh tokens for a refresh: the Session's old ones die with the swap.
 
         Compare-and-set on the Session: of two refreshes with the same token, one gets None.
@@ -158,10 +152,9 @@ class TokenIssuer:
         rotated.update(tokens.fields)
         if scope:
             rotated["scope"] = scope
-        stored = await self._sessions.replace(rotated, int(session["meta"]["versionId"]))
-        if stored is None:
+        if await self._sessions.replace(rotated, int(session["meta"]["versionId"])) is None:
             return None
-        return Issued(self._response(config, tokens, scope, user), stored)
+        return self._response(config, tokens, scope, user)
 
     async def _tokens(self, config: FlowConfig, subject: str, audience: str, scope: str | None) -> _Tokens:
         iat = int(self._clock().timestamp())

@@ -188,15 +188,7 @@ async def userinfo(request: Request) -> Response:
 
 
 async def end_session(request: Request) -> Response:
-    principal = await signed_in(request)
-    assert principal.session is not None
-    sessions = services_of(request).sessions
-    await sessions.end(principal.session)
-    # A token from /auth/authorize logs out the browser sign-in it came from too (the Aidbox demo's
-    # "Logout"); otherwise the next authorize would skip the password and the second factor.
-    parent = principal.session.get("parent")
-    if isinstance(parent, dict) and isinstance(parent.get("id"), str):
-        await sessions.end_by_id(parent["id"])
+    await services_of(request).sessions.sign_out(await signed_in(request))
     return Response(status_code=204, headers=dict(NO_STORE))
 
 

@@ -93,7 +93,7 @@ async def _exchange(services: Services, code: str) -> TokenResponse:
 
     async def tokens(session_id: str) -> TokenResponse:
         issuance = Issuance(client=client, flow="authorization_code", user=ann, session_id=session_id)
-        return (await services.tokens.issue(issuance)).response
+        return await services.tokens.issue(issuance)
 
     return await services.codes.exchange(redeemed, tokens)
 
@@ -118,7 +118,7 @@ async def test_reuse_while_the_first_exchange_issues_still_revokes(services: Ser
 
     async def tokens_raced_by_a_reuse(session_id: str) -> str:
         issuance = Issuance(client=client, flow="authorization_code", user=ann, session_id=session_id)
-        access = (await services.tokens.issue(issuance)).response.access_token
+        access = (await services.tokens.issue(issuance)).access_token
         issued.append(access)
         with pytest.raises(InvalidGrant, match="revoked"):
             await services.codes.redeem(code)

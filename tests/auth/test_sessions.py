@@ -218,3 +218,32 @@ async def test_deleted_user_session_resolves_to_nobody(services: Services) -> No
     cookie_session = await services.resources.find("Session", bob_session["id"])
     assert cookie_session is not None
     assert await services.sessions.principal(cookie_session.document) is None
+
+
+async def implicit_token_and_browser(services: Services) -> tuple[str, str]:
+    ann = await user(services)
+    browser_cookie, browser = await services.sessions.create_browser_session(ann, max_age=600, ip=None)
+    query = {"response_type": "token", "client_id": "app", "redirect_uri": "https://app.example/callback"}
+    request = await services.authorization.validate(query)
+    location = await services.authorization.complete(request, ann, browser)
+    return location.split("access_token=", 1)[1].split("&", 1)[0], browser_cookie
+
+
+async def test_signing_out_of_a_first_party_client_ends_the_browser_sign_in(services: Services) -> None:
+    await confidential_client(services, first_party=True)
+    access, browser_cookie = await implicit_token_and_browser(services)
+    principal = await services.sessions.resolve(access)
+    assert principal is not None
+    await services.sessions.sign_out(principal)
+    assert await services.sessions.resolve(access) is None
+    assert await services.sessions.resolve(browser_cookie) is None
+
+
+async def test_signing_out_of_a_third_party_client_keeps_the_browser_sign_in(services: Services) -> None:
+    await confidential_client(services)
+    access, browser_cookie = await implicit_token_and_browser(services)
+    principal = await services.sessions.resolve(access)
+    assert principal is not None
+    await services.sessions.sign_out(principal)
+    assert await services.sessions.resolve(access) is None
+    assert await services.sessions.resolve(browser_cookie) is not None

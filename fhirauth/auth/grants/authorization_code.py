@@ -75,6 +75,6 @@ class AuthorizationCodeGrant(Grant[ValidatedCode]):
                 parent_id=code.parent_id,
                 session_id=session_id,
             )
-            return (await self._tokens.issue(issuance)).response
+            return await self._tokens.issue(issuance)
 
         return await self._codes.exchange(code, issue)

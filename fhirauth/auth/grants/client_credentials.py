@@ -43,4 +43,4 @@ class ClientCredentialsGrant(Grant[ValidatedClientCredentials]):
             scope=validated.scope,
             audience=validated.audience,
         )
-        return (await self._tokens.issue(issuance)).response
+        return await self._tokens.issue(issuance)

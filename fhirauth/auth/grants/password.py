@@ -63,4 +63,4 @@ class PasswordGrant(Grant[ValidatedPassword]):
         issuance = Issuance(
             client=validated.client, flow=PASSWORD, user=validated.user, scope=validated.scope
         )
-        return (await self._tokens.issue(issuance)).response
+        return await self._tokens.issue(issuance)

@@ -74,9 +74,9 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
         return ValidatedRefresh(request.client, session, user, scope)
 
     async def respond(self, validated: ValidatedRefresh) -> TokenResponse:
-        issued = await self._tokens.rotate(
+        response = await self._tokens.rotate(
             validated.session, validated.client, validated.user, validated.scope
         )
-        if issued is None:
+        if response is None:
             raise InvalidGrant("Refresh token was already used")
-        return issued.response
+        return response
