@@ -22,6 +22,8 @@ HIDDEN = {
     "Registration": ("token",),
     # An SMTP provider's password must be readable to log in to the server, but no caller needs it back.
     "AidboxConfig": ("provider.*.password",),
+    # Webhook headers usually carry the gateway's credentials.
+    "AuthConfig": ("twoFactor.webhook.headers",),
 }
 
 

@@ -101,3 +101,22 @@ def test_smtp_password_is_never_returned(api: TestClient) -> None:
     api.put("/AidboxConfig/provider", json=visible)
     assert _stored(api, "AidboxConfig", "provider")["provider"]["mail"]["password"] == "smtp-pass"
     assert api.get("/AidboxConfig?provider.mail.password=smtp-pass").status_code == 400
+
+
+def test_webhook_headers_are_write_only(api: TestClient) -> None:
+    config = {
+        "resourceType": "AuthConfig",
+        "twoFactor": {
+            "webhook": {
+                "endpoint": "https://sms.example.org/",
+                "headers": {"Authorization": "Basic Z2F0ZXdheQ=="},
+            }
+        },
+    }
+    assert "Z2F0ZXdheQ" not in api.put("/AuthConfig/app", json=config).text
+    assert "Z2F0ZXdheQ" not in api.get("/AuthConfig/app").text
+    visible = api.get("/AuthConfig/app").json()
+    visible["twoFactor"]["issuerName"] = "Renamed"
+    api.put("/AuthConfig/app", json=visible)
+    stored = _stored(api, "AuthConfig", "app")["twoFactor"]["webhook"]
+    assert stored["headers"] == {"Authorization": "Basic Z2F0ZXdheQ=="}
