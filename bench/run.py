@@ -30,6 +30,7 @@ from scenarios import MEASURED_DATASET, MINIMAL, RSS_GOAL_MB, SCENARIOS, SEED_GO
 from servers import (
     REPO_ROOT,
     ROOT_CLIENT_SECRET,
+    Process,
     fhirauth_command,
     fhirauth_env,
     fhirauth_server,
@@ -50,9 +51,18 @@ class Measurement:
     met: bool | None = None
 
 
+@dataclass(frozen=True)
+class Result:
+    wrk: WrkResult
+    # CPU milliseconds per request of the server's process tree, and of the database when it runs
+    # apart: unlike req/s, barely moved by other jobs competing for the same cores.
+    server_cpu_ms: float
+    db_cpu_ms: float | None
+
+
 @dataclass
 class Report:
-    results: dict[str, WrkResult]
+    results: dict[str, Result]
     measurements: list[Measurement]
 
 
@@ -89,15 +99,24 @@ def seed(storage: str, bundles: Sequence[Path], work: Path, source: Path) -> flo
     return elapsed
 
 
-def measure(scenario: Scenario, url: str, data: Path, duration: int, warmup: int) -> WrkResult:
+def measure(
+    scenario: Scenario, url: str, data: Path, args: argparse.Namespace, server: Process, db: Process | None
+) -> Result:
     headers = [ROOT_AUTH_HEADER] if scenario.server == "fhirauth" else []
     target = url + (scenario.path if not scenario.paths else "/")
-    args = scenario.script_args(data)
-    if warmup:
-        run_wrk(target, duration=warmup, script_args=args, headers=headers)
-    result = run_wrk(target, duration=duration, script_args=args, headers=headers)
-    log(f"{scenario.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms")
-    return result
+    script_args = scenario.script_args(data)
+    if args.warmup:
+        run_wrk(target, duration=args.warmup, script_args=script_args, headers=headers)
+    server_before, db_before = server.cpu_seconds(), db.cpu_seconds() if db else 0.0
+    result = run_wrk(target, duration=args.duration, script_args=script_args, headers=headers)
+    requests = max(result.requests, 1)
+    server_cpu_ms = 1000 * (server.cpu_seconds() - server_before) / requests
+    db_cpu_ms = 1000 * (db.cpu_seconds() - db_before) / requests if db else None
+    log(
+        f"{scenario.name}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+        f"server CPU {server_cpu_ms:.3f} ms/request"
+    )
+    return Result(result, server_cpu_ms, db_cpu_ms)
 
 
 def run_backend(
@@ -105,21 +124,21 @@ def run_backend(
 ) -> Report:
     report = Report({}, [])
     with ExitStack() as stack:
-        mongo_uri = stack.enter_context(secantus_server(work)) if backend == "mongo" else None
+        mongo_uri, db = stack.enter_context(secantus_server(work)) if backend == "mongo" else (None, None)
         for server, dataset, scenarios in groups():
             if server == "minimal":
-                with minimal_server(workers=args.workers, workdir=work) as (url, _):
+                with minimal_server(workers=args.workers, workdir=work) as (url, process):
                     for scenario in scenarios:
                         report.results[scenario.name] = measure(
-                            scenario, url, data[dataset], args.duration, args.warmup
+                            scenario, url, data[dataset], args, process, None
                         )
                 continue
             storage = storage_url(backend, dataset, work, mongo_uri)
+            measured = dataset == MEASURED_DATASET
             users = DATASETS[dataset].users
             log(f"seeding {users:,} users into {backend}")
             seconds = seed(storage, DATASETS[dataset].bundles(data[dataset]), work, source)
             rate = users / seconds
-            measured = dataset == MEASURED_DATASET
             report.measurements.append(
                 Measurement(
                     f"`fhirauth seed` {users:,} users (transaction Bundles of {BUNDLE_USERS})",
@@ -133,9 +152,7 @@ def run_backend(
                 process,
             ):
                 for scenario in scenarios:
-                    report.results[scenario.name] = measure(
-                        scenario, url, data[dataset], args.duration, args.warmup
-                    )
+                    report.results[scenario.name] = measure(scenario, url, data[dataset], args, process, db)
                 rss_mb = process.rss_bytes() / 2**20
             report.measurements.append(
                 Measurement(
@@ -157,25 +174,29 @@ def render(report: Report, header: str) -> str:
     lines = [
         header,
         "",
-        "| scenario | req/s | p50 | p99 | errors | vs minimal | target | |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| scenario | req/s | p50 | p99 | errors | server CPU/req | db CPU/req "
+        "| vs minimal, req/s | vs minimal, CPU | target | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for scenario in SCENARIOS:
-        result = report.results.get(scenario.name)
-        if result is None:
+        measured = report.results.get(scenario.name)
+        if measured is None:
             continue
+        result = measured.wrk
         errors = result.socket_errors + result.non_2xx
-        ratio = f"{result.rps / minimal.rps:.0%}" if minimal else ""
+        rps_ratio = f"{result.rps / minimal.wrk.rps:.0%}" if minimal else ""
+        cpu_ratio = f"{minimal.server_cpu_ms / measured.server_cpu_ms:.0%}" if minimal else ""
+        db_cpu = f"{measured.db_cpu_ms:.2f} ms" if measured.db_cpu_ms is not None else ""
         target, met = "", None
         if scenario.goal is not None:
-            reference = report.results[scenario.goal.of]
+            reference = report.results[scenario.goal.of].wrk
             target = scenario.goal.describe()
             met = errors == 0 and result.rps >= scenario.goal.fraction * reference.rps
             if scenario.goal.of != MINIMAL:
                 target += f" (here {result.rps / reference.rps:.0%})"
         lines.append(
-            f"| {scenario.name} | {result.rps:,.0f} | {result.p50_ms:.2f} ms | {result.p99_ms:.2f} ms | "
-            f"{errors} | {ratio} | {target} | {_verdict(met)} |"
+            f"| {scenario.name} | {result.rps:,.0f} | {result.p50_ms:.2f} ms | {result.p99_ms:.2f} ms | {errors} "
+            f"| {measured.server_cpu_ms:.2f} ms | {db_cpu} | {rps_ratio} | {cpu_ratio} | {target} | {_verdict(met)} |"
         )
     lines += ["", "| measurement | value | target | |", "|---|---:|---|---|"]
     for m in report.measurements:

@@ -77,6 +77,10 @@ class Process:
         """Resident memory of the process and all its descendants (uvicorn workers)."""
         return sum(_vm_rss(pid) for pid in [self.pid, *_descendants(self.pid)])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its live descendants."""
+        return sum(_cpu_seconds(pid) for pid in [self.pid, *_descendants(self.pid)])
+
     def stop(self) -> None:
         if self._process.poll() is None:
             _signal_group(self.pid, signal.SIGTERM)
@@ -134,7 +138,7 @@ def minimal_server(*, workers: int, workdir: Path) -> Iterator[tuple[str, Proces
 
 
 @contextmanager
-def secantus_server(workdir: Path) -> Iterator[str]:
+def secantus_server(workdir: Path) -> Iterator[tuple[str, Process]]:
     """`secantusd-py` in its own process (embedded, it would share fhirauth's GIL)."""
     from pymongo import MongoClient
     from pymongo.errors import PyMongoError
@@ -163,7 +167,7 @@ def secantus_server(workdir: Path) -> Iterator[str]:
                 except PyMongoError:
                     if time.monotonic() > deadline:
                         raise RuntimeError("secantusd-py did not answer") from None
-        yield uri
+        yield uri, process
     finally:
         process.stop()
 
@@ -186,6 +190,16 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             queue.append(child)
     return found
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 (utime, stime), counted from after the command name.
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_rss(pid: int) -> int:

@@ -34,7 +34,7 @@ from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import demo, errors, health, oauth, pages, rest, twofactor_api, twofactor_pages
+from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
@@ -165,6 +165,7 @@ def routes() -> list[BaseRoute]:
         *twofactor_pages.routes,
         *twofactor_api.routes,
         *demo.routes,
+        *openapi.routes,
         *rest.routes,
     ]
 
