@@ -49,10 +49,13 @@ from fhirauth.storage.base import (
 
 DEFAULT_DATABASE = "fhirauth"
 
-# Server selection gives up after 1.5 s, so an unreachable database becomes a 503 within 2 s. The
-# socket timeout is longer: it bounds each reply, and a large export batch is a legitimate slow one.
+# An unreachable database must become a 503 within 2 s. pymongo checks the selection deadline only
+# every 0.5 s (MIN_HEARTBEAT_INTERVAL), and a bundle whose transaction fails selects again to abort
+# it: with 1.5 s such a request waited 2.5 s (measured, tests/e2e/test_storage_faults.py); with 0.5 s
+# it waits at most about 1 s. The socket timeout is longer: it bounds each reply, and a large export
+# batch is a legitimate slow one.
 _CLIENT_OPTIONS: dict[str, Any] = {
-    "serverSelectionTimeoutMS": 1500,
+    "serverSelectionTimeoutMS": 500,
     "connectTimeoutMS": 1000,
     "socketTimeoutMS": 5000,
     "appname": "fhirauth",
