@@ -119,13 +119,9 @@ class MongoStorage(Storage):
         with _unavailable():
             for resource_type in {write.document["resourceType"] for write in writes}:
                 await self._ensure_history_index(resource_type)
-            if len(writes) > 1:
-                await self._write_in_transaction(writes)
-            else:
-                # One document changes, so the conditional update alone is atomic; the history entry
-                # follows it.
-                for write in writes:
-                    await self._apply(write, None)
+            # Even a single write changes two documents, the current version and its history entry:
+            # outside a transaction, an outage between them left a resource without its history.
+            await self._write_in_transaction(writes)
 
     async def search(self, resource_type: str, query: Query) -> Page:
         check_query(query)
