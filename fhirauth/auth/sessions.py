@@ -74,7 +74,7 @@ class SessionService:
         return int(self._clock().timestamp())
 
     async def create(self, session: Document) -> Document:
-        return (await self._resources.create("Session", session)).resource
+        return await self._resources.create_internal("Session", session)
 
     async def replace(self, session: Document, expected_version: int) -> Document | None:
         """Compare-and-set: the new Session, or None when someone else changed it first."""

@@ -283,6 +283,23 @@ class ResourceService:
         await self.commit([plan])
         return plan.written
 
+    async def create_internal(self, resource_type: str, body: Document) -> Document:
+        """Create a resource the server built itself (a Session per issued token).
+
+        JSON Schema validation guards what callers send; a document assembled by our own code from
+        validated parts does not need it, and on the token endpoint it would be half the cost. The id
+        is a fresh random one (or one the caller drew that way), so there is no existence read: the
+        storage refuses a duplicate anyway.
+        """
+        id = body.get("id") or new_id()
+        now = isoformat(self.clock())
+        doc = {k: v for k, v in body.items() if k not in ("meta", "resourceType", "id")}
+        doc = {"resourceType": resource_type, "id": id, **doc}
+        doc["meta"] = {"versionId": "1", "lastUpdated": now, "createdAt": now}
+        doc = await self.secrets.protect(doc, None)
+        await self.commit([Planned(Create(doc), Written(doc, created=True), None)])
+        return doc
+
     async def conditional_create(
         self, resource_type: str, body: Document, condition: Sequence[tuple[str, str]]
     ) -> Written:
