@@ -11,7 +11,9 @@ from pathlib import Path
 
 from fhirauth import logs
 from fhirauth.app import INDEXES, build_services
-from fhirauth.clock import system_clock
+from fhirauth.auth.keys import PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
+from fhirauth.auth.tokens import longest_jwt_lifetime
+from fhirauth.clock import isoformat, system_clock
 from fhirauth.seeding import SeedError, seed_files
 from fhirauth.services import Services
 from fhirauth.settings import Settings
@@ -90,8 +92,39 @@ def cmd_two_factor_reset(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    async def rotate(services: Services) -> None:
+        retire_after: int | None = args.retire_after
+        if retire_after is None:
+            clients = await services.storage.all_resources("Client")
+            retire_after = longest_jwt_lifetime(clients) + VERIFIER_LEEWAY_SECONDS
+        rotation = await services.keys.rotate(retire_after)
+        await services.audit.record(
+            "signing-key-rotated",
+            "success",
+            detail={"kid": rotation.kid, "signsFrom": isoformat(rotation.signs_from), "by": "cli"},
+        )
+        print(
+            f"new signing key {rotation.kid}: in the JWKS of every server within {RELOAD_SECONDS} s, "
+            f"signs from {isoformat(rotation.signs_from)}"
+        )
+        for kid, retires in rotation.retiring.items():
+            print(f"key {kid} signs until then and leaves the JWKS at {isoformat(retires)}")
+        for kid in rotation.pruned:
+            print(f"key {kid} had retired and was removed")
+
+    return _run(Settings(), rotate)
+
+
 class UserNotFound(Exception):
     pass
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,6 +150,25 @@ def parser() -> argparse.ArgumentParser:
     reset = two_factor_commands.add_parser("reset", help="turn 2FA off for a user who lost the device")
     reset.add_argument("user", metavar="USER", help="the user's id, e-mail or userName")
     reset.set_defaults(run=cmd_two_factor_reset)
+
+    keys = commands.add_parser("keys", help="JWT signing keys")
+    keys_commands = keys.add_subparsers(dest="action", required=True)
+    keys_rotate = keys_commands.add_parser(
+        "rotate",
+        help="add a new signing key; the old ones stay published until the tokens they signed expire",
+        description=(
+            f"The new key is published at once and signs {PUBLISH_AHEAD_SECONDS} s later, so that every "
+            f"server (each re-reads the key set every {RELOAD_SECONDS} s) publishes it first."
+        ),
+    )
+    keys_rotate.add_argument(
+        "--retire-after",
+        type=_non_negative,
+        metavar="SECONDS",
+        help="how long the replaced keys stay published after the new one starts signing (default: the "
+        f"longest access-token lifetime of any JWT flow of any client, at least 3600, plus {VERIFIER_LEEWAY_SECONDS})",
+    )
+    keys_rotate.set_defaults(run=cmd_keys_rotate)
     return root
 
 

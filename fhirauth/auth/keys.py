@@ -1,13 +1,20 @@
 """The RS256 signing keys: made on first start, kept in storage with the private part sealed.
 
-One record (kind "signing-key") holds the key set, newest first: the newest signs, all are
-published at /.well-known/jwks.json. A rotation puts a new key in front with compare-and-set;
-until then the set holds the one key made at first start.
+One record (kind "signing-key") holds the key set, newest first. `fhirauth keys rotate` puts a new
+key in front with compare-and-set: it is published at once and signs from `signsFrom`
+(PUBLISH_AHEAD_SECONDS later), so every server publishes it before any server signs with it. The
+keys it replaces get `retires` = `signsFrom` + the longest access-token lifetime: they stay in
+/.well-known/jwks.json until every token they signed has expired, then leave (pruned from the record
+by the next rotation). Running servers re-read the record at most RELOAD_SECONDS apart, when they
+sign or publish; they never verify their own JWTs by signature (a bearer token is found by its hash),
+so the JWKS is for outside verifiers only.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc import jwt
@@ -15,14 +22,19 @@ from joserfc.jwk import RSAKey
 
 from fhirauth.clock import Clock, isoformat
 from fhirauth.secretbox import SecretBox
-from fhirauth.storage.base import Storage
+from fhirauth.storage.base import Record, Storage
 
 Document = dict[str, Any]
 
 KIND = "signing-key"
 KEY = "rs256"
 ALGORITHM = "RS256"
+RELOAD_SECONDS = 10
+PUBLISH_AHEAD_SECONDS = 2 * RELOAD_SECONDS
+# Verifiers commonly accept a JWT up to a minute past `exp` (clock leeway); a replaced key stays as long.
+VERIFIER_LEEWAY_SECONDS = 60
 _RSA_BITS = 2048
+_WRITE_RETRIES = 5
 
 
 def _aad(kid: str) -> str:
@@ -30,20 +42,54 @@ def _aad(kid: str) -> str:
     return f"signing-key:{kid}"
 
 
-def _new_entry(box: SecretBox, created: str) -> Document:
+def _new_entry(box: SecretBox, created: datetime) -> Document:
     key = RSAKey.generate_key(_RSA_BITS, private=True)
     kid = key.thumbprint()
     return {
         "kid": kid,
-        "created": created,
+        "created": isoformat(created),
         "private": box.encrypt(key.as_pem(private=True).decode("ascii"), aad=_aad(kid)),
     }
 
 
-def _open_entry(box: SecretBox, entry: Document) -> RSAKey:
+def _moment(entry: Document, field: str) -> datetime | None:
+    value = entry.get(field)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _retired(entry: Document, now: datetime) -> bool:
+    retires = _moment(entry, "retires")
+    return retires is not None and retires <= now
+
+
+@dataclass(frozen=True)
+class _Key:
+    key: RSAKey
+    signs_from: datetime | None
+    retires: datetime | None
+
+    def published(self, now: datetime) -> bool:
+        return self.retires is None or self.retires > now
+
+    def signs(self, now: datetime) -> bool:
+        return self.signs_from is None or self.signs_from <= now
+
+
+def _open_entry(box: SecretBox, entry: Document) -> _Key:
     kid = entry["kid"]
     pem = box.decrypt(entry["private"], aad=_aad(kid))
-    return RSAKey.import_key(pem, {"kid": kid, "use": "sig", "alg": ALGORITHM})
+    key = RSAKey.import_key(pem, {"kid": kid, "use": "sig", "alg": ALGORITHM})
+    return _Key(key, _moment(entry, "signsFrom"), _moment(entry, "retires"))
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What `rotate` did: the new key, when it signs, when the keys it replaced leave, what it pruned."""
+
+    kid: str
+    signs_from: datetime
+    retiring: dict[str, datetime]
+    pruned: list[str]
 
 
 class SigningKeys:
@@ -51,7 +97,9 @@ class SigningKeys:
         self._storage = storage
         self._box = box
         self._clock = clock
-        self._keys: list[RSAKey] = []
+        self._keys: list[_Key] = []
+        self._rev: int | None = None
+        self._read_at: datetime | None = None
         self._loading = asyncio.Lock()
 
     async def load(self) -> None:
@@ -61,30 +109,92 @@ class SigningKeys:
         the others read the winner's set.
         """
         async with self._loading:
-            if self._keys:
+            if not self._stale():
                 return
-            record = await self._storage.record_get(KIND, KEY)
-            if record is None:
-                entries = {"keys": [_new_entry(self._box, isoformat(self._clock()))]}
-                created = await self._storage.record_put(KIND, KEY, entries, expected_rev=None)
-                if created is None:
-                    record = await self._storage.record_get(KIND, KEY)
-                    assert record is not None, "the signing key set vanished while being created"
-                    entries = record.document
-            else:
-                entries = record.document
-            self._keys = [_open_entry(self._box, entry) for entry in entries["keys"]]
+            record = await self._record()
+            if record.rev != self._rev:
+                self._keys = [_open_entry(self._box, entry) for entry in record.document["keys"]]
+                self._rev = record.rev
+            self._read_at = self._clock()
 
-    async def _current(self) -> list[RSAKey]:
-        if not self._keys:
+    def _stale(self) -> bool:
+        return self._read_at is None or self._clock() - self._read_at >= timedelta(seconds=RELOAD_SECONDS)
+
+    async def _record(self) -> Record:
+        record = await self._storage.record_get(KIND, KEY)
+        if record is not None:
+            return record
+        document = {"keys": [_new_entry(self._box, self._clock())]}
+        await self._storage.record_put(KIND, KEY, document, expected_rev=None)
+        record = await self._storage.record_get(KIND, KEY)
+        assert record is not None, "the signing key set vanished while being created"
+        return record
+
+    async def _current(self) -> list[_Key]:
+        if self._stale():
             await self.load()
-        return self._keys
+        now = self._clock()
+        return [key for key in self._keys if key.published(now)]
 
     async def sign(self, claims: Document) -> str:
-        key = (await self._current())[0]
-        header = {"alg": ALGORITHM, "typ": "JWT", "kid": key.kid}
-        return jwt.encode(header, claims, key, algorithms=[ALGORITHM])
+        now = self._clock()
+        for entry in await self._current():
+            if entry.signs(now):
+                header = {"alg": ALGORITHM, "typ": "JWT", "kid": entry.key.kid}
+                return jwt.encode(header, claims, entry.key, algorithms=[ALGORITHM])
+        # The newest key never retires, and the one it replaced outlives its signsFrom.
+        raise LookupError("No signing key is active")
 
     async def jwks(self) -> Document:
-        keys = await self._current()
-        return {"keys": [key.as_dict(private=False) for key in keys]}
+        return {"keys": [entry.key.as_dict(private=False) for entry in await self._current()]}
+
+    async def rotate(self, retire_after: int) -> Rotation:
+        """Add a new key in front; the keys still without a retirement time leave `retire_after`
+        seconds after the new one starts signing. Retired keys are dropped from the record."""
+        if retire_after < 0:
+            raise ValueError("retire_after must not be negative")
+        for _ in range(_WRITE_RETRIES):
+            record = await self._record()
+            now = self._clock()
+            signs_from = now + timedelta(seconds=PUBLISH_AHEAD_SECONDS)
+            retires = signs_from + timedelta(seconds=retire_after)
+            new = {**_new_entry(self._box, now), "signsFrom": isoformat(signs_from)}
+            kept: list[Document] = []
+            retiring: dict[str, datetime] = {}
+            for entry in record.document["keys"]:
+                if _retired(entry, now):
+                    continue
+                if "retires" not in entry:
+                    entry = {**entry, "retires": isoformat(retires)}
+                    retiring[entry["kid"]] = retires
+                kept.append(entry)
+            pruned = [entry["kid"] for entry in record.document["keys"] if _retired(entry, now)]
+            document = {**record.document, "keys": [new, *kept]}
+            if await self._storage.record_put(KIND, KEY, document, expected_rev=record.rev) is not None:
+                await self._reload_now()
+                return Rotation(new["kid"], signs_from, retiring, pruned)
+        raise RuntimeError("The signing key set kept changing while being rotated; try again")
+
+    async def reseal(self) -> tuple[int, int]:
+        """Re-seal the private keys sealed under an older master secret; (re-sealed, already current)."""
+        for _ in range(_WRITE_RETRIES):
+            record = await self._record()
+            entries = record.document["keys"]
+            stale = [entry for entry in entries if self._box.needs_rotation(entry["private"])]
+            if not stale:
+                return 0, len(entries)
+            resealed = [
+                {**entry, "private": self._box.rotate(entry["private"], aad=_aad(entry["kid"]))}
+                if entry in stale
+                else entry
+                for entry in entries
+            ]
+            document = {**record.document, "keys": resealed}
+            if await self._storage.record_put(KIND, KEY, document, expected_rev=record.rev) is not None:
+                await self._reload_now()
+                return len(stale), len(entries) - len(stale)
+        raise RuntimeError("The signing key set kept changing while being re-sealed; try again")
+
+    async def _reload_now(self) -> None:
+        self._read_at = None
+        await self.load()

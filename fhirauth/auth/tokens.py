@@ -9,10 +9,11 @@ implicit flow (RFC 6749 §4.2.2).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirauth.auth.flows import IMPLICIT, flow_settings
+from fhirauth.auth.flows import IMPLICIT, TOKEN_FLOWS, flow_settings
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.sessions import SessionService, reference
 from fhirauth.clock import Clock, isoformat
@@ -57,6 +58,17 @@ class FlowConfig:
             if isinstance(audience, str)
             else (),
         )
+
+
+def longest_jwt_lifetime(clients: Iterable[Document]) -> int:
+    """The longest access-token lifetime of any JWT flow of any client: how long a JWT signed now lives."""
+    lifetimes = [
+        config.access_token_expiration
+        for client in clients
+        for config in (FlowConfig.of(client, flow) for flow in TOKEN_FLOWS)
+        if config.jwt
+    ]
+    return max([DEFAULT_ACCESS_TOKEN_SECONDS, *lifetimes])
 
 
 @dataclass(frozen=True)
