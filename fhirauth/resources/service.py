@@ -36,6 +36,7 @@ ChangeHook = Callable[[Document | None, Document | None], Awaitable[None]]
 PatchKind = Literal["merge", "json"]
 
 _UNCONDITIONAL_RETRIES = 5
+_MAX_VERSION = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,23 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def _version_number(text: str) -> int | None:
+    """A versionId as a number, or None: ASCII digits only (`isdigit` passes '²', which `int` refuses)
+    and at most 64 bits, the most either backend stores (and a bound on what `int` is asked to parse)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(_MAX_VERSION)):
+        return None
+    number = int(text)
+    return number if number <= _MAX_VERSION else None
+
+
 def parse_etag(value: str) -> int:
     tag = value.strip()
     if tag.startswith("W/"):
         tag = tag[2:]
-    tag = tag.strip('"')
-    if not tag.isdigit():
+    number = _version_number(tag.strip('"'))
+    if number is None:
         raise BadRequest(f"Malformed version '{value}' in If-Match", "If-Match")
-    return int(tag)
+    return number
 
 
 class View:
@@ -127,9 +137,10 @@ class ResourceService:
 
     async def vread(self, resource_type: str, id: str, version: str) -> Document:
         self.check_type(resource_type)
-        if not version.isdigit():
+        number = _version_number(version)
+        if number is None:
             raise NotFound(f"Version {version} of {resource_type}/{id} not found")
-        stored = await self.storage.get_version(resource_type, id, int(version))
+        stored = await self.storage.get_version(resource_type, id, number)
         if stored is None:
             raise NotFound(f"Version {version} of {resource_type}/{id} not found")
         if stored.deleted:
