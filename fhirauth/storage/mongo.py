@@ -182,8 +182,8 @@ class MongoStorage(Storage):
             )
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
-        # One pipeline update decides "missing or expired" and increments in the same atomic step. A
-        # counter's rev is its count and its document is {"count": rev}.
+        # One pipeline update restarts an expired counter or increments a live one in the same atomic
+        # step. A counter's rev is its count and its document is {"count": rev}.
         restart = {
             "$or": [
                 {"$eq": [{"$ifNull": ["$rev", None]}, None]},
@@ -199,12 +199,23 @@ class MongoStorage(Storage):
             },
             {"$set": {"doc": {"count": "$rev"}}},
         ]
+        record_id = _record_id(kind, key)
         with _unavailable():
-            row = await self._records.find_one_and_update(
-                {"_id": _record_id(kind, key)}, pipeline, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        assert row is not None  # an upsert returning the document AFTER always has one
-        return int(row["rev"])
+            while True:
+                # No upsert: SecantusDB answers null to one of several upserts racing to create the
+                # document (though it applied it), so creating is a plain insert that one caller wins.
+                row = await self._records.find_one_and_update(
+                    {"_id": record_id}, pipeline, return_document=ReturnDocument.AFTER
+                )
+                if row is not None:
+                    return int(row["rev"])
+                try:
+                    await self._records.insert_one(
+                        {"_id": record_id, "rev": 1, "exp": to_micros(expires_at), "doc": {"count": 1}}
+                    )
+                except DuplicateKeyError:
+                    continue
+                return 1
 
     async def record_take(self, kind: str, key: str) -> Record | None:
         with _unavailable():
