@@ -27,9 +27,12 @@ class Target:
 def _target(url: Any, index: int) -> Target:
     if not isinstance(url, str) or not url.strip("/"):
         raise BadRequest("Entry request.url is missing", f"Bundle.entry[{index}].request.url")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise BadRequest(f"Malformed entry url '{url}'", f"Bundle.entry[{index}].request.url") from None
     segments = [s for s in parts.path.split("/") if s]
-    if len(segments) > 2:
+    if not segments or len(segments) > 2:
         raise BadRequest(f"Unsupported entry url '{url}'", f"Bundle.entry[{index}].request.url")
     return Target(segments[0], segments[1] if len(segments) == 2 else None, parse_qsl(parts.query))
 
@@ -122,13 +125,12 @@ class BundleProcessor:
             raise BadRequest("Entry request must be an object", f"Bundle.entry[{index}].request")
         method = str(request.get("method", "")).upper()
         target = _target(request.get("url"), index)
-        if_match = request.get("ifMatch")
+        if_match = _optional_text(request, "ifMatch", index)
+        if_none_exist = _optional_text(request, "ifNoneExist", index)
         if method in ("POST", "PUT", "PATCH") and not isinstance(resource, (dict, list)):
             raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
         if method == "POST" and target.id is None:
-            condition = target.params or (
-                parse_qsl(request["ifNoneExist"]) if request.get("ifNoneExist") else []
-            )
+            condition = target.params or (parse_qsl(if_none_exist) if if_none_exist else [])
             if condition:
                 _, page = await self.resources.search(target.resource_type, [*condition, ("_count", "2")])
                 if len(page.items) > 1:
@@ -194,6 +196,13 @@ class BundleProcessor:
             if progress:
                 progress(1)
         return results
+
+
+def _optional_text(request: Document, name: str, index: int) -> str | None:
+    value = request.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"Entry request.{name} must be a string", f"Bundle.entry[{index}].request.{name}")
+    return value
 
 
 def _existing(doc: Document) -> Written:

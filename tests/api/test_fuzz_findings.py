@@ -36,3 +36,34 @@ def test_digits_other_than_ascii_are_not_a_version(tag: str) -> None:
     # uvicorn decodes the header byte 0xB2 as '²' (the test client cannot send it raw): isdigit() but not int().
     with pytest.raises(BadRequest, match="Malformed version"):
         parse_etag(tag)
+
+
+@pytest.mark.parametrize(
+    ("request_", "expression"),
+    [
+        ({"method": "GET", "url": "http://[x/User"}, "Bundle.entry[0].request.url"),
+        ({"method": "GET", "url": "?x=1"}, "Bundle.entry[0].request.url"),
+        ({"method": "PUT", "url": "User/b", "ifMatch": 1}, "Bundle.entry[0].request.ifMatch"),
+        (
+            {"method": "POST", "url": "User", "ifNoneExist": ["email=a"]},
+            "Bundle.entry[0].request.ifNoneExist",
+        ),
+    ],
+)
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_malformed_bundle_entry_requests_are_refused(
+    api: TestClient, request_: dict[str, object], expression: str, kind: str
+) -> None:
+    # url: urlsplit raised ValueError, or no segment was left to index; ifMatch/ifNoneExist: str methods on an int.
+    entry = {"request": request_, "resource": {"resourceType": "User"}}
+    res = api.post("/", json={"resourceType": "Bundle", "type": kind, "entry": [entry]})
+    if kind == "transaction":
+        assert res.status_code == 400
+        outcome = res.json()
+    else:
+        assert res.status_code == 200
+        response = res.json()["entry"][0]["response"]
+        assert response["status"] == "400"
+        outcome = response["outcome"]
+    assert outcome["issue"][0]["expression"] == [expression]
+    assert api.get("/User").json()["total"] == 0
