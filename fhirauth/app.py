@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -16,6 +17,7 @@ from fhirauth.audit import AuditLog
 from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.authorization import AuthorizationService
+from fhirauth.auth.bruteforce import BruteForcePolicy, PasswordLockout
 from fhirauth.auth.client_auth import ClientAuthenticator
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.codes import AuthorizationCodes
@@ -36,8 +38,10 @@ from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.cors import CORSMiddleware
+from fhirauth.http.limits import RateLimitMiddleware, rate_limited
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
+from fhirauth.ratelimit import RateLimited, RateLimiter, RateLimits
 from fhirauth.resources.bundles import BundleProcessor
 from fhirauth.resources.schemas import SchemaRegistry
 from fhirauth.resources.secrets import SecretFields
@@ -86,7 +90,23 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
     )
     clients = ClientRegistry(resources, passwords, settings.root_client_id, root_secret(settings))
     notifier = Notifier(resources)
-    logins = Logins(resources, passwords)
+    rate_limiter = RateLimiter(storage, clock)
+    rate_limits = RateLimits.from_settings(settings)
+    lockout = (
+        PasswordLockout(
+            storage,
+            clock,
+            BruteForcePolicy(
+                failure_factor=settings.brute_force_failure_factor,
+                wait_increment_seconds=settings.brute_force_wait_increment_seconds,
+                max_wait_seconds=settings.brute_force_max_wait_seconds,
+                max_failures=settings.brute_force_max_failures,
+            ),
+        )
+        if settings.brute_force_protection
+        else None
+    )
+    logins = Logins(resources, passwords, rate_limiter, rate_limits.login_account, lockout)
     issuer = settings.base_url.rstrip("/")
     keys = SigningKeys(storage, box, clock)
     sessions = SessionService(resources, clients, clock)
@@ -146,6 +166,8 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         grants=grants,
         introspection=Introspection(sessions, issuer),
         twofactor=twofactor,
+        rate_limiter=rate_limiter,
+        rate_limits=rate_limits,
     )
 
 
@@ -213,4 +235,9 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
             await services.twofactor.close()
             await storage.close()
 
-    return App(routes=routes(), exception_handlers=errors.handlers, lifespan=lifespan)  # type: ignore[arg-type]
+    return App(
+        routes=routes(),
+        middleware=[Middleware(RateLimitMiddleware)],
+        exception_handlers={**errors.handlers, RateLimited: rate_limited},
+        lifespan=lifespan,
+    )

@@ -23,6 +23,7 @@ from fhirauth.auth.signup import Signups
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock
 from fhirauth.notify import Notifier
+from fhirauth.ratelimit import RateLimiter, RateLimits
 from fhirauth.resources.bundles import BundleProcessor
 from fhirauth.resources.service import ResourceService
 from fhirauth.secretbox import SecretBox
@@ -59,3 +60,5 @@ class Services:
     grants: GrantRegistry
     introspection: Introspection
     twofactor: TwoFactorService
+    rate_limiter: RateLimiter
+    rate_limits: RateLimits

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fhirauth.ratelimit import parse_rate
 
 DEVELOPMENT_ROOT_SECRET = "secret"
 
@@ -28,6 +30,33 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     trust_proxy_headers: bool = False
     schemas_dir: str | None = None
+    # Rate limits, "N/second|minute|hour|day" or "off"; see README "Abuse limits".
+    rate_limit_login_ip: str = "30/minute"
+    rate_limit_login_account: str = "20/minute"
+    rate_limit_token_ip: str = "60/minute"
+    rate_limit_signup_ip: str = "10/minute"
+    rate_limit_signup_email: str = "5/hour"
+    rate_limit_two_factor_ip: str = "30/minute"
+    # Password brute-force detection: Keycloak's temporary lockout, "multiple" strategy.
+    brute_force_protection: bool = True
+    brute_force_failure_factor: int = Field(default=30, ge=1)
+    brute_force_wait_increment_seconds: int = Field(default=60, ge=1)
+    brute_force_max_wait_seconds: int = Field(default=900, ge=1)
+    # NIST SP 800-63B §5.2.2: at most 100 consecutive failures per account.
+    brute_force_max_failures: int = Field(default=100, ge=1, le=100)
+
+    @field_validator(
+        "rate_limit_login_ip",
+        "rate_limit_login_account",
+        "rate_limit_token_ip",
+        "rate_limit_signup_ip",
+        "rate_limit_signup_email",
+        "rate_limit_two_factor_ip",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     def seed_files(self) -> list[str]:
         return [part.strip() for part in self.seed.split(",") if part.strip()]

@@ -6,12 +6,14 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from fhirauth.auth.bruteforce import Outcome, PasswordLockout
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.clock import Clock
+from fhirauth.ratelimit import Limit, RateLimiter
 from fhirauth.resources.service import ResourceService
 from fhirauth.security import random_token, token_hash
 from fhirauth.storage.base import Filter, Query, Storage
@@ -24,16 +26,22 @@ PENDING_LOGIN_SECONDS = 300
 MAX_USERNAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
 
-RefusalReason = Literal["unknown-user", "wrong-password", "inactive", "malformed"]
+RefusalReason = Literal["unknown-user", "wrong-password", "locked", "inactive", "malformed"]
 
 
 class LoginRefused(Exception):
-    """The credentials do not sign anyone in. `reason` is for the audit trail, never for the page."""
+    """The credentials do not sign anyone in. `reason` is for the audit trail, never for the page.
 
-    def __init__(self, reason: RefusalReason, user: Document | None = None) -> None:
+    `locked_until` is set when this refusal locked the account, or found it locked.
+    """
+
+    def __init__(
+        self, reason: RefusalReason, user: Document | None = None, *, locked_until: datetime | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.user = user
+        self.locked_until = locked_until
 
 
 def is_inactive(user: Document) -> bool:
@@ -47,9 +55,27 @@ def has_two_factor(user: Document) -> bool:
 
 
 class Logins:
-    def __init__(self, resources: ResourceService, passwords: PasswordHasher) -> None:
+    """The one password check behind the login page and the password grant, with its abuse limits.
+
+    `account_limit` counts every attempt per typed username (known or not, so it tells nothing);
+    `lockout` (None: brute-force protection off) counts consecutive failures per existing account.
+    """
+
+    def __init__(
+        self,
+        resources: ResourceService,
+        passwords: PasswordHasher,
+        limiter: RateLimiter,
+        account_limit: Limit,
+        lockout: PasswordLockout | None,
+    ) -> None:
         self._resources = resources
         self._passwords = passwords
+        self._limiter = limiter
+        self._account_limit = account_limit
+        self._lockout = lockout
+        if lockout is not None:
+            resources.on_change("User", self._after_user_change)
 
     async def find_user(self, username: str) -> Document | None:
         """The User whose email, userName or id is `username` (in that order)."""
@@ -64,10 +90,11 @@ class Logins:
         return stored.document if stored is not None else None
 
     async def check_password(self, username: str, password: str) -> Document:
-        """The User these credentials sign in, or LoginRefused.
+        """The User these credentials sign in, or LoginRefused (RateLimited past the account limit).
 
-        Unknown users and wrong passwords cost the same Argon2 verification, so timing does not tell
-        which accounts exist. Whether a user is inactive is told only to someone with the password.
+        Unknown users, wrong passwords and locked accounts cost the same one Argon2 verification and
+        get the same refusal, so neither timing nor wording tells which accounts exist or are locked.
+        Whether a user is inactive is told only to someone with the password.
         """
         if (
             not username
@@ -76,16 +103,40 @@ class Logins:
             or len(password) > MAX_PASSWORD_CHARS
         ):
             raise LoginRefused("malformed")
+        await self._limiter.hit(self._account_limit, username.lower())
         user = await self.find_user(username)
         stored_hash = user.get("password") if user is not None else None
         if user is None or not isinstance(stored_hash, str):
             await self._passwords.verify_dummy_async()
             raise LoginRefused("unknown-user", user)
-        if not await self._passwords.verify_async(stored_hash, password):
-            raise LoginRefused("wrong-password", user)
+        await self._verify(user, stored_hash, password)
         if is_inactive(user):
             raise LoginRefused("inactive", user)
         return user
+
+    async def _verify(self, user: Document, stored_hash: str, password: str) -> None:
+        if self._lockout is None:
+            if not await self._passwords.verify_async(stored_hash, password):
+                raise LoginRefused("wrong-password", user)
+            return
+
+        async def check() -> bool:
+            return await self._passwords.verify_async(stored_hash, password)
+
+        verdict = await self._lockout.attempt(user["id"], check)
+        if verdict.outcome is Outcome.LOCKED:
+            # Even the right password is refused, as slowly as a wrong one.
+            await self._passwords.verify_dummy_async()
+            raise LoginRefused("locked", user, locked_until=verdict.locked_until)
+        if not verdict.accepted:
+            raise LoginRefused("wrong-password", user, locked_until=verdict.locked_until)
+
+    async def _after_user_change(self, before: Document | None, after: Document | None) -> None:
+        """A new password (an administrator's reset) lifts the brute-force lock."""
+        assert self._lockout is not None
+        if before is None or after is None or before.get("password") == after.get("password"):
+            return
+        await self._lockout.reset(after["id"])
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,15 @@ from fhirauth.auth.login import (
     local_path,
 )
 from fhirauth.auth.principal import Principal
-from fhirauth.auth.signup import MIN_PASSWORD_CHARS, AccountExists, InvalidEmail, LinkInvalid, WeakPassword
+from fhirauth.auth.signup import (
+    MIN_PASSWORD_CHARS,
+    AccountExists,
+    InvalidEmail,
+    LinkInvalid,
+    WeakPassword,
+    normalize_email,
+)
+from fhirauth.clock import isoformat
 from fhirauth.http.cookies import (
     PENDING_COOKIE,
     PENDING_COOKIE_MAX_AGE,
@@ -34,6 +42,7 @@ from fhirauth.http.cookies import (
 from fhirauth.http.csrf import CsrfRefused
 from fhirauth.http.forms import BadForm
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies, static
+from fhirauth.http.limits import client_address
 from fhirauth.http.rest import services_of
 from fhirauth.notify import NotificationFailed
 
@@ -67,7 +76,7 @@ def page(endpoint: Endpoint) -> Endpoint:
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return client_address(request.scope, services_of(request).settings.trust_proxy_headers)
 
 
 def _with_query(path: str, query: str) -> str:
@@ -228,12 +237,11 @@ async def login(request: Request) -> Response:
     try:
         user = await services.logins.check_password(username, password)
     except LoginRefused as refused:
+        detail = {"reason": refused.reason, "username": username[:_MAX_AUDIT_CHARS]}
+        if refused.locked_until is not None:
+            detail["lockedUntil"] = isoformat(refused.locked_until)
         await services.audit.record(
-            "login",
-            "failure",
-            user=refused.user,
-            ip=client_ip(request),
-            detail={"reason": refused.reason, "username": username[:_MAX_AUDIT_CHARS]},
+            "login", "failure", user=refused.user, ip=client_ip(request), detail=detail
         )
         message = {"malformed": _MISSING_MESSAGE, "inactive": _INACTIVE_MESSAGE}.get(
             refused.reason, _REFUSED_MESSAGE
@@ -326,6 +334,9 @@ async def signup(request: Request) -> Response:
     params, _ = _first_values(parse_qsl(request.url.query, keep_blank_values=True))
     continuation = continuation_for(params, request.url.query, services.settings.base_url)
     try:
+        # Every signup sends an e-mail (to a new or an existing account alike): a limit per address
+        # keeps this form from flooding someone's inbox.
+        await services.rate_limiter.hit(services.rate_limits.signup_email, normalize_email(raw_email))
         registration = await services.signups.start(raw_email, continuation)
     except InvalidEmail as error:
         return await _signup_form(request, email=raw_email[:_MAX_AUDIT_CHARS], error=str(error), status=400)

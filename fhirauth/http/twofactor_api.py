@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from fhirauth.errors import BadRequest, NotAuthenticated
 from fhirauth.http.bodies import media_type, parse_document, read_bytes
+from fhirauth.http.limits import client_address
 from fhirauth.http.render import json_response
 from fhirauth.services import Services
 from fhirauth.twofactor.service import Locked, TwoFactorError
@@ -104,7 +105,7 @@ async def recovery_codes(request: Request) -> Response:
 
 
 def _ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    return client_address(request.scope, _services(request).settings.trust_proxy_headers)
 
 
 routes = [

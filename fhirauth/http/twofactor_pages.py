@@ -38,15 +38,21 @@ def _to_login() -> Response:
 
 
 async def _locked_page(request: Request, error: Locked) -> Response:
-    minutes = 1
-    if error.until is not None:
-        minutes = max(1, math.ceil((error.until - services_of(request).clock()).total_seconds() / 60))
-    return await error_page(
+    if error.until is None:
+        # Locked until an administrator's reset (NIST's cap), or lifted a moment ago.
+        return await error_page(
+            request, "Too many wrong codes. Try again later.", status=429, heading="Too many attempts"
+        )
+    seconds = max(1, math.ceil((error.until - services_of(request).clock()).total_seconds()))
+    minutes = math.ceil(seconds / 60)
+    response = await error_page(
         request,
         f"Too many wrong codes. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
         status=429,
         heading="Too many attempts",
     )
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 # Settings

@@ -3,9 +3,11 @@
 Everything lives in storage records and changes atomically, so several workers (or hosts) sharing a
 backend enforce the same limits:
 
-* `2fa-lock/<user>` `{"generation", "lockedUntil"}`: the lock, and the generation that names the
-  current failure counter. Locking moves to the next generation, so the counter starts afresh when
-  the lock ends, while reservations still in flight on the old counter can only be refused.
+* `2fa-lock/<user>` `{"generation", "lockedUntil", "failures"}`: the lock, the generation that names
+  the current failure counter, and the failures of the generations before it. Locking moves to the
+  next generation, so the counter starts afresh when the lock ends, while reservations still in
+  flight on the old counter can only be refused. The failures add up across locks until a success:
+  at NIST's cap (`MAX_CONSECUTIVE_FAILURES`) the lock has no end until an administrator's reset.
 * `2fa-failures/<user>/<generation>`: the counter. Every attempt reserves a slot in it with one
   atomic increment *before* its code is looked at, so parallel guesses cannot evaluate more than
   `max_attempts` codes. A success deletes it: failures count only while consecutive.
@@ -27,8 +29,13 @@ LOCK = "2fa-lock"
 FAILURES = "2fa-failures"
 LAST_STEP = "totp-step"
 
-# Failures that never reach the limit are forgotten a day after the first of them.
-FAILURE_MEMORY = timedelta(days=1)
+# Failures are forgotten by a success or an administrator's reset, not by time: forgetting a run
+# that stopped short of the limit would let a guesser with the password try a few codes every day
+# for ever. A year is only the counter records' expiry.
+FAILURE_MEMORY = timedelta(days=365)
+# NIST SP 800-63B §5.2.2: no more than 100 consecutive failed attempts on one account, whatever
+# the AuthConfig's maxAttempts and however many lockouts they are spread over.
+MAX_CONSECUTIVE_FAILURES = 100
 
 
 class Reason(StrEnum):
@@ -42,7 +49,8 @@ class Reason(StrEnum):
 class Verdict:
     """The outcome of one attempt. INVALID and REPLAYED look alike to the user; the reason is for audit.
 
-    `locked_until` is set on a LOCKED refusal, and on the failure that brought the lock about.
+    `locked_until` is set on a LOCKED refusal, and on the failure that brought the lock about; a
+    LOCKED refusal without it is locked until an administrator's reset (or was lifted meanwhile).
     """
 
     reason: Reason
@@ -72,6 +80,11 @@ class _LockState:
     generation: int
     locked_until: datetime | None
     rev: int | None
+    failures: int = 0
+
+    def allowed(self, policy: LockoutPolicy) -> int:
+        """Attempts this generation may evaluate: 0 once the failures reach the cap."""
+        return max(0, min(policy.max_attempts, MAX_CONSECUTIVE_FAILURES - self.failures))
 
 
 class AttemptGuard:
@@ -94,21 +107,28 @@ class AttemptGuard:
         and one lock. If `check` raises, its slot stays spent.
         """
         lock = await self._read_lock(user_id)
+        allowed = lock.allowed(policy)
+        if allowed == 0:
+            return Verdict(Reason.LOCKED)
         if lock.locked_until is not None and self._clock() < lock.locked_until:
             return Verdict(Reason.LOCKED, locked_until=lock.locked_until)
         counter = _counter_key(user_id, lock.generation)
         slot = await self._storage.record_incr(FAILURES, counter, expires_at=self._clock() + FAILURE_MEMORY)
-        if slot > policy.max_attempts:
+        if slot > allowed:
             # Raced past the lock check alongside other attempts: refused unseen. Locking here too
             # means the lock (and a fresh counter after it) exists even if the attempt in the last
             # slot never settled.
-            return Verdict(Reason.LOCKED, locked_until=await self._lock(user_id, lock, policy))
+            return Verdict(Reason.LOCKED, locked_until=await self._lock(user_id, lock, policy, allowed))
         verdict = await check()
         if verdict.accepted:
             await self._storage.record_delete(FAILURES, counter)
+            if lock.failures:
+                await self._storage.record_set(
+                    LOCK, user_id, {"generation": lock.generation + 1, "lockedUntil": None, "failures": 0}
+                )
             return verdict
-        if slot == policy.max_attempts:
-            return replace(verdict, locked_until=await self._lock(user_id, lock, policy))
+        if slot == allowed:
+            return replace(verdict, locked_until=await self._lock(user_id, lock, policy, allowed))
         return verdict
 
     async def locked_until(self, user_id: str) -> datetime | None:
@@ -121,7 +141,7 @@ class AttemptGuard:
         """Clear the failures and the lock (an administrator's reset); the last accepted step stays."""
         lock = await self._read_lock(user_id)
         await self._storage.record_set(
-            LOCK, user_id, {"generation": lock.generation + 1, "lockedUntil": None}
+            LOCK, user_id, {"generation": lock.generation + 1, "lockedUntil": None, "failures": 0}
         )
         await self._storage.record_delete(FAILURES, _counter_key(user_id, lock.generation))
 
@@ -157,15 +177,26 @@ class AttemptGuard:
             generation=int(record.document["generation"]),
             locked_until=datetime.fromisoformat(until) if until else None,
             rev=record.rev,
+            failures=int(record.document.get("failures", 0)),
         )
 
-    async def _lock(self, user_id: str, seen: _LockState, policy: LockoutPolicy) -> datetime | None:
-        """Lock from now on, unless someone changed the lock since `seen`; return the lock in force."""
+    async def _lock(
+        self, user_id: str, seen: _LockState, policy: LockoutPolicy, allowed: int
+    ) -> datetime | None:
+        """Lock from now on, unless someone changed the lock since `seen`; return the lock in force.
+
+        At the cap the lock has no end (`lockedUntil` null, `failures` at the cap).
+        """
+        failures = seen.failures + allowed
         # Stored at millisecond precision; what is reported is what is stored.
-        until = isoformat(self._clock() + timedelta(seconds=policy.lockout_seconds))
-        document = {"generation": seen.generation + 1, "lockedUntil": until}
+        until = (
+            isoformat(self._clock() + timedelta(seconds=policy.lockout_seconds))
+            if failures < MAX_CONSECUTIVE_FAILURES
+            else None
+        )
+        document = {"generation": seen.generation + 1, "lockedUntil": until, "failures": failures}
         if await self._storage.record_put(LOCK, user_id, document, expected_rev=seen.rev) is not None:
-            return datetime.fromisoformat(until)
+            return datetime.fromisoformat(until) if until else None
         return await self.locked_until(user_id)
 
 

@@ -1,0 +1,151 @@
+"""Abuse limits at the HTTP edge: the client's address, the per-address limits, and the 429 answer.
+
+Per-address limits run in one small ASGI middleware rather than in each endpoint: one table says
+which routes are limited, a new route under a limited path cannot forget its call, and a refused
+request is answered before its body is read, its form parsed or any password hashed. Per-account
+limits need the parsed body, so they live in the domain (Logins, the 2FA guard) and surface as
+RateLimited, which `rate_limited` renders the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhirauth.http import errors
+from fhirauth.http.html import error_page
+from fhirauth.http.render import NO_STORE, json_response
+from fhirauth.ratelimit import Limit, RateLimited, RateLimits
+from fhirauth.services import Services
+from fhirauth.storage.base import StorageUnavailable
+
+log = logging.getLogger("fhirauth.limits")
+
+# The HTML faces answer a page; the others (/auth/token, /app/auth/two-factor/*) answer JSON.
+_PAGE_PREFIXES = ("/auth/login", "/auth/signup", "/auth/two-factor")
+_MAX_ADDRESS_CHARS = 64
+
+
+def client_address(scope: Scope, trust_proxy_headers: bool) -> str | None:
+    """Who sent the request: the socket peer, or with `trust_proxy_headers` the address the nearest
+    proxy appended to X-Forwarded-For (entries to its left are whatever the client wrote)."""
+    if trust_proxy_headers:
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name.lower() == b"x-forwarded-for"
+        ]
+        if forwarded:
+            nearest = ",".join(forwarded).rsplit(",", 1)[-1].strip()
+            if nearest:
+                return nearest[:_MAX_ADDRESS_CHARS]
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def address_key(address: str | None) -> str:
+    """The key an address is counted under: an IPv6 address by its /64 (what one subscriber gets)."""
+    if address is None:
+        return "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def limit_for(method: str, path: str, limits: RateLimits) -> Limit | None:
+    """The per-address limit of a request, None for unlimited ones."""
+    if method != "POST":
+        return None
+    if path == "/auth/login":
+        return limits.login_ip
+    if path == "/auth/token":
+        return limits.token_ip
+    if path == "/auth/signup":
+        return limits.signup_ip
+    # The sign-in step and every form or operation that checks a code.
+    if path.startswith(("/auth/two-factor/", "/app/auth/two-factor/")):
+        return limits.two_factor_ip
+    return None
+
+
+async def rate_limited(request: Request, exc: Exception) -> Response:
+    """429 with Retry-After: an HTML page on the pages, RFC 6749 §5.2-shaped JSON elsewhere."""
+    assert isinstance(exc, RateLimited)
+    seconds = exc.retry_after
+    headers = {"Retry-After": str(seconds)}
+    if request.url.path.startswith(_PAGE_PREFIXES):
+        response = await error_page(
+            request,
+            f"Too many attempts. Try again in {_wait_text(seconds)}.",
+            status=429,
+            heading="Too many attempts",
+        )
+        response.headers.update(headers)
+        return response
+    body = {
+        "error": "invalid_request",
+        "error_description": f"Too many requests; try again in {seconds} seconds",
+    }
+    return json_response(body, 429, {**headers, **NO_STORE})
+
+
+def _wait_text(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
+class RateLimitMiddleware:
+    """Counts the limited routes per client address and answers 429 past the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services | None = (
+            getattr(scope["app"].state, "services", None) if scope["type"] == "http" else None
+        )
+        limit = limit_for(scope["method"], _route_path(scope), services.rate_limits) if services else None
+        if services is None or limit is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _refusal(request, services, limit)
+        except StorageUnavailable as error:
+            # Outside the exception middleware: answer the 503 here, as its handler would.
+            response = await errors.storage_unavailable(request, error)
+        if response is None:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+async def _refusal(request: Request, services: Services, limit: Limit) -> Response | None:
+    address = client_address(request.scope, services.settings.trust_proxy_headers)
+    try:
+        await services.rate_limiter.hit(limit, address_key(address))
+    except RateLimited as refused:
+        if refused.first:
+            log.warning(
+                "rate limit %s reached by %s; refused for %d s", limit.name, address, refused.retry_after
+            )
+        return await rate_limited(request, refused)
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    return path[len(root_path) :] if root_path and path.startswith(root_path) else path
