@@ -9,6 +9,7 @@ with now) instead of waiting for step boundaries.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -36,10 +37,13 @@ _URI = re.compile(
 @pytest.fixture
 def server(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
     server = live_server_factory(seed=[DEMO_SEED])
+    seeded = {
+        entry["request"]["url"]: entry["resource"] for entry in json.loads(DEMO_SEED.read_text())["entry"]
+    }
+    config = seeded["/AuthConfig/app"]
+    # The demo's webhook receiver is on this server, not on :8080.
+    config["twoFactor"]["webhook"]["endpoint"] = f"{server.url}/demo/webhook/two-factor-confirmation"
     with httpx2.Client(base_url=server.url, auth=("root", ROOT_CLIENT_SECRET)) as api:
-        config = api.get("/AuthConfig/app").json()
-        # The demo's webhook receiver is on this server, not on :8080.
-        config["twoFactor"]["webhook"]["endpoint"] = f"{server.url}/demo/webhook/two-factor-confirmation"
         for path, body in {
             "/AuthConfig/app": config,
             "/Client/portal": {
