@@ -54,7 +54,7 @@ from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import Index, Storage, StorageUnavailable
 from fhirauth.twofactor.guard import AttemptGuard
 from fhirauth.twofactor.password_grant import require_second_factor
-from fhirauth.twofactor.recovery import RecoveryCodes
+from fhirauth.twofactor.pepper import RecoveryPepper
 from fhirauth.twofactor.service import TwoFactorService
 from fhirauth.twofactor.webhook import WebhookSender
 
@@ -119,7 +119,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         resources,
         resources.secrets,
         AttemptGuard(storage, clock),
-        RecoveryCodes(box.derive_key("recovery-codes")),
+        RecoveryPepper(storage, box),
         WebhookSender(),
         audit,
         notifier,

@@ -14,11 +14,14 @@ from fhirauth.app import INDEXES, build_services
 from fhirauth.auth.keys import PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
 from fhirauth.auth.tokens import longest_jwt_lifetime
 from fhirauth.clock import isoformat, system_clock
+from fhirauth.secret_rotation import rotate_secrets
+from fhirauth.secretbox import SecretBoxError
 from fhirauth.seeding import SeedError, seed_files
 from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import StorageUnavailable
+from fhirauth.twofactor.pepper import RecoveryPepper
 
 
 async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
@@ -116,6 +119,47 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return _run(Settings(), rotate)
 
 
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    async def rotate(services: Services) -> None:
+        pepper = RecoveryPepper(services.storage, services.box)
+        try:
+            results = await rotate_secrets(services.resources, services.keys, pepper)
+        except SecretBoxError as error:
+            raise Incomplete(f"{error}; is its master secret in FHIRAUTH_PREVIOUS_SECRET_KEYS?") from None
+        for result in results:
+            line = f"{result.what}: {result.resealed} re-encrypted, {result.current} already current"
+            if result.unreadable:
+                line += f", {len(result.unreadable)} unreadable ({', '.join(result.unreadable)})"
+            if result.changing:
+                line += f", {len(result.changing)} kept changing ({', '.join(result.changing)})"
+            print(line)
+        complete = all(result.complete for result in results)
+        await services.audit.record(
+            "master-secret-rotated",
+            "success" if complete else "failure",
+            detail={
+                "keyId": services.box.primary_kid,
+                "reencrypted": sum(result.resealed for result in results),
+                "by": "cli",
+            },
+        )
+        if not complete:
+            raise Incomplete(
+                "some values are not under the new master secret yet; keep the old one and run again"
+            )
+        print(f"every stored secret is sealed under master secret key id {services.box.primary_kid}")
+
+    try:
+        return _run(Settings(), rotate)
+    except Incomplete as error:
+        print(f"fhirauth: {error}", file=sys.stderr)
+        return 1
+
+
+class Incomplete(Exception):
+    pass
+
+
 class UserNotFound(Exception):
     pass
 
@@ -169,6 +213,19 @@ def parser() -> argparse.ArgumentParser:
         f"longest access-token lifetime of any JWT flow of any client, at least 3600, plus {VERIFIER_LEEWAY_SECONDS})",
     )
     keys_rotate.set_defaults(run=cmd_keys_rotate)
+
+    secrets = commands.add_parser("secrets", help="the master secret")
+    secrets_commands = secrets.add_subparsers(dest="action", required=True)
+    secrets_rotate = secrets_commands.add_parser(
+        "rotate",
+        help="re-encrypt every stored secret under FHIRAUTH_SECRET_KEY",
+        description=(
+            "Re-encrypts the TOTP secrets, the signing keys' private parts and the recovery-code pepper "
+            "sealed under a master secret from FHIRAUTH_PREVIOUS_SECRET_KEYS, while servers keep running. "
+            "Idempotent; exits 1 if anything is left under an old master secret."
+        ),
+    )
+    secrets_rotate.set_defaults(run=cmd_secrets_rotate)
     return root
 
 

@@ -62,7 +62,7 @@ class SecretBox:
         for master_secret in master_secrets:
             if len(master_secret) < _MIN_MASTER_SECRET_CHARS:
                 raise ValueError(f"Master secrets must be at least {_MIN_MASTER_SECRET_CHARS} characters")
-        self._primary_secret = master_secrets[0]
+        self._master_secrets = tuple(master_secrets)
         keys = [_Key(secret) for secret in master_secrets]
         self._primary = keys[0]
         self._keys = {key.kid: key for key in reversed(keys)}
@@ -101,8 +101,14 @@ class SecretBox:
         return self.encrypt(self.decrypt(value, aad), aad)
 
     def derive_key(self, purpose: str, length: int = 32) -> bytes:
-        """A key for another keyed use (recovery-code pepper, cookie signing), one per purpose.
+        """A key for another keyed use (CSRF fields), one per purpose, from the first master secret."""
+        return self.derived_keys(purpose, length)[0]
 
-        Always from the first master secret: rotating it changes these keys, which is the point.
+    def derived_keys(self, purpose: str, length: int = 32) -> list[bytes]:
+        """The key for `purpose` from every master secret, the first master secret's first.
+
+        What was keyed under a previous master secret still checks during a rotation: make with the
+        first, accept any.
         """
-        return _hkdf(self._primary_secret, b"fhirauth derived key: " + purpose.encode(), length)
+        info = b"fhirauth derived key: " + purpose.encode()
+        return [_hkdf(secret, info, length) for secret in self._master_secrets]

@@ -178,7 +178,9 @@ class SigningKeys:
     async def reseal(self) -> tuple[int, int]:
         """Re-seal the private keys sealed under an older master secret; (re-sealed, already current)."""
         for _ in range(_WRITE_RETRIES):
-            record = await self._record()
+            record = await self._storage.record_get(KIND, KEY)
+            if record is None:
+                return 0, 0
             entries = record.document["keys"]
             stale = [entry for entry in entries if self._box.needs_rotation(entry["private"])]
             if not stale:

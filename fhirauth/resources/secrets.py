@@ -120,6 +120,22 @@ class SecretFields:
             return False
         return True
 
+    @staticmethod
+    def sealed_fields(doc: Document) -> dict[str, str]:
+        """The encrypted fields `doc` holds, by path."""
+        found = {path: _get(doc, path) for path in ENCRYPTED.get(doc["resourceType"], ())}
+        return {path: value for path, value in found.items() if isinstance(value, str)}
+
+    def reseal(self, doc: Document) -> Document | None:
+        """`doc` with its encrypted fields re-sealed under the first master secret, or None when every
+        one already is. Raises SecretBoxError for a value no configured master secret opens."""
+        resealed: Document | None = None
+        for path, value in self.sealed_fields(doc).items():
+            if self._box.needs_rotation(value):
+                resealed = resealed or copy.deepcopy(doc)
+                _set(resealed, path, self._box.rotate(value, aad=doc["id"]))
+        return resealed
+
     def reveal_totp_secret(self, user: Document) -> str | None:
         value = _get(user, "twoFactor.secretKey")
         if value is None:

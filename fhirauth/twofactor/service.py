@@ -22,7 +22,7 @@ from fhirauth.storage.base import Stored
 from fhirauth.twofactor import totp
 from fhirauth.twofactor.config import TwoFactorConfig
 from fhirauth.twofactor.guard import AttemptGuard, Reason, Verdict
-from fhirauth.twofactor.recovery import RecoveryCodes
+from fhirauth.twofactor.pepper import RecoveryPepper
 from fhirauth.twofactor.uri import provisioning_uri
 from fhirauth.twofactor.webhook import WebhookSender
 
@@ -120,7 +120,7 @@ class TwoFactorService:
         resources: ResourceService,
         secrets: SecretFields,
         guard: AttemptGuard,
-        recovery: RecoveryCodes,
+        recovery: RecoveryPepper,
         webhook: WebhookSender,
         audit: Audit,
         notify: Notify,
@@ -194,14 +194,15 @@ class TwoFactorService:
         await self._audit_refusal(verdict, user_id, ip)
         if not verdict.accepted:
             raise Locked(verdict.locked_until) if verdict.reason is Reason.LOCKED else wrong_token()
-        codes = self._recovery.generate() if config.recovery_codes else []
+        recovery = await self._recovery.codes()
+        codes = recovery.generate() if config.recovery_codes else []
         for _ in range(_SAVE_RETRIES):
             current = await self.user(user_id)
             if status_of(current.document).enabled:
                 raise already_enabled()
             updated = copy.deepcopy(current.document)
             updated["twoFactor"]["enabled"] = True
-            updated["twoFactor"]["recoveryCodes"] = [self._recovery.digest(c) for c in codes]
+            updated["twoFactor"]["recoveryCodes"] = [recovery.digest(c) for c in codes]
             if await self._save(updated, current.version) is not None:
                 break
         else:
@@ -247,10 +248,11 @@ class TwoFactorService:
             raise wrong_token()
 
     async def _spend_recovery_code(self, user_id: str, code: str) -> Verdict:
+        recovery = await self._recovery.codes()
         for _ in range(_SAVE_RETRIES):
             stored = await self.user(user_id)
             digests = list((stored.document.get("twoFactor") or {}).get("recoveryCodes") or [])
-            index = self._recovery.find(code, digests)
+            index = recovery.find(code, digests)
             if index is None:
                 return Verdict(Reason.INVALID)
             updated = copy.deepcopy(stored.document)
@@ -266,9 +268,10 @@ class TwoFactorService:
     async def regenerate_recovery_codes(self, user_id: str, code: str, *, ip: str | None = None) -> list[str]:
         await self._require_enabled(user_id)
         await self.require(user_id, code, ip=ip)
-        codes = self._recovery.generate()
+        recovery = await self._recovery.codes()
+        codes = recovery.generate()
         await self._update_two_factor(
-            user_id, lambda tf: {**tf, "recoveryCodes": [self._recovery.digest(c) for c in codes]}
+            user_id, lambda tf: {**tf, "recoveryCodes": [recovery.digest(c) for c in codes]}
         )
         await self._audit.record("2fa-recovery-regenerated", "success", user=user_id, ip=ip)
         await self._tell(
