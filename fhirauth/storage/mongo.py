@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from bson.codec_options import TypeDecoder, TypeRegistry
+from bson.int64 import Int64
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -49,6 +51,17 @@ from fhirauth.storage.base import (
 
 DEFAULT_DATABASE = "fhirauth"
 
+
+class _PlainInt64(TypeDecoder):
+    """BSON int64 read back as a plain int, as it was written: pymongo's Int64 (an int subclass) is a
+    value YAML's SafeDumper cannot represent, so a resource holding 2**31 or more was a 500 in YAML."""
+
+    bson_type = Int64
+
+    def transform_bson(self, value: Any) -> int:
+        return int(value)
+
+
 # An unreachable database must become a 503 within 2 s. pymongo checks the selection deadline only
 # every 0.5 s (MIN_HEARTBEAT_INTERVAL), and a bundle whose transaction fails selects again to abort
 # it: with 1.5 s such a request waited 2.5 s (measured, tests/e2e/test_storage_faults.py); with 0.5 s
@@ -59,6 +72,7 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "connectTimeoutMS": 1000,
     "socketTimeoutMS": 5000,
     "appname": "fhirauth",
+    "type_registry": TypeRegistry([_PlainInt64()]),
 }
 _UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
 _TRANSACTION_ATTEMPTS = 20

@@ -67,3 +67,17 @@ def test_malformed_bundle_entry_requests_are_refused(
         outcome = response["outcome"]
     assert outcome["issue"][0]["expression"] == [expression]
     assert api.get("/User").json()["total"] == 0
+
+
+def test_integers_beyond_32_bits_render_as_yaml(api: TestClient) -> None:
+    # MongoDB handed them back as bson Int64, which YAML's SafeDumper refused: a 500.
+    body = {"resourceType": "User", "data": {"big": 2**40, "max": 2**63 - 1, "small": -(2**31) - 1}}
+    assert api.put("/User/y", json=body).status_code == 201
+    res = api.get("/User/y", params={"_format": "yaml"})
+    assert res.status_code == 200
+    assert "big: 1099511627776\n" in res.text
+    assert "max: 9223372036854775807\n" in res.text
+    assert "small: -2147483649\n" in res.text
+    found = api.get("/User", params={"_format": "yaml", "data.big": "1099511627776"})
+    assert found.status_code == 200
+    assert "total: 1\n" in found.text
