@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.cors import CORSMiddleware
 from fhirauth.http.limits import RateLimitMiddleware, rate_limited
+from fhirauth.http.security_headers import SecurityHeadersMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.notify import Notifier
 from fhirauth.ratelimit import RateLimited, RateLimiter, RateLimits
@@ -78,12 +80,16 @@ def schemas_dir(settings: Settings) -> Path:
     return Path(settings.schemas_dir) if settings.schemas_dir else SCHEMAS_DIR
 
 
+# Compiling the schemas takes a good part of a second; a process (a test session) needs them once.
+_load_schemas = functools.cache(SchemaRegistry.from_directory)
+
+
 def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
     box = SecretBox(master_secrets(settings))
     passwords = PasswordHasher()
     resources = ResourceService(
         storage,
-        SchemaRegistry.from_directory(schemas_dir(settings)),
+        _load_schemas(schemas_dir(settings)),
         SecretFields(passwords, box),
         clock,
         base_url=settings.base_url.rstrip("/"),
@@ -172,10 +178,13 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
 
 
 class App(Starlette):
+    https = False
+
     def build_middleware_stack(self) -> ASGIApp:
         # CORS wraps even ServerErrorMiddleware: a 500 must reach a cross-origin page as a 500,
-        # not as an opaque network error.
-        return CORSMiddleware(super().build_middleware_stack())
+        # not as an opaque network error. The security headers go on everything, 500s included.
+        stack = CORSMiddleware(super().build_middleware_stack())
+        return SecurityHeadersMiddleware(stack, https=self.https)
 
 
 def routes() -> list[BaseRoute]:
@@ -235,9 +244,11 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
             await services.twofactor.close()
             await storage.close()
 
-    return App(
+    app = App(
         routes=routes(),
         middleware=[Middleware(RateLimitMiddleware)],
         exception_handlers={**errors.handlers, RateLimited: rate_limited},
         lifespan=lifespan,
     )
+    app.https = settings.base_url.startswith("https://")
+    return app

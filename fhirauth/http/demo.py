@@ -12,6 +12,7 @@ from starlette.routing import Route
 from fhirauth.errors import BadRequest, Forbidden
 from fhirauth.http.bodies import read_bytes, read_document
 from fhirauth.http.render import json_response
+from fhirauth.http.security_headers import page_policy
 from fhirauth.services import Services
 from fhirauth.twofactor.qr import qr_svg
 
@@ -19,8 +20,15 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 _FILES = {"demo.js": "text/javascript", "demo.css": "text/css"}
 
 
+# The demo page runs only its own script; the token it keeps travels in a URL fragment, never a Referer.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": page_policy(None),
+    "Cache-Control": "no-store",
+}
+
+
 async def page(request: Request) -> Response:
-    return FileResponse(DEMO_DIR / "index.html", media_type="text/html")
+    return FileResponse(DEMO_DIR / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
 
 
 async def asset(request: Request) -> Response:

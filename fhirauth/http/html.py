@@ -17,6 +17,7 @@ from fhirauth.http.cookies import CSRF_COOKIE, is_secure, read_cookie, set_cooki
 from fhirauth.http.csrf import CSRF_FIELD, Csrf
 from fhirauth.http.forms import Form, read_form
 from fhirauth.http.rest import services_of
+from fhirauth.http.security_headers import new_nonce, page_policy
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -82,13 +83,17 @@ async def render(
     fresh = cookie is None
     if cookie is None:
         cookie = Csrf.new_cookie()
+    theme = page_theme(await services.auth_config.theme())
+    nonce = new_nonce()
     page_context = {
         **context,
-        "theme": page_theme(await services.auth_config.theme()),
+        "theme": theme,
         "csrf": csrf_of(request).field_for(cookie),
+        "csp_nonce": nonce,
     }
+    headers = {**PAGE_HEADERS, "Content-Security-Policy": page_policy(nonce, theme["style_url"])}
     response = templates.TemplateResponse(
-        request, template, page_context, status_code=status, headers=PAGE_HEADERS
+        request, template, page_context, status_code=status, headers=headers
     )
     if fresh:
         set_cookie(response, CSRF_COOKIE, cookie, max_age=None, secure=secure_cookies(request))
