@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fhirauth.http import errors
 from fhirauth.http.html import error_page
 from fhirauth.http.render import NO_STORE, json_response
+from fhirauth.http.rest import services_of
 from fhirauth.ratelimit import Limit, RateLimited, RateLimits
 from fhirauth.services import Services
 from fhirauth.storage.base import StorageUnavailable
@@ -83,6 +84,10 @@ async def rate_limited(request: Request, exc: Exception) -> Response:
     """429 with Retry-After: an HTML page on the pages, RFC 6749 §5.2-shaped JSON elsewhere."""
     assert isinstance(exc, RateLimited)
     seconds = exc.retry_after
+    if exc.first:
+        # Once per window, not per refused request: a flood must not become a flood of log lines.
+        address = client_address(request.scope, services_of(request).settings.trust_proxy_headers)
+        log.warning("rate limit %s reached (client %s); refusing for %d s", exc.limit, address, seconds)
     headers = {"Retry-After": str(seconds)}
     if request.url.path.startswith(_PAGE_PREFIXES):
         response = await error_page(
@@ -137,10 +142,6 @@ async def _refusal(request: Request, services: Services, limit: Limit) -> Respon
     try:
         await services.rate_limiter.hit(limit, address_key(address))
     except RateLimited as refused:
-        if refused.first:
-            log.warning(
-                "rate limit %s reached by %s; refused for %d s", limit.name, address, refused.retry_after
-            )
         return await rate_limited(request, refused)
     return None
 

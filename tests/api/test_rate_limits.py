@@ -7,6 +7,7 @@ address of its own; the limits are small so that few requests reach them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -176,6 +177,21 @@ def test_two_factor_step_per_address(limited: TestClient, clock: ManualClock) ->
         "/auth/two-factor/verify", data={"csrf": token, "code": "1"}, headers=source("192.0.2.9")
     )
     assert again.status_code == 400
+
+
+def test_one_log_line_per_window_however_long_the_flood(
+    limited: TestClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="fhirauth.limits"):
+        for _ in range(10):
+            token(limited, "198.51.100.9")
+        clock.advance(60)
+        for _ in range(5):
+            token(limited, "198.51.100.9")
+    assert [record.getMessage() for record in caplog.records if record.name == "fhirauth.limits"] == [
+        "rate limit token-ip reached (client 198.51.100.9); refusing for 60 s",
+        "rate limit token-ip reached (client 198.51.100.9); refusing for 60 s",
+    ]
 
 
 def test_reads_and_other_routes_are_not_limited(limited: TestClient) -> None:
