@@ -106,6 +106,7 @@ def test_the_demo_story(server: LiveServer, page: Page) -> None:
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#who")).to_have_text(EMAIL)
     expect(page.locator("#tfa")).to_have_text("enabled")
+    expect(page.locator("#offer-again")).to_be_hidden()
     step(page, "07_enabled")
 
     # Log out (DELETE /Session), then log in: password, then the code step
@@ -131,4 +132,5 @@ def test_the_demo_story(server: LiveServer, page: Page) -> None:
     expect(page).to_have_url(f"{server.url}/demo")
     expect(page.locator("#who")).to_have_text(EMAIL)
     expect(page.locator("#tfa")).to_have_text("enabled")
+    expect(page.locator("#offer-again")).to_be_hidden()
     step(page, "10_signed_in_with_2fa")
