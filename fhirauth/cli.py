@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import orjson
 
 from fhirauth import logs
 from fhirauth.app import INDEXES, build_services
 from fhirauth.auth.keys import PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
 from fhirauth.auth.tokens import longest_jwt_lifetime
+from fhirauth.backup import export_bundle, restore_file
 from fhirauth.clock import isoformat, system_clock
 from fhirauth.secret_rotation import rotate_secrets
 from fhirauth.secretbox import SecretBoxError
@@ -71,11 +75,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
+    async def seed(services: Services) -> None:
+        for path in args.files:
+            await restore_file(services.bundles, services.box, Path(path), show_progress=True)
+
     settings = Settings()
-    code = _run(settings, lambda s: seed_files(s.bundles, [Path(p) for p in args.files], show_progress=True))
+    code = _run(settings, seed)
     if code == 0:
         print(f"seeded {len(args.files)} file(s) into {settings.storage}")
     return code
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    async def export(services: Services) -> None:
+        bundle = await export_bundle(services.storage, services.clock)
+        data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+        if args.output is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            _write_private(Path(args.output), data)
+        kinds = Counter(entry["resource"]["resourceType"] for entry in bundle["entry"])
+        records = kinds.pop("Binary", 0)
+        counts = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+        print(
+            f"exported {sum(kinds.values())} resources ({counts}) and {records} storage records"
+            f" to {args.output or 'stdout'}",
+            file=sys.stderr,
+        )
+
+    return _run(Settings(), export)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # Readable by the owner only (it holds hashes and sealed secrets), and never half-written.
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
 
 
 def cmd_two_factor_reset(args: argparse.Namespace) -> int:
@@ -188,6 +226,14 @@ def parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="load Bundle files (JSON or YAML) into storage")
     seed.add_argument("files", nargs="+", metavar="FILE")
     seed.set_defaults(run=cmd_seed)
+
+    export = commands.add_parser(
+        "export",
+        help="write every resource, as stored, and the sealed signing keys and recovery-code pepper "
+        "as one collection Bundle (JSON); restore it with `fhirauth seed FILE`",
+    )
+    export.add_argument("--output", "-o", metavar="FILE", help="write here (mode 0600) instead of stdout")
+    export.set_defaults(run=cmd_export)
 
     two_factor = commands.add_parser("two-factor", help="two-factor administration")
     two_factor_commands = two_factor.add_subparsers(dest="action", required=True)

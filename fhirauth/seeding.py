@@ -16,6 +16,8 @@ from fhirauth.resources.bundles import BundleProcessor
 log = logging.getLogger("fhirauth.seed")
 
 PROGRESS_THRESHOLD = 1000
+# How a backup carries a storage record (the signing keys, the recovery-code pepper): a Binary entry.
+RECORD_CONTENT_TYPE = "application/vnd.fhirauth.storage-record+json"
 
 
 class SeedError(Exception):
@@ -34,8 +36,32 @@ def read_bundle(path: Path) -> Any:
         raise SeedError(f"{path}: {error.diagnostics}") from None
 
 
+def is_record_entry(entry: Any) -> bool:
+    resource = entry.get("resource") if isinstance(entry, dict) else None
+    return (
+        isinstance(resource, dict)
+        and resource.get("resourceType") == "Binary"
+        and resource.get("contentType") == RECORD_CONTENT_TYPE
+    )
+
+
+def carries_records(bundle: Any) -> bool:
+    """Whether `bundle` is a backup from `fhirauth export`, with storage records beside its resources."""
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    return isinstance(entries, list) and any(is_record_entry(entry) for entry in entries)
+
+
 async def seed_file(bundles: BundleProcessor, path: Path, *, show_progress: bool = False) -> dict[str, Any]:
     bundle = read_bundle(path)
+    if carries_records(bundle):
+        # Its signing keys and recovery-code pepper would be left behind: codes would stop matching.
+        raise SeedError(f"{path}: a backup from `fhirauth export`; restore it with `fhirauth seed {path}`")
+    return await seed_bundle(bundles, bundle, path, show_progress=show_progress)
+
+
+async def seed_bundle(
+    bundles: BundleProcessor, bundle: Any, path: Path, *, show_progress: bool = False
+) -> dict[str, Any]:
     entries = bundle.get("entry", []) if isinstance(bundle, dict) else []
     try:
         if show_progress and isinstance(entries, list) and len(entries) >= PROGRESS_THRESHOLD:

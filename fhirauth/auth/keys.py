@@ -197,6 +197,27 @@ class SigningKeys:
                 return len(stale), len(entries) - len(stale)
         raise RuntimeError("The signing key set kept changing while being re-sealed; try again")
 
+    async def restore(self, document: Document) -> None:
+        """Take in a backup's key set. Into an empty store it comes back as it was; where a set exists,
+        that set keeps signing and the backup's other keys are published beside it, so JWTs signed
+        before the backup still verify. Raises SecretBoxError before writing if a key does not open."""
+        for entry in document["keys"]:
+            _open_entry(self._box, entry)
+        for _ in range(_WRITE_RETRIES):
+            record = await self._storage.record_get(KIND, KEY)
+            if record is None:
+                if await self._storage.record_put(KIND, KEY, document, expected_rev=None) is not None:
+                    return
+                continue
+            known = {entry["kid"] for entry in record.document["keys"]}
+            added = [entry for entry in document["keys"] if entry["kid"] not in known]
+            if not added:
+                return
+            merged = {**record.document, "keys": [*record.document["keys"], *added]}
+            if await self._storage.record_put(KIND, KEY, merged, expected_rev=record.rev) is not None:
+                return
+        raise RuntimeError("The signing key set kept changing while being restored; try again")
+
     async def _reload_now(self) -> None:
         self._read_at = None
         await self.load()

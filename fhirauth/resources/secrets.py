@@ -126,6 +126,12 @@ class SecretFields:
         found = {path: _get(doc, path) for path in ENCRYPTED.get(doc["resourceType"], ())}
         return {path: value for path, value in found.items() if isinstance(value, str)}
 
+    def unreadable_fields(self, doc: Document) -> list[str]:
+        """The encrypted fields of `doc` that no configured master secret opens."""
+        return [
+            path for path, value in self.sealed_fields(doc).items() if not self._readable(value, doc["id"])
+        ]
+
     def reseal(self, doc: Document) -> Document | None:
         """`doc` with its encrypted fields re-sealed under the first master secret, or None when every
         one already is. Raises SecretBoxError for a value no configured master secret opens."""

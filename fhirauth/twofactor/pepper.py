@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 from fhirauth.secretbox import SecretBox
+from fhirauth.security import secrets_equal
 from fhirauth.storage.base import Record, Storage
 from fhirauth.twofactor.recovery import RecoveryCodes
+
+Document = dict[str, Any]
 
 KIND = "recovery-pepper"
 KEY = "hmac-sha256"
 _AAD = "recovery-code pepper"
 _WRITE_RETRIES = 5
+
+
+class PepperConflict(Exception):
+    """A restore would replace the pepper the stored recovery-code digests were made with."""
 
 
 class RecoveryPepper:
@@ -52,6 +60,20 @@ class RecoveryPepper:
         record = await self._storage.record_get(KIND, KEY)
         assert record is not None, "the recovery-code pepper vanished while being created"
         return record
+
+    async def restore(self, document: Document) -> None:
+        """Take in a backup's pepper, so its users' recovery codes match here. A store that has a
+        pepper of its own keeps it if it is the same, and refuses a different one (its digests would
+        stop matching). Raises SecretBoxError before writing if the backup's pepper does not open."""
+        wanted = self._box.decrypt(document["pepper"], aad=_AAD)
+        record = await self._storage.record_get(KIND, KEY)
+        if record is None:
+            if await self._storage.record_put(KIND, KEY, document, expected_rev=None) is not None:
+                return
+            record = await self._storage.record_get(KIND, KEY)
+            assert record is not None, "the recovery-code pepper vanished while being restored"
+        if not secrets_equal(self._box.decrypt(record.document["pepper"], aad=_AAD), wanted):
+            raise PepperConflict("This store already has another recovery-code pepper")
 
     async def reseal(self) -> tuple[int, int]:
         """Re-seal the pepper if an older master secret sealed it; (re-sealed, already current)."""
