@@ -147,16 +147,19 @@ def run_backend(
                     rate >= SEED_GOAL_PER_SECOND if measured else None,
                 )
             )
-            with fhirauth_server(storage, workers=args.workers, workdir=work, source=source) as (
-                url,
-                process,
-            ):
-                for scenario in scenarios:
+            # A fresh server per scenario: what one scenario leaves behind in the process (heap, caches)
+            # must not be billed to the next. The store is shared, so writes come last in the table.
+            rss_mb = 0.0
+            for scenario in scenarios:
+                with fhirauth_server(storage, workers=args.workers, workdir=work, source=source) as (
+                    url,
+                    process,
+                ):
                     report.results[scenario.name] = measure(scenario, url, data[dataset], args, process, db)
-                rss_mb = process.rss_bytes() / 2**20
+                    rss_mb = max(rss_mb, process.rss_bytes() / 2**20)
             report.measurements.append(
                 Measurement(
-                    f"server RSS after the {dataset} scenarios",
+                    f"server RSS after a {dataset} scenario (the largest)",
                     f"{rss_mb:,.0f} MB",
                     f"≤ {RSS_GOAL_MB} MB" if measured else "",
                     rss_mb <= RSS_GOAL_MB if measured else None,

@@ -44,8 +44,8 @@ class Scenario:
         return args
 
 
-# Run in this order; scenarios of one (server, dataset) share one server and one freshly seeded store,
-# so writes come last in their group.
+# Run in this order. Consecutive scenarios of one (server, dataset) share one freshly seeded store
+# (each gets a fresh server process), so writes come last in their group.
 SCENARIOS = (
     Scenario(MINIMAL, "minimal", "1k", paths="user-paths.txt"),
     Scenario("GET /User/{id}", "fhirauth", "1k", paths="user-paths.txt", goal=AtLeast(0.40, MINIMAL)),
