@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
+
+from fhirauth.audit import is_secret_key
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
 
@@ -34,3 +38,37 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+
+
+class RedactedQueries(logging.Filter):
+    """Masks the values of query parameters that may hold a secret in uvicorn's access lines.
+
+    A sign-up confirmation link carries its single-use token in the query, so that the e-mail works
+    with any mail reader; without this, anyone who reads the access log could finish the sign-up.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _redact_query(arg) if isinstance(arg, str) and "?" in arg else arg for arg in record.args
+            )
+        return True
+
+
+def _redact_query(target: str) -> str:
+    path, _, query = target.partition("?")
+    pairs = []
+    for pair in query.split("&"):
+        name, equals, _ = pair.partition("=")
+        pairs.append(f"{name}=***" if equals and is_secret_key(unquote_plus(name)) else pair)
+    return f"{path}?{'&'.join(pairs)}"
+
+
+def uvicorn_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration, with RedactedQueries on the access log."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"redacted_queries": {"()": "fhirauth.logs.RedactedQueries"}}
+    config["handlers"]["access"]["filters"] = ["redacted_queries"]
+    return config
