@@ -13,6 +13,9 @@ import orjson
 from fhirauth.audit import is_secret_key
 
 _RESERVED = set(vars(logging.makeLogRecord({})))
+# Loggers whose debug lines carry whole stored documents: password hashes, and credentials stored as
+# configured (webhook headers, SMTP passwords). They stay at INFO even when fhirauth logs at DEBUG.
+_DOCUMENT_LOGGERS = ("pymongo.command",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,6 +41,8 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    for name in _DOCUMENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 class RedactedQueries(logging.Filter):
