@@ -139,14 +139,14 @@ def _forms(kind: str, value: str) -> set[str]:
     return forms | {quote(form, safe="") for form in forms} | {quote_plus(form) for form in forms}
 
 
-def leaks(secrets_: Secrets, sources: dict[str, str]) -> list[str]:
-    """`source: kind 'value'` for every secret found in the captured text."""
-    found = []
+def leaks(secrets_: Secrets, sources: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(source, kind, value) for every secret found in the captured text."""
+    found = set()
     for kind, value, pattern in secrets_.patterns():
         for source, text in sources.items():
             if pattern.search(text):
-                found.append(f"{source}: {kind} {value!r}")
-    return sorted(set(found))
+                found.add((source, kind, value))
+    return sorted(found)
 
 
 def test_the_scanner_finds_every_form_it_looks_for() -> None:
@@ -164,8 +164,8 @@ def test_the_scanner_finds_every_form_it_looks_for() -> None:
         ("auth YXBwOnNlY3JldA%3D%3D", "Authorization header"),
         ('{"code": "123456"}', "TOTP code"),
     ):
-        assert [line.split(" ")[1] for line in leaks(planted, {"log:": text})] == [kind.split(" ")[0]], text
-    assert leaks(planted, {"log:": "id 9a123456b, hash 0123456789, port 51234"}) == []
+        assert [found for _, found, _ in leaks(planted, {"log": text})] == [kind], text
+    assert leaks(planted, {"log": "id 9a123456b, hash 0123456789, port 51234"}) == []
 
 
 # The story: every main flow, collecting each secret as it appears.
@@ -527,7 +527,7 @@ def _stored_after(storage_url: str) -> Stored:
     return asyncio.run(read())
 
 
-def _check(story: Story, stored: Stored, sources: dict[str, str]) -> list[str]:
+def _check(story: Story, stored: Stored, sources: dict[str, str]) -> list[tuple[str, str, str]]:
     assert {event["action"] for event in stored.events} >= EXPECTED_ACTIONS
     kinds = {kind for kind, _ in stored.forms}
     assert kinds == {
