@@ -100,7 +100,7 @@ def test_the_document_is_valid_openapi_3_1(document: Document) -> None:
     assert errors == []
     assert document["openapi"] == "3.1.0"
     assert document["servers"] == [{"url": "http://testserver"}]
-    for name, schema in document["components"]["schemas"].items():
+    for schema in document["components"]["schemas"].values():
         Draft202012Validator.check_schema(schema)
 
 
@@ -212,6 +212,8 @@ def test_writes_take_json_and_yaml_and_list_their_real_statuses(document: Docume
         "422",
         "503",
     ]
+    read = document["paths"]["/User/{id}"]["get"]
+    assert list(read["responses"]) == ["200", "401", "403", "404", "410", "503"]
     delete = document["paths"]["/User/{id}"]["delete"]
     assert list(delete["responses"]) == ["200", "204", "400", "401", "403", "409", "412", "503"]
     outcome = document["components"]["responses"]["Outcome503"]
@@ -222,7 +224,10 @@ def test_writes_take_json_and_yaml_and_list_their_real_statuses(document: Docume
 def test_oauth_and_two_factor_errors_have_their_own_shapes(document: Document) -> None:
     token = document["paths"]["/auth/token"]["post"]
     assert list(token["requestBody"]["content"]) == ["application/x-www-form-urlencoded", "application/json"]
+    assert list(token["responses"]) == ["200", "400", "401", "429", "503"]
     assert token["responses"]["400"] == {"$ref": "#/components/responses/OAuth400"}
+    oauth_429 = document["components"]["responses"]["OAuth429"]
+    assert set(oauth_429["headers"]) == {"Cache-Control", "Retry-After"}
     assert token["security"] == [{"basicAuth": []}, {}]
     oauth_401 = document["components"]["responses"]["OAuth401"]
     assert oauth_401["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/OAuthError"}
@@ -314,7 +319,7 @@ def test_the_docs_page_lists_every_operation_without_scripts(client: TestClient,
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["content-security-policy"] == (
-        "default-src 'none'; style-src 'self'; frame-ancestors 'none'"
+        "default-src 'none'; style-src 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
     page = response.text
     assert "<script" not in page
