@@ -330,4 +330,8 @@ def test_the_docs_page_lists_every_operation_without_scripts(client: TestClient,
     assert "<code>_count</code>" in page
     assert "<code>integer 0…1000</code>" in page
     assert "<code>/User/{id}/_history/{vid}</code>" in page
+    assert "<p>Read a User</p>" in page
+    assert "<p>Read an AccessPolicy</p>" in page
+    assert "`" not in page
+    assert "<code>MergePatch | JsonPatch</code>" in page
     assert client.get("/static/api-docs.css").status_code == 200

@@ -32,6 +32,8 @@ async def openapi_json(request: Request) -> Response:
 def _schema_label(schema: Document) -> str:
     if "$ref" in schema:
         return str(schema["$ref"]).removeprefix(SCHEMA_PREFIX)
+    if "oneOf" in schema:
+        return " | ".join(_schema_label(option) for option in schema["oneOf"])
     if "enum" in schema:
         return " | ".join(str(value) for value in schema["enum"])
     kind = schema.get("type", "any")
@@ -41,6 +43,11 @@ def _schema_label(schema: Document) -> str:
     if "pattern" in schema:
         label += f" matching {schema['pattern']}"
     return label
+
+
+def _inline(text: str) -> list[tuple[str, bool]]:
+    """Text with `code` spans as (text, is_code) pieces, for the template to mark up."""
+    return [(piece, index % 2 == 1) for index, piece in enumerate(text.split("`")) if piece]
 
 
 def _resolved(document: Document, node: Document) -> Document:
@@ -64,14 +71,14 @@ def docs_sections(document: Document) -> list[tuple[str, list[Document]]]:
                     "id": operation["operationId"],
                     "method": method.upper(),
                     "path": path,
-                    "summary": operation["summary"],
+                    "summary": _inline(operation["summary"]),
                     "parameters": [
                         {
                             "name": parameter["name"],
                             "in": parameter["in"],
                             "required": parameter["required"],
                             "schema": _schema_label(parameter["schema"]),
-                            "description": parameter["description"],
+                            "description": _inline(parameter["description"]),
                         }
                         for parameter in operation.get("parameters", [])
                     ],
@@ -80,7 +87,10 @@ def docs_sections(document: Document) -> list[tuple[str, list[Document]]]:
                         for media_type, content in body.items()
                     ],
                     "responses": [
-                        {"status": status, "description": _resolved(document, response)["description"]}
+                        {
+                            "status": status,
+                            "description": _inline(_resolved(document, response)["description"]),
+                        }
                         for status, response in operation["responses"].items()
                     ],
                 }
@@ -94,11 +104,9 @@ async def docs(request: Request) -> Response:
     return templates.TemplateResponse(request, "api_docs.html", context, headers=_DOCS_HEADERS)
 
 
-# A page of its own: no script at all, only the local stylesheet.
+# A page of its own: no script at all, only the local stylesheets (SecurityHeadersMiddleware adds the rest).
 _DOCS_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; base-uri 'none'; frame-ancestors 'none'"
 }
 
 

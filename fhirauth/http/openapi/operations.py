@@ -34,9 +34,10 @@ _STATUS_TEXT = {
     503: "Storage is unreachable; `Retry-After` says when to try again",
 }
 
-# Errors every resource operation can meet: credentials, policies, storage.
-_GUARDED = (400, 401, 403, 503)
-_WITH_BODY = (413, 415)
+# Errors every resource operation can meet: credentials, policies, storage. 400 is a malformed
+# parameter, header or body, so reads without parameters never answer it.
+_GUARDED = (401, 403, 503)
+_WITH_BODY = (400, 413, 415)
 
 
 def _content(schema: Document, media_types: Iterable[str]) -> Document:
@@ -78,12 +79,15 @@ def _oauth_response(status: int) -> Document:
     if status == 401:
         # RFC 6749 §5.2: only a client that tried HTTP authentication is told which scheme to use.
         response["headers"] = {**_NO_STORE, "WWW-Authenticate": _header("Basic", required=False)}
+    if status == 429:
+        response["description"] = "Too many requests from this address, or for this account"
+        response["headers"] = {**_NO_STORE, **_RETRY_AFTER}
     return response
 
 
 RESPONSES = {
     **{f"Outcome{status}": _outcome_response(status) for status in _STATUS_TEXT},
-    **{f"OAuth{status}": _oauth_response(status) for status in (400, 401)},
+    **{f"OAuth{status}": _oauth_response(status) for status in (400, 401, 429)},
 }
 
 
@@ -106,10 +110,11 @@ _IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
-    "description": 'Only if the current version is this one (`W/"3"` or `3`; `*` on PUT: if it exists)',
+    "description": 'Only if the current version is this one: `W/"3"` or `3`',
     "schema": {"type": "string"},
 }
-_VID = _path_param("vid", {"type": "string", "pattern": "^[0-9]{1,18}$"}, "A versionId")
+_IF_MATCH_OR_ANY = {**_IF_MATCH, "description": f"{_IF_MATCH['description']}; `*`: only if it exists"}
+_VID = _path_param("vid", {"type": "string", "pattern": "^[0-9]+$"}, "A versionId")
 
 
 def _id_param(resource_type: str) -> Document:
@@ -124,7 +129,8 @@ def _ok(description: str, schema: Document, headers: Document | None = None) -> 
 
 
 def _a(resource_type: str) -> str:
-    return f"an {resource_type}" if resource_type[0] in "AEIOU" else f"a {resource_type}"
+    # By sound: an AccessPolicy, a User.
+    return f"an {resource_type}" if resource_type[0] in "AEIO" else f"a {resource_type}"
 
 
 def _resource_body(resource_type: str) -> Document:
@@ -169,7 +175,10 @@ def _search(resource_type: str) -> Document:
         _FORMAT,
     ]
     summary = f"Search {resource_type} (also `field=value` and `dotted.field=a,b` equality filters)"
-    responses = {"200": _ok("A searchset Bundle", ref(f"{resource_type}.searchset")), **_outcomes(_GUARDED)}
+    responses = {
+        "200": _ok("A searchset Bundle", ref(f"{resource_type}.searchset")),
+        **_outcomes((*_GUARDED, 400)),
+    }
     return _operation(f"search{resource_type}", resource_type, summary, responses, parameters=parameters)
 
 
@@ -222,7 +231,7 @@ def _update(resource_type: str) -> Document:
         resource_type,
         f"Create or replace {_a(resource_type)}",
         responses,
-        parameters=[_id_param(resource_type), _IF_MATCH, _FORMAT],
+        parameters=[_id_param(resource_type), _IF_MATCH_OR_ANY, _FORMAT],
         body=_resource_body(resource_type),
     )
 
@@ -259,7 +268,7 @@ def _delete(resource_type: str) -> Document:
     responses = {
         "200": _ok(f"The deleted {resource_type}", ref(resource_type)),
         "204": {"description": "There was no such resource"},
-        **_outcomes((*_GUARDED, 409, 412)),
+        **_outcomes((*_GUARDED, 400, 409, 412)),
     }
     return _operation(
         f"delete{resource_type}",
@@ -358,7 +367,7 @@ def _token(path: str) -> Document:
             "headers": _NO_STORE,
             "content": _content(ref("TokenResponse"), ["application/json"]),
         },
-        **_oauth_errors(400, 401),
+        **_oauth_errors(400, 401, 429),
     }
     summary = "Token endpoint: authorization_code, password (+`totp`), client_credentials, refresh_token"
     return _operation(
@@ -414,7 +423,7 @@ def _userinfo(path: str) -> Document:
             "headers": _NO_STORE,
             "content": _content(ref("User"), ["application/json"]),
         },
-        **_outcomes((400, 401, 503)),
+        **_outcomes((401, 503)),
     }
     return _operation(
         "userinfo",
@@ -428,7 +437,7 @@ def _userinfo(path: str) -> Document:
 def _end_session(path: str) -> Document:
     responses = {
         "204": {"description": "The session ended; its tokens no longer work"},
-        **_outcomes((400, 401, 503)),
+        **_outcomes((401, 503)),
     }
     return _operation(
         "endSession",
@@ -491,7 +500,10 @@ def _two_factor(path: str) -> Document:
             "description": "Refused: wrong code, not enrolled, already on",
             "content": _content(ref("TwoFactorError"), ["application/json"]),
         },
-        "429": {"description": "Locked out after too many wrong codes", **refused},
+        "429": {
+            "description": "Locked out after wrong codes, or too many requests from this address",
+            **refused,
+        },
     }
     body = {"required": False, "content": _content(ref(request), ["application/json", "text/yaml"])}
     return _operation(
