@@ -85,7 +85,10 @@ _load_schemas = functools.cache(SchemaRegistry.from_directory)
 
 
 def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
-    box = SecretBox(master_secrets(settings))
+    try:
+        box = SecretBox(master_secrets(settings))
+    except ValueError as error:
+        raise SystemExit(f"fhirauth: FHIRAUTH_SECRET_KEY: {error}") from None
     passwords = PasswordHasher()
     resources = ResourceService(
         storage,

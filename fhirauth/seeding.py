@@ -16,6 +16,7 @@ from fhirauth.resources.bundles import BundleProcessor
 log = logging.getLogger("fhirauth.seed")
 
 PROGRESS_THRESHOLD = 1000
+SEED_MAX_KEYS = 2**31
 # How a backup carries a storage record (the signing keys, the recovery-code pepper): a Binary entry.
 RECORD_CONTENT_TYPE = "application/vnd.fhirauth.storage-record+json"
 
@@ -31,7 +32,9 @@ def read_bundle(path: Path) -> Any:
     except OSError as error:
         raise SeedError(f"{path}: {error.strerror}") from None
     try:
-        return parse_document(raw, content_type)
+        # A seed file is the operator's own, and may hold a whole dataset: only the per-request
+        # key budget is lifted; depth, NUL and `$` keys are refused as in any request.
+        return parse_document(raw, content_type, max_keys=SEED_MAX_KEYS)
     except BadRequest as error:
         raise SeedError(f"{path}: {error.diagnostics}") from None
 

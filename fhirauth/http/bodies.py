@@ -49,7 +49,7 @@ async def read_bytes(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_document(raw: bytes, content_type: str) -> Any:
+def parse_document(raw: bytes, content_type: str, *, max_keys: int = MAX_KEYS) -> Any:
     if not raw.strip():
         raise BadRequest("Request body is empty")
     if content_type in YAML_TYPES:
@@ -66,7 +66,7 @@ def parse_document(raw: bytes, content_type: str) -> Any:
             raise BadRequest(f"Malformed JSON: {error}") from None
     else:
         raise UnsupportedMediaType(f"Unsupported Content-Type '{content_type}'; use JSON or YAML")
-    check_structure(value, max_depth=MAX_DEPTH, max_keys=MAX_KEYS)
+    check_structure(value, max_depth=MAX_DEPTH, max_keys=max_keys)
     return value
 
 
