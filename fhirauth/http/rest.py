@@ -7,6 +7,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
 
 from fhirauth.auth.principal import Principal
@@ -191,14 +192,32 @@ async def bundle(request: Request) -> Response:
     return body_response(request, await services.bundles.process(body))
 
 
+class ResourceTypeConvertor(Convertor[str]):
+    """Resource types start with a capital; every fixed route (/auth, /demo, /health…) does not.
+
+    That lets the resource routes come first in the table, where most requests go, without ever
+    shadowing a fixed route.
+    """
+
+    regex = "[A-Z][A-Za-z0-9]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("rtype", ResourceTypeConvertor())
+
 routes = [
     Route("/", bundle, methods=["POST"]),
-    Route("/{type:str}", search, methods=["GET"]),
-    Route("/{type:str}", create, methods=["POST"]),
-    Route("/{type:str}/{id:str}", read, methods=["GET"]),
-    Route("/{type:str}/{id:str}", update, methods=["PUT"]),
-    Route("/{type:str}/{id:str}", patch, methods=["PATCH"]),
-    Route("/{type:str}/{id:str}", delete, methods=["DELETE"]),
-    Route("/{type:str}/{id:str}/_history", history, methods=["GET"]),
-    Route("/{type:str}/{id:str}/_history/{vid:str}", vread, methods=["GET"]),
+    Route("/{type:rtype}", search, methods=["GET"]),
+    Route("/{type:rtype}", create, methods=["POST"]),
+    Route("/{type:rtype}/{id:str}", read, methods=["GET"]),
+    Route("/{type:rtype}/{id:str}", update, methods=["PUT"]),
+    Route("/{type:rtype}/{id:str}", patch, methods=["PATCH"]),
+    Route("/{type:rtype}/{id:str}", delete, methods=["DELETE"]),
+    Route("/{type:rtype}/{id:str}/_history", history, methods=["GET"]),
+    Route("/{type:rtype}/{id:str}/_history/{vid:str}", vread, methods=["GET"]),
 ]

@@ -31,7 +31,7 @@ def build_document(routes: Sequence[BaseRoute], schemas: SchemaRegistry, base_ur
         methods = sorted(method.lower() for method in route.methods if method != "HEAD")
         if route.endpoint in PER_TYPE:
             for resource_type in resource_types:
-                path = _openapi_path(route.path.replace("{type:str}", resource_type))
+                path = _openapi_path(route.path.replace("{type:rtype}", resource_type))
                 for method in methods:
                     paths.setdefault(path, {})[method] = PER_TYPE[route.endpoint](resource_type)
         elif route.endpoint in FIXED:
