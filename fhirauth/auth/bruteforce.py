@@ -97,7 +97,7 @@ class PasswordLockout:
     def __init__(self, storage: Storage, clock: Clock, policy: BruteForcePolicy) -> None:
         self._storage = storage
         self._clock = clock
-        self.policy = policy
+        self._policy = policy
 
     async def attempt(self, user_id: str, check: Check) -> Verdict:
         """Run `check` (True when the password is right) only if the account may try now.
@@ -105,7 +105,7 @@ class PasswordLockout:
         If `check` raises, its slot stays spent.
         """
         state = await self._read(user_id)
-        allowed = self.policy.attempts_after(state.failures)
+        allowed = self._policy.attempts_after(state.failures)
         if allowed == 0:
             return Verdict(Outcome.LOCKED)
         if state.locked_until is not None and self._clock() < state.locked_until:
@@ -151,9 +151,9 @@ class PasswordLockout:
         lock since; return the lock in force."""
         failures = seen.failures + allowed
         until: str | None = None
-        if self.policy.attempts_after(failures) > 0:
+        if self._policy.attempts_after(failures) > 0:
             # Stored at millisecond precision; what is reported is what is stored.
-            until = isoformat(self._clock() + timedelta(seconds=self.policy.wait_after(failures)))
+            until = isoformat(self._clock() + timedelta(seconds=self._policy.wait_after(failures)))
         document = {"generation": seen.generation + 1, "failures": failures, "lockedUntil": until}
         written = await self._storage.record_put(
             LOCK, user_id, document, expected_rev=seen.rev, expires_at=self._clock() + FAILURE_MEMORY

@@ -3,8 +3,9 @@
 Per-address limits run in one small ASGI middleware rather than in each endpoint: one table says
 which routes are limited, a new route under a limited path cannot forget its call, and a refused
 request is answered before its body is read, its form parsed or any password hashed. Per-account
-limits need the parsed body, so they live in the domain (Logins, the 2FA guard) and surface as
-RateLimited, which `rate_limited` renders the same way.
+limits need the parsed body, so they are counted where it is read (the password check in Logins, the
+signup form) and surface as RateLimited, which `rate_limited` renders the same way. The two-factor
+step's per-account limit is the code lockout of the 2FA guard.
 """
 
 from __future__ import annotations
