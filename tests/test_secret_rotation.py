@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from support.mongo import drop_database, with_database
 
 from fhirauth.app import INDEXES, build_services
@@ -32,9 +33,9 @@ def _settings(url: str, secret: str, previous: list[str]) -> Settings:
     return Settings(  # type: ignore[call-arg]
         _env_file=None,
         storage=url,
-        secret_key=secret,
-        previous_secret_keys=previous,
-        root_client_secret="secret",
+        secret_key=SecretStr(secret),
+        previous_secret_keys=[SecretStr(each) for each in previous],
+        root_client_secret=SecretStr("secret"),
         base_url="http://issuer.test",
     )
 
