@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import orjson
+from oauth_data import OAuthDataset
 
 # `fhirauth seed` reads a file through the same structural guard as a request body, which refuses a
 # document of more than 10,000 properties (fhirauth/resources/structure.py MAX_KEYS): about 1,000 Users.
@@ -20,6 +21,10 @@ class Dataset:
 
     name: str
     users: int
+
+    @property
+    def resources(self) -> int:
+        return self.users
 
     def bundles(self, directory: Path) -> Sequence[Path]:
         return sorted(directory.glob("bundle-*.json"))
@@ -53,7 +58,9 @@ class Dataset:
         return directory
 
 
-DATASETS = {
+DATASETS: dict[str, Dataset | OAuthDataset] = {
     "1k": Dataset("1k", 1_000),
     "100k": Dataset("100k", 100_000),
+    # Enough one-use 2FA users for the runs of scenarios.PASSWORD_TOTP_CAP and DISABLE_CAP.
+    "oauth": OAuthDataset("oauth", 20_000),
 }

@@ -3,10 +3,15 @@
 --   method=M     the HTTP method (default GET)
 --   body=FILE    the request body, sent with every request
 --   type=MIME    its Content-Type (default application/json)
+--   lines=FILE   one request per line, "AUTHORIZATION<TAB>BODY", each sent once: thread k of n takes
+--                lines k, k+n, ... in order (a TOTP code is accepted once per user), starting over only
+--                when its share runs out (those repeats are refused, and counted as non-2xx)
 -- Other headers (Authorization) come from wrk's -H. done() prints one BENCH_JSON line for run.py.
 
 local paths = {}
 local requests = {}
+local sequential = false
+local next_request = 0
 
 local counter = 0
 function setup(thread)
@@ -33,6 +38,25 @@ function init(args)
     file:close()
     headers["Content-Type"] = options.type or "application/json"
   end
+  if options.lines then
+    headers["Content-Type"] = options.type or "application/json"
+    local threads = tonumber(options.threads or "2")
+    local n = 0
+    for line in io.lines(options.lines) do
+      if n % threads == (thread_number or 1) - 1 then
+        local authorization, line_body = line:match("^([^\t]*)\t(.*)$")
+        local own = {}
+        for name, value in pairs(headers) do
+          own[name] = value
+        end
+        own["Authorization"] = authorization
+        requests[#requests + 1] = wrk.format(method, wrk.path, own, line_body)
+      end
+      n = n + 1
+    end
+    sequential = true
+    return
+  end
   if options.paths then
     for line in io.lines(options.paths) do
       paths[#paths + 1] = line
@@ -48,6 +72,10 @@ function init(args)
 end
 
 function request()
+  if sequential then
+    next_request = next_request % #requests + 1
+    return requests[next_request]
+  end
   return requests[math.random(#requests)]
 end
 

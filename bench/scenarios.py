@@ -3,11 +3,21 @@ plus a dataset in datasets.py if it needs other data."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from oauth_data import CLIENT_AUTH, JWT_CLIENT_AUTH, OAuthRuns
+
 MINIMAL = "minimal app: GET /User/{id}"
+ARGON2 = "argon2id verify, in-process, 2 threads"
+ROOT = "root"
+FORM = "application/x-www-form-urlencoded"
+
+# What a scenario's request files hold when they must be written against the running server, just
+# before each wrk run of `seconds` (warm-up or measured): extra request.lua arguments and -H headers.
+RunSetup = Callable[[OAuthRuns, str, float], tuple[list[str], list[str]]]
 
 
 @dataclass(frozen=True)
@@ -24,7 +34,8 @@ class AtLeast:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    server: Literal["minimal", "fhirauth"]
+    # "argon2" is no server: run.py times PasswordHasher.verify in its own process.
+    server: Literal["minimal", "fhirauth", "argon2"]
     dataset: str
     method: str = "GET"
     path: str = "/"
@@ -33,7 +44,12 @@ class Scenario:
     # A file of the dataset sent as the body of every request.
     body: str | None = None
     content_type: str = "application/json"
+    # A file of the dataset with "AUTHORIZATION<TAB>BODY" per line, taken in turn (request.lua).
+    lines: str | None = None
     goal: AtLeast | None = None
+    # The Authorization header of every request: ROOT (HTTP Basic as root), another value, or None.
+    authorization: str | None = ROOT
+    setup: RunSetup | None = None
 
     def script_args(self, data: Path) -> list[str]:
         args = [f"method={self.method}"]
@@ -41,8 +57,36 @@ class Scenario:
             args.append(f"paths={data / self.paths}")
         if self.body:
             args += [f"body={data / self.body}", f"type={self.content_type}"]
+        if self.lines:
+            args += [f"lines={data / self.lines}", f"type={self.content_type}"]
         return args
 
+
+def _introspect(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    return [f"body={runs.introspect_body(url)}", f"type={FORM}"], []
+
+
+def _userinfo(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    return [], [f"Authorization: Bearer {runs.userinfo_token(url)}"]
+
+
+# Requests per second a run of a one-use scenario is given users for; beyond that, requests repeat
+# a used code and are refused (counted as errors, so the scenario shows as missed).
+PASSWORD_TOTP_CAP = 100
+DISABLE_CAP = 1_500
+
+
+def _password_totp(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    lines = runs.password_totp_lines(int(seconds * PASSWORD_TOTP_CAP))
+    return [f"lines={lines}", f"type={FORM}"], []
+
+
+def _disable(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    return [f"lines={runs.disable_lines(int(seconds * DISABLE_CAP))}"], []
+
+
+CLIENT_CREDENTIALS = "POST /auth/token client_credentials (opaque)"
+PASSWORD_GRANT = "POST /auth/token password"
 
 # Run in this order. Consecutive scenarios of one (server, dataset) share one freshly seeded store
 # (each gets a fresh server process), so writes come last in their group.
@@ -67,6 +111,81 @@ SCENARIOS = (
         "100k",
         paths="email-paths.txt",
         goal=AtLeast(0.80, "GET /User?email= (1k users)"),
+    ),
+    # OAuth (issue 3) and two-factor (issue 4): see "OAuth and two-factor" in README.md.
+    Scenario(ARGON2, "argon2", "oauth"),
+    Scenario(
+        CLIENT_CREDENTIALS,
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        body="client-credentials.txt",
+        content_type=FORM,
+        authorization=CLIENT_AUTH,
+        goal=AtLeast(0.30, MINIMAL),
+    ),
+    Scenario(
+        "POST /auth/token client_credentials (JWT)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        body="client-credentials.txt",
+        content_type=FORM,
+        authorization=JWT_CLIENT_AUTH,
+        goal=AtLeast(0.15, MINIMAL),
+    ),
+    Scenario(
+        "POST /auth/introspect (opaque)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/introspect",
+        authorization=CLIENT_AUTH,
+        setup=_introspect,
+        goal=AtLeast(0.35, MINIMAL),
+    ),
+    Scenario(
+        "GET /auth/userinfo",
+        "fhirauth",
+        "oauth",
+        path="/auth/userinfo",
+        authorization=None,
+        setup=_userinfo,
+        goal=AtLeast(0.35, MINIMAL),
+    ),
+    Scenario(
+        PASSWORD_GRANT,
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        lines="password-grant-lines.txt",
+        content_type=FORM,
+        authorization=None,
+        goal=AtLeast(0.80, ARGON2),
+    ),
+    Scenario(
+        "POST /auth/token password + totp",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        authorization=None,
+        setup=_password_totp,
+        goal=AtLeast(0.95, PASSWORD_GRANT),
+    ),
+    # Writes: each request turns one user's 2FA off.
+    Scenario(
+        "POST /app/auth/two-factor/disable (TOTP verify)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/app/auth/two-factor/disable",
+        authorization=None,
+        setup=_disable,
+        goal=AtLeast(0.25, MINIMAL),
     ),
 )
 

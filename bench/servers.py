@@ -109,12 +109,13 @@ def wait_http(url: str, process: Process) -> None:
 
 @contextmanager
 def fhirauth_server(
-    storage: str, *, workers: int, workdir: Path, source: Path
+    storage: str, *, workers: int, workdir: Path, source: Path, extra_env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, Process]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = fhirauth_command("serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers))
-    process = Process("fhirauth", command, workdir=workdir, env=fhirauth_env(storage, url, source))
+    env = {**fhirauth_env(storage, url, source), **(extra_env or {})}
+    process = Process("fhirauth", command, workdir=workdir, env=env)
     try:
         wait_http(f"{url}/health", process)
         yield url, process

@@ -1,0 +1,202 @@
+"""The OAuth and two-factor dataset: Clients, Users with passwords and 2FA, and their bearer tokens.
+
+Request files that hold codes or tokens are written while the server runs (`OAuthRuns`), just
+before each wrk run: a TOTP code is valid for its 30 s step only and accepted once per user.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.security import token_hash
+from fhirauth.twofactor import totp
+
+CLIENT_ID = "bench"
+JWT_CLIENT_ID = "bench-jwt"
+CLIENT_SECRET = "bench client secret"
+PASSWORD = "bench password of decent length"
+PASSWORD_USERS = 100
+BUNDLE_SIZE = 500
+
+# Every per-address and per-account limit, raised: all wrk traffic comes from 127.0.0.1 (and the
+# password grant signs the same 100 users in again and again). Still counted in storage per request.
+RATE_LIMIT_ENV = {
+    f"FHIRAUTH_RATE_LIMIT_{name}": "1000000000/minute"
+    for name in ("LOGIN_IP", "LOGIN_ACCOUNT", "TOKEN_IP", "SIGNUP_IP", "SIGNUP_EMAIL", "TWO_FACTOR_IP")
+}
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+CLIENT_AUTH = basic(CLIENT_ID, CLIENT_SECRET)
+JWT_CLIENT_AUTH = basic(JWT_CLIENT_ID, CLIENT_SECRET)
+
+
+@dataclass(frozen=True)
+class OAuthDataset:
+    """Two Clients (opaque and JWT tokens), PASSWORD_USERS Users with a password, and `totp_users`
+    Users with a password, 2FA enabled with a known secret, and one live bearer token each.
+
+    The Users share one Argon2id hash (seed stores a value that already is a hash as it is): hashing
+    tens of thousands of passwords would take longer than the benchmark. Bearer tokens are Sessions
+    holding the token's SHA-256, as the token endpoint writes them; a password grant per 2FA user
+    would cost an Argon2id verification each.
+    """
+
+    name: str
+    totp_users: int
+
+    @property
+    def users(self) -> int:
+        return PASSWORD_USERS + self.totp_users
+
+    @property
+    def resources(self) -> int:
+        """Two Clients, the Users, and a Session per 2FA user."""
+        return 2 + self.users + self.totp_users
+
+    def bundles(self, directory: Path) -> Sequence[Path]:
+        return sorted(directory.glob("bundle-*.json"))
+
+    def prepare(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        password_hash = PasswordHasher().hash(PASSWORD)
+        entries: list[dict[str, object]] = []
+        for id, jwt in ((CLIENT_ID, False), (JWT_CLIENT_ID, True)):
+            client: dict[str, object] = {
+                "resourceType": "Client",
+                "secret": CLIENT_SECRET,
+                "grant_types": ["client_credentials", "password"],
+            }
+            if jwt:
+                client["auth"] = {"client_credentials": {"token_format": "jwt"}}
+            entries.append(_put(f"/Client/{id}", client))
+        password_forms = []
+        for n in range(PASSWORD_USERS):
+            email = f"user{n}@oauth.bench"
+            entries.append(
+                _put(f"/User/pw{n}", {"resourceType": "User", "email": email, "password": password_hash})
+            )
+            form = {"grant_type": "password", "username": email, "password": PASSWORD}
+            password_forms.append(f"{CLIENT_AUTH}\t{urlencode(form)}")
+        totp_users = []
+        for n in range(self.totp_users):
+            id, secret, token = f"tf{n}", totp.new_secret(), secrets.token_urlsafe(32)
+            user = {
+                "resourceType": "User",
+                "email": f"tf{n}@oauth.bench",
+                "password": password_hash,
+                "twoFactor": {"enabled": True, "secretKey": secret},
+            }
+            session = {
+                "resourceType": "Session",
+                "type": "password",
+                "active": True,
+                "client": {"resourceType": "Client", "id": CLIENT_ID},
+                "user": {"resourceType": "User", "id": id},
+                "access_token": token_hash(token),
+            }
+            entries += [_put(f"/User/{id}", user), _put(f"/Session/s-{id}", session)]
+            totp_users.append({"id": id, "email": user["email"], "secret": secret, "token": token})
+        for start in range(0, len(entries), BUNDLE_SIZE):
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": entries[start : start + BUNDLE_SIZE],
+            }
+            (directory / f"bundle-{start // BUNDLE_SIZE:04d}.json").write_bytes(orjson.dumps(bundle))
+        (directory / "password-grant-lines.txt").write_text("\n".join(password_forms) + "\n")
+        (directory / "client-credentials.txt").write_text("grant_type=client_credentials")
+        (directory / "totp-users.json").write_bytes(orjson.dumps(totp_users))
+        return directory
+
+
+def _put(url: str, resource: dict[str, object]) -> dict[str, object]:
+    return {"request": {"method": "PUT", "url": url}, "resource": resource}
+
+
+def _post_form(url: str, form: dict[str, str], authorization: str) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=urlencode(form).encode(),
+        headers={"Authorization": authorization, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.load(response))
+
+
+@dataclass
+class OAuthRuns:
+    """Request files written against the running server, before each wrk run.
+
+    Each 2FA user is used by one request only, across all runs (a code is accepted once per user and
+    step, and `disable` turns 2FA off), so runs take consecutive slices of the users.
+    """
+
+    data: Path
+    _next_user: int = 0
+    _users: list[dict[str, str]] = field(default_factory=list)
+
+    def _take(self, count: int) -> list[dict[str, str]]:
+        if not self._users:
+            self._users = orjson.loads((self.data / "totp-users.json").read_bytes())
+        taken = self._users[self._next_user : self._next_user + count]
+        self._next_user += len(taken)
+        return taken
+
+    def introspect_body(self, url: str) -> Path:
+        token = _post_form(f"{url}/auth/token", {"grant_type": "client_credentials"}, CLIENT_AUTH)[
+            "access_token"
+        ]
+        path = self.data / "introspect.txt"
+        path.write_text(urlencode({"token": token}))
+        return path
+
+    def userinfo_token(self, url: str) -> str:
+        form = {"grant_type": "password", "username": "user0@oauth.bench", "password": PASSWORD}
+        return str(_post_form(f"{url}/auth/token", form, CLIENT_AUTH)["access_token"])
+
+    def password_totp_lines(self, count: int) -> Path:
+        """`count` password grants with a current TOTP code, each for a user of its own."""
+        step = totp.step_at(time.time())
+        lines = []
+        for user in self._take(count):
+            form = {
+                "grant_type": "password",
+                "username": user["email"],
+                "password": PASSWORD,
+                "totp": totp.code_at(user["secret"], step),
+            }
+            lines.append(f"{CLIENT_AUTH}\t{urlencode(form)}")
+        return self._write("password-totp-lines.txt", lines)
+
+    def disable_lines(self, count: int) -> Path:
+        """`count` `POST /app/auth/two-factor/disable` requests, each with its own user's token and code."""
+        step = totp.step_at(time.time())
+        lines = []
+        for user in self._take(count):
+            body = orjson.dumps({"token": totp.code_at(user["secret"], step)}).decode()
+            lines.append(f"Bearer {user['token']}\t{body}")
+        return self._write("disable-lines.txt", lines)
+
+    def taken(self) -> int:
+        """How many 2FA users the runs have used; the rest still have 2FA on and no code spent."""
+        return self._next_user
+
+    def _write(self, name: str, lines: list[str]) -> Path:
+        path = self.data / name
+        path.write_text("\n".join(lines) + "\n")
+        return path
