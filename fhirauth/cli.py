@@ -69,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=settings.log_level.lower(),
         access_log=args.access_log,
-        log_config=logs.uvicorn_log_config(),
+        log_config=logs.uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=settings.trust_proxy_headers,
     )
     return 0

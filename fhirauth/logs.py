@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
+import logging.config
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -32,17 +32,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(event, default=str).decode()
 
 
+def _config(level: str, fmt: str) -> dict[str, Any]:
+    """The `logging.config.dictConfig` of fhirauth's own lines: the root logger at `level`."""
+    formatter: dict[str, Any] = (
+        {"()": "fhirauth.logs.JsonFormatter"}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}
+    )
+    floor = logging.getLevelName(max(logging.INFO, logging.getLevelName(level.upper())))
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"fhirauth": formatter},
+        "handlers": {
+            "fhirauth": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "fhirauth",
+            }
+        },
+        "root": {"handlers": ["fhirauth"], "level": level.upper()},
+        "loggers": {name: {"level": floor} for name in _DOCUMENT_LOGGERS},
+    }
+
+
 def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level.upper())
-    for name in _DOCUMENT_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    logging.config.dictConfig(_config(level, fmt))
 
 
 class RedactedQueries(logging.Filter):
@@ -69,11 +84,20 @@ def _redact_query(target: str) -> str:
     return f"{path}?{'&'.join(pairs)}"
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration, with RedactedQueries on the access log."""
+def uvicorn_log_config(level: str, fmt: str) -> dict[str, Any]:
+    """uvicorn's own logging configuration with RedactedQueries on the access log, plus fhirauth's.
+
+    uvicorn applies it in every worker process it starts, where `configure` (run by the `fhirauth`
+    command in the parent) never ran: without it the workers' own lines went nowhere.
+    """
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    ours = _config(level, fmt)
     config["filters"] = {"redacted_queries": {"()": "fhirauth.logs.RedactedQueries"}}
     config["handlers"]["access"]["filters"] = ["redacted_queries"]
+    config["formatters"].update(ours["formatters"])
+    config["handlers"].update(ours["handlers"])
+    config["loggers"].update(ours["loggers"])
+    config["root"] = ours["root"]
     return config
