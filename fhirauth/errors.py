@@ -14,7 +14,11 @@ class Issue:
     severity: str = "error"
 
     def as_dict(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
         if self.expression:
             issue["expression"] = list(self.expression)
         return issue
@@ -35,9 +39,7 @@ class OutcomeError(Exception):
     ) -> None:
         super().__init__(diagnostics)
         self.diagnostics = diagnostics
-        self.issues = issues or [
-            Issue(diagnostics, self.code, (expression,) if expression else ())
-        ]
+        self.issues = issues or [Issue(diagnostics, self.code, (expression,) if expression else ())]
         self.headers = headers or {}
 
     def outcome(self) -> dict[str, Any]:
