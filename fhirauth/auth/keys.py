@@ -22,7 +22,7 @@ from joserfc.jwk import RSAKey
 
 from fhirauth.clock import Clock, isoformat
 from fhirauth.secretbox import SecretBox
-from fhirauth.storage.base import Record, Storage
+from fhirauth.storage.base import Record, Storage, StorageUnavailable
 
 Document = dict[str, Any]
 
@@ -132,7 +132,14 @@ class SigningKeys:
 
     async def _current(self) -> list[_Key]:
         if self._stale():
-            await self.load()
+            try:
+                await self.load()
+            except StorageUnavailable:
+                if not self._keys:
+                    raise
+                # An outage must not take the published keys down with it: the last set read serves
+                # until storage answers again (asked once per RELOAD_SECONDS meanwhile).
+                self._read_at = self._clock()
         now = self._clock()
         return [key for key in self._keys if key.published(now)]
 

@@ -17,6 +17,7 @@ from fhirauth.auth.tokens import Issuance, longest_jwt_lifetime
 from fhirauth.clock import ManualClock
 from fhirauth.secretbox import SecretBox
 from fhirauth.services import Services
+from fhirauth.storage.base import StorageUnavailable
 
 LIFETIME = 300
 CLIENT = {
@@ -162,3 +163,16 @@ def test_the_longest_jwt_lifetime_counts_jwt_flows_only() -> None:
     assert longest_jwt_lifetime([]) == 3600
     assert longest_jwt_lifetime([opaque_long, jwt_short]) == 3600
     assert longest_jwt_lifetime([opaque_long, jwt_long, jwt_short]) == 7200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_last_key_set_read_is_published_while_storage_is_down(
+    services: Services, clock: ManualClock
+) -> None:
+    published = await services.keys.jwks()
+    await services.storage.close()
+    clock.advance(RELOAD_SECONDS)
+    assert await services.keys.jwks() == published
+    fresh = SigningKeys(services.storage, services.box, clock)
+    with pytest.raises(StorageUnavailable):
+        await fresh.jwks()
