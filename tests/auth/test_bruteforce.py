@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import anyio.lowlevel
 import pytest
 from pydantic import SecretStr
+from support.interleaving import InterleavingSQLite
 from support.mongo import drop_database, with_database
 
 from fhirauth.app import INDEXES, build_services
@@ -30,8 +30,7 @@ from fhirauth.ratelimit import Limit, Rate, RateLimited
 from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
-from fhirauth.storage.base import Document, Record, Storage
-from fhirauth.storage.sqlite import SQLiteStorage
+from fhirauth.storage.base import Document, Storage
 from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
 from fhirauth.twofactor.totp import code_at, step_at
 
@@ -40,40 +39,6 @@ RIGHT = "correct horse battery staple"
 WRONG = "Tr0ub4dor&3"
 SMALL = BruteForcePolicy(failure_factor=3, wait_increment_seconds=60, max_wait_seconds=150, max_failures=100)
 NO_ACCOUNT_LIMIT = Limit("login-account", None)
-
-
-class InterleavingSQLite(SQLiteStorage):
-    """Real SQLite that yields before each record call, so gathered coroutines interleave."""
-
-    async def record_get(self, kind: str, key: str) -> Record | None:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_get(kind, key)
-
-    async def record_put(
-        self,
-        kind: str,
-        key: str,
-        document: Document,
-        *,
-        expected_rev: int | None,
-        expires_at: datetime | None = None,
-    ) -> int | None:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_put(kind, key, document, expected_rev=expected_rev, expires_at=expires_at)
-
-    async def record_set(
-        self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
-    ) -> None:
-        await anyio.lowlevel.checkpoint()
-        await super().record_set(kind, key, document, expires_at=expires_at)
-
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_incr(kind, key, expires_at=expires_at)
-
-    async def record_delete(self, kind: str, key: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        await super().record_delete(kind, key)
 
 
 class CountingHasher(PasswordHasher):

@@ -8,11 +8,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio.lowlevel
 import pytest
+from support.interleaving import InterleavingSQLite
 
 from fhirauth.clock import ManualClock
-from fhirauth.storage.base import Document, Record
 from fhirauth.storage.sqlite import SQLiteStorage
 from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
 from fhirauth.twofactor.recovery import RecoveryCodes
@@ -22,49 +21,6 @@ SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 USER = "user-1"
 POLICY = LockoutPolicy(max_attempts=5, lockout_seconds=300)
 START = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
-
-
-class InterleavingSQLite(SQLiteStorage):
-    """The real SQLite backend, with a scheduling point before every record call.
-
-    SQLite answers without awaiting, so coroutines gathered against it would simply run one after the
-    other. Yielding first makes every concurrent attempt interleave at each storage call, as they do
-    against a networked backend: all read, then all write, the worst case for a read-then-write bug.
-    """
-
-    async def record_get(self, kind: str, key: str) -> Record | None:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_get(kind, key)
-
-    async def record_put(
-        self,
-        kind: str,
-        key: str,
-        document: Document,
-        *,
-        expected_rev: int | None,
-        expires_at: datetime | None = None,
-    ) -> int | None:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_put(kind, key, document, expected_rev=expected_rev, expires_at=expires_at)
-
-    async def record_set(
-        self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
-    ) -> None:
-        await anyio.lowlevel.checkpoint()
-        await super().record_set(kind, key, document, expires_at=expires_at)
-
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_incr(kind, key, expires_at=expires_at)
-
-    async def record_take(self, kind: str, key: str) -> Record | None:
-        await anyio.lowlevel.checkpoint()
-        return await super().record_take(kind, key)
-
-    async def record_delete(self, kind: str, key: str) -> None:
-        await anyio.lowlevel.checkpoint()
-        await super().record_delete(kind, key)
 
 
 @pytest.fixture
