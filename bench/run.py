@@ -221,10 +221,6 @@ def run_backend(
     with ExitStack() as stack:
         mongo_uri, db = stack.enter_context(secantus_server(work)) if backend == "mongo" else (None, None)
         for server, dataset, scenarios in groups(selected(args.datasets)):
-            if server == "argon2":
-                for scenario in scenarios:
-                    report.results[scenario.name] = argon2_verify_rate(args.duration)
-                continue
             if server == "minimal":
                 with minimal_server(workers=args.workers, workdir=work) as (url, process):
                     for scenario in scenarios:
@@ -253,6 +249,9 @@ def run_backend(
             runs = OAuthRuns(data[dataset])
             extra_env = RATE_LIMIT_ENV if dataset == "oauth" else {}
             for scenario in scenarios:
+                if scenario.in_process:
+                    report.results[scenario.name] = argon2_verify_rate(args.duration)
+                    continue
                 with fhirauth_server(
                     storage, workers=args.workers, workdir=work, source=source, extra_env=extra_env
                 ) as (url, process):
