@@ -40,7 +40,7 @@ function init(args)
   end
   if options.lines then
     headers["Content-Type"] = options.type or "application/json"
-    local threads = tonumber(options.threads or "2")
+    local threads = tonumber(options.threads)
     local n = 0
     for line in io.lines(options.lines) do
       if n % threads == (thread_number or 1) - 1 then

@@ -34,7 +34,8 @@ def run_wrk(
     command += ["-s", str(SCRIPT)]
     for header in headers:
         command += ["-H", header]
-    command += [url, "--", *script_args]
+    # request.lua's `lines=` splits its file between the threads, so it must know how many there are.
+    command += [url, "--", f"threads={THREADS}", *script_args]
     completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 60)
     for line in completed.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
