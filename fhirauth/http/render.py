@@ -20,18 +20,22 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def wants_yaml(request: Request) -> bool:
-    fmt = request.query_params.get("_format", "")
-    if fmt:
-        return fmt in ("yaml", "yml")
+    # Parsing the query string costs more than the rest of this; most requests have no _format.
+    if b"_format" in request.scope["query_string"]:
+        fmt = request.query_params.get("_format", "")
+        if fmt:
+            return fmt in ("yaml", "yml")
     accept = request.headers.get("accept", "")
     return "yaml" in accept and "json" not in accept
 
 
 def _json_type(request: Request) -> str:
+    headers = request.headers
+    named = headers.get("accept", "") + " " + headers.get("content-type", "")
+    if "+" not in named:
+        return "application/json"
     for candidate in ("application/fhir+json", "application/json+fhir"):
-        if candidate in request.headers.get("accept", "") or candidate in request.headers.get(
-            "content-type", ""
-        ):
+        if candidate in named:
             return candidate
     return "application/json"
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
-_DEFAULTS = (
-    ("content-security-policy", API_POLICY),
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
+_DEFAULTS = tuple(
+    (name.encode(), value.encode())
+    for name, value in (
+        ("content-security-policy", API_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+    )
 )
+_HSTS = (b"strict-transport-security", HSTS.encode())
 
 
 def new_nonce() -> str:
@@ -53,12 +56,13 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in _DEFAULTS:
-                    if name not in headers:
-                        headers[name] = value
+                # On every response of the hot path: raw header pairs, one pass, no header object.
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in _DEFAULTS if pair[0] not in present)
                 if secure:
-                    headers["strict-transport-security"] = HSTS
+                    headers.append(_HSTS)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

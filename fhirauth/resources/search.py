@@ -96,11 +96,11 @@ def searchset(
     total: int | None,
     base_url: str,
 ) -> dict[str, Any]:
-    kept = [(k, v) for k, v in params if k not in ("_page", "page")]
+    kept = urlencode([(k, v) for k, v in params if k not in ("_page", "page")])
+    prefix = f"/{resource_type}?{kept}&_page=" if kept else f"/{resource_type}?_page="
 
     def link(relation: str, page: int) -> dict[str, str]:
-        query = urlencode([*kept, ("_page", str(page))])
-        return {"relation": relation, "url": f"/{resource_type}?{query}"}
+        return {"relation": relation, "url": f"{prefix}{page}"}
 
     links = [link("first", 1), link("self", request.page)]
     if request.page > 1:
