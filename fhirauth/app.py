@@ -42,6 +42,7 @@ from fhirauth.http.cors import CORSMiddleware
 from fhirauth.http.limits import RateLimitMiddleware, rate_limited
 from fhirauth.http.security_headers import SecurityHeadersMiddleware
 from fhirauth.keyfile import master_secrets, root_secret
+from fhirauth.maintenance import purge_expired_records
 from fhirauth.notify import Notifier
 from fhirauth.ratelimit import RateLimited, RateLimiter, RateLimits
 from fhirauth.resources.bundles import BundleProcessor
@@ -239,9 +240,11 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
             # Serve 503s meanwhile; the backend is set up as soon as it answers.
             log.warning("storage unavailable at start-up; retrying in the background")
             starting = asyncio.create_task(_prepare_when_reachable(services))
+        purging = asyncio.create_task(purge_expired_records(storage, clock))
         try:
             yield
         finally:
+            purging.cancel()
             if starting is not None:
                 starting.cancel()
             await services.twofactor.close()
