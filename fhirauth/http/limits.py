@@ -50,6 +50,11 @@ def client_address(scope: Scope, trust_proxy_headers: bool) -> str | None:
     return str(client[0]) if client else None
 
 
+def client_ip(request: Request) -> str | None:
+    """The caller's address, as the rate limits and the audit trail see it."""
+    return client_address(request.scope, services_of(request).settings.trust_proxy_headers)
+
+
 def address_key(address: str | None) -> str:
     """The key an address is counted under: an IPv6 address by its /64 (what one subscriber gets)."""
     if address is None:

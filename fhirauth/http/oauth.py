@@ -17,6 +17,7 @@ from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type, read_bytes
 from fhirauth.http.cookies import SESSION_COOKIE, read_cookie
+from fhirauth.http.limits import client_ip
 from fhirauth.http.render import NO_STORE, json_response
 from fhirauth.http.rest import services_of
 from fhirauth.resources.secrets import redact
@@ -28,10 +29,6 @@ COOKIE = SESSION_COOKIE
 _MAX_PARAMS = 64
 # OAuth parameters are short; this bounds the body long before the resource API's limit.
 _MAX_BODY_BYTES = 65536
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 async def read_params(request: Request) -> dict[str, str]:
@@ -124,7 +121,7 @@ async def token(request: Request) -> Response:
     except OAuthError as error:
         detail = {"grant_type": grant_type, "error": error.error, "reason": error.description}
         await services.audit.record(
-            "token", "failure", client=credentials.client_id, ip=_client_ip(request), detail=detail
+            "token", "failure", client=credentials.client_id, ip=client_ip(request), detail=detail
         )
         raise
     if grant_type == "password" and response.userinfo is not None:
@@ -134,7 +131,7 @@ async def token(request: Request) -> Response:
             "success",
             user=response.userinfo,
             client=credentials.client_id,
-            ip=_client_ip(request),
+            ip=client_ip(request),
             detail={"grant_type": grant_type},
         )
     return _no_store(response.as_dict())

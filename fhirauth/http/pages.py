@@ -42,7 +42,7 @@ from fhirauth.http.cookies import (
 from fhirauth.http.csrf import CsrfRefused
 from fhirauth.http.forms import BadForm
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies, static
-from fhirauth.http.limits import client_address
+from fhirauth.http.limits import client_ip
 from fhirauth.http.rest import services_of
 from fhirauth.notify import NotificationFailed
 
@@ -73,10 +73,6 @@ def page(endpoint: Endpoint) -> Endpoint:
             return await error_page(request, error.message, status=error.status)
 
     return wrapped
-
-
-def client_ip(request: Request) -> str | None:
-    return client_address(request.scope, services_of(request).settings.trust_proxy_headers)
 
 
 def _with_query(path: str, query: str) -> str:

@@ -11,21 +11,16 @@ from starlette.routing import Route
 
 from fhirauth.errors import BadRequest, NotAuthenticated
 from fhirauth.http.bodies import media_type, parse_document, read_bytes
-from fhirauth.http.limits import client_address
+from fhirauth.http.limits import client_ip
 from fhirauth.http.render import json_response
-from fhirauth.services import Services
+from fhirauth.http.rest import services_of
 from fhirauth.twofactor.service import Locked, TwoFactorError
 
 Document = dict[str, Any]
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
 async def _user_and_body(request: Request) -> tuple[str, Document]:
-    services = _services(request)
+    services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     if principal is None or principal.user is None:
         raise NotAuthenticated(
@@ -50,7 +45,7 @@ def _token(body: Document) -> str:
 def refusal(request: Request, error: TwoFactorError) -> Response:
     headers = {}
     if isinstance(error, Locked) and error.until is not None:
-        seconds = (error.until - _services(request).clock()).total_seconds()
+        seconds = (error.until - services_of(request).clock()).total_seconds()
         headers["Retry-After"] = str(max(1, math.ceil(seconds)))
     return json_response(
         {"error": error.error, "error_description": error.description}, error.status, headers
@@ -59,7 +54,7 @@ def refusal(request: Request, error: TwoFactorError) -> Response:
 
 async def request_enrollment(request: Request) -> Response:
     user_id, body = await _user_and_body(request)
-    services = _services(request)
+    services = services_of(request)
     transport = body.get("transport")
     if transport is not None and not isinstance(transport, str):
         raise BadRequest("'transport' must be a string", "transport")
@@ -69,7 +64,7 @@ async def request_enrollment(request: Request) -> Response:
         return refusal(request, error)
     if transport:
         user = (await services.twofactor.user(user_id)).document
-        await services.twofactor.send_code(user, ip=_ip(request))
+        await services.twofactor.send_code(user, ip=client_ip(request))
         return json_response({})
     return json_response({"uri": enrollment.uri})
 
@@ -77,7 +72,9 @@ async def request_enrollment(request: Request) -> Response:
 async def confirm(request: Request) -> Response:
     user_id, body = await _user_and_body(request)
     try:
-        codes = await _services(request).twofactor.confirm_enrollment(user_id, _token(body), ip=_ip(request))
+        codes = await services_of(request).twofactor.confirm_enrollment(
+            user_id, _token(body), ip=client_ip(request)
+        )
     except TwoFactorError as error:
         return refusal(request, error)
     # Aidbox answers {}; the recovery codes ride along for apps that show them (the demo app ignores them).
@@ -87,7 +84,7 @@ async def confirm(request: Request) -> Response:
 async def disable(request: Request) -> Response:
     user_id, body = await _user_and_body(request)
     try:
-        await _services(request).twofactor.disable(user_id, _token(body), ip=_ip(request))
+        await services_of(request).twofactor.disable(user_id, _token(body), ip=client_ip(request))
     except TwoFactorError as error:
         return refusal(request, error)
     return json_response({})
@@ -96,16 +93,12 @@ async def disable(request: Request) -> Response:
 async def recovery_codes(request: Request) -> Response:
     user_id, body = await _user_and_body(request)
     try:
-        codes = await _services(request).twofactor.regenerate_recovery_codes(
-            user_id, _token(body), ip=_ip(request)
+        codes = await services_of(request).twofactor.regenerate_recovery_codes(
+            user_id, _token(body), ip=client_ip(request)
         )
     except TwoFactorError as error:
         return refusal(request, error)
     return json_response({"recoveryCodes": codes})
-
-
-def _ip(request: Request) -> str | None:
-    return client_address(request.scope, _services(request).settings.trust_proxy_headers)
 
 
 routes = [

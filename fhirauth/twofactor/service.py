@@ -304,7 +304,8 @@ class TwoFactorService:
     async def send_code(self, user: Document, *, ip: str | None = None) -> bool:
         """Deliver the current code through the webhook, if one is configured. False when it failed."""
         config = await self.config()
-        if config.webhook is None or not status_of(user).enabled and not status_of(user).pending:
+        status = status_of(user)
+        if config.webhook is None or not (status.enabled or status.pending):
             return False
         secret = self._secrets.reveal_totp_secret(user)
         assert secret is not None
