@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +84,16 @@ def log(message: str) -> None:
 def selected(datasets: Sequence[str]) -> list[Scenario]:
     """The scenarios of `datasets`, and always the minimal app: every ratio needs it."""
     return [s for s in SCENARIOS if s.name == MINIMAL or s.dataset in datasets]
+
+
+def matching(scenarios: Sequence[Scenario], only: str | None) -> list[Scenario]:
+    """With --only TEXT: the minimal app and the scenarios whose name contains TEXT, plus the ones a
+    kept scenario's goal is measured against."""
+    if only is None:
+        return list(scenarios)
+    kept = {s.name for s in scenarios if s.name == MINIMAL or only.lower() in s.name.lower()}
+    kept |= {s.goal.of for s in scenarios if s.name in kept and s.goal is not None}
+    return [s for s in scenarios if s.name in kept]
 
 
 def groups(scenarios: Sequence[Scenario]) -> Iterator[tuple[str, str, list[Scenario]]]:
@@ -203,7 +213,8 @@ def measure(
         run_wrk(target, duration=args.warmup, script_args=script_args, headers=headers)
     script_args, headers = wrk_arguments(args.duration)
     server_before, db_before = server.cpu_seconds(), db.cpu_seconds() if db else 0.0
-    result = run_wrk(target, duration=args.duration, script_args=script_args, headers=headers)
+    with profiled(scenario, server, args):
+        result = run_wrk(target, duration=args.duration, script_args=script_args, headers=headers)
     requests = max(result.requests, 1)
     server_cpu_ms = 1000 * (server.cpu_seconds() - server_before) / requests
     db_cpu_ms = 1000 * (db.cpu_seconds() - db_before) / requests if db else None
@@ -214,13 +225,35 @@ def measure(
     return Result(result, server_cpu_ms, db_cpu_ms)
 
 
+@contextmanager
+def profiled(scenario: Scenario, server: Process, args: argparse.Namespace) -> Iterator[None]:
+    """With --profile DIR: py-spy samples the server (workers included) while the scenario is measured."""
+    if args.profile is None or scenario.server != "fhirauth":
+        yield
+        return
+    args.profile.mkdir(parents=True, exist_ok=True)
+    name = "".join(c if c.isalnum() else "-" for c in scenario.name.lower()).strip("-")
+    output = args.profile / f"{name}.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(server.pid), "--subprocesses", "--rate", "250", "--format", "raw"]
+        + ["--duration", str(args.duration), "--output", str(output), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.wait(timeout=args.duration + 30)
+        log(f"profile of {scenario.name}: {output}")
+
+
 def run_backend(
     backend: str, data: dict[str, Path], work: Path, source: Path, args: argparse.Namespace
 ) -> Report:
     report = Report({}, [])
     with ExitStack() as stack:
         mongo_uri, db = stack.enter_context(secantus_server(work)) if backend == "mongo" else (None, None)
-        for server, dataset, scenarios in groups(selected(args.datasets)):
+        for server, dataset, scenarios in groups(matching(selected(args.datasets), args.only)):
             if server == "minimal":
                 with minimal_server(workers=args.workers, workdir=work) as (url, process):
                     for scenario in scenarios:
@@ -387,7 +420,19 @@ def main() -> int:
         default=list(DATASETS),
         help=f"comma-separated datasets whose scenarios run (default all: {','.join(DATASETS)})",
     )
+    parser.add_argument(
+        "--only", metavar="TEXT", help="only the scenarios whose name contains TEXT (and the minimal app)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        type=Path,
+        help="sample the server with py-spy during each measured run; raw stacks go to DIR/<scenario>.txt",
+    )
     args = parser.parse_args()
+    if args.profile is not None and shutil.which("py-spy") is None:
+        print("bench: --profile needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -397,7 +442,7 @@ def main() -> int:
         work = Path(tmp)
         source, code = exported_source(args.at, work) if args.at else checkout_source()
         log("writing datasets")
-        needed = {s.dataset for s in selected(args.datasets)}
+        needed = {s.dataset for s in matching(selected(args.datasets), args.only)}
         data = {name: DATASETS[name].prepare(work / "data" / name) for name in needed}
         for backend in backends:
             now = datetime.now(UTC)
