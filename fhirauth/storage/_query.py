@@ -1,4 +1,4 @@
-"""What a query may contain, checked once for every backend.
+"""What a query (or a counter step) may contain, checked once for every backend.
 
 Resource types and dotted paths end up inside SQL text and Mongo field names (an expression index can
 only match a literal path), so they are held to a strict shape instead of being escaped.
@@ -42,3 +42,9 @@ def check_query(query: Query) -> None:
         check_path(path)
     if query.offset < 0 or query.limit < 0:
         raise ValueError("Search offset and limit must not be negative")
+
+
+def check_amount(amount: int) -> None:
+    """A counter only moves forward: a zero or negative step would hand out counts twice."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+        raise ValueError(f"a counter's amount must be a positive integer, not {amount!r}")

@@ -184,11 +184,11 @@ class Storage:
         """Write a record unconditionally."""
         raise NotImplementedError  # pragma: no cover
 
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
-        """Atomically add one to a counter record and return the new count.
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
+        """Atomically add `amount` (≥ 1) to a counter record and return the new count.
 
-        A missing or expired counter starts again at 1 with the new `expires_at`; an existing one keeps
-        its expiry.
+        A missing or expired counter starts again at `amount` with the new `expires_at`; an existing one
+        keeps its expiry.
         """
         raise NotImplementedError  # pragma: no cover
 

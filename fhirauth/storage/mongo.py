@@ -31,7 +31,13 @@ from pymongo.errors import (
 )
 
 from fhirauth.clock import Clock
-from fhirauth.storage._query import check_path, check_query, check_resource_type, is_resource_type
+from fhirauth.storage._query import (
+    check_amount,
+    check_path,
+    check_query,
+    check_resource_type,
+    is_resource_type,
+)
 from fhirauth.storage._time import from_micros_or_none, to_micros, to_micros_or_none
 from fhirauth.storage.base import (
     AlreadyExists,
@@ -195,7 +201,8 @@ class MongoStorage(Storage):
                 upsert=True,
             )
 
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
+        check_amount(amount)
         # One pipeline update restarts an expired counter or increments a live one in the same atomic
         # step. A counter's rev is its count and its document is {"count": rev}.
         restart = {
@@ -207,7 +214,7 @@ class MongoStorage(Storage):
         pipeline: list[MongoDocument] = [
             {
                 "$set": {
-                    "rev": {"$cond": [restart, 1, {"$add": ["$rev", 1]}]},
+                    "rev": {"$cond": [restart, amount, {"$add": ["$rev", amount]}]},
                     "exp": {"$cond": [restart, to_micros(expires_at), "$exp"]},
                 }
             },
@@ -225,11 +232,16 @@ class MongoStorage(Storage):
                     return int(row["rev"])
                 try:
                     await self._records.insert_one(
-                        {"_id": record_id, "rev": 1, "exp": to_micros(expires_at), "doc": {"count": 1}}
+                        {
+                            "_id": record_id,
+                            "rev": amount,
+                            "exp": to_micros(expires_at),
+                            "doc": {"count": amount},
+                        }
                     )
                 except DuplicateKeyError:
                     continue
-                return 1
+                return amount
 
     async def record_take(self, kind: str, key: str) -> Record | None:
         with _unavailable():

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from fhirauth.clock import Clock
-from fhirauth.storage._query import check_path, check_query, check_resource_type
+from fhirauth.storage._query import check_amount, check_path, check_query, check_resource_type
 from fhirauth.storage._time import from_micros_or_none, to_micros, to_micros_or_none
 from fhirauth.storage.base import (
     AlreadyExists,
@@ -85,11 +85,11 @@ _SET_RECORD = """INSERT INTO records (kind, key, rev, expires_at, doc)
         rev = rev + 1, expires_at = excluded.expires_at, doc = excluded.doc"""
 # A counter's rev is its count and its document is {"count": rev}.
 _INCREMENT_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
-    VALUES (:kind, :key, 1, :expires_at, '{{"count":1}}')
+    VALUES (:kind, :key, :amount, :expires_at, json_object('count', :amount))
     ON CONFLICT (kind, key) DO UPDATE SET
-        rev = CASE WHEN {_LIVE_RECORD} THEN rev + 1 ELSE 1 END,
+        rev = CASE WHEN {_LIVE_RECORD} THEN rev + :amount ELSE :amount END,
         expires_at = CASE WHEN {_LIVE_RECORD} THEN expires_at ELSE excluded.expires_at END,
-        doc = json_object('count', CASE WHEN {_LIVE_RECORD} THEN rev + 1 ELSE 1 END)
+        doc = json_object('count', CASE WHEN {_LIVE_RECORD} THEN rev + :amount ELSE :amount END)
     RETURNING rev"""
 _TAKE_RECORD = f"""DELETE FROM records WHERE kind = :kind AND key = :key AND {_LIVE_RECORD}
     RETURNING rev, expires_at, doc"""
@@ -197,8 +197,15 @@ class SQLiteStorage(Storage):
         expiry = to_micros_or_none(expires_at)
         self._fetch(_SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)})
 
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
-        params = {"kind": kind, "key": key, "expires_at": to_micros(expires_at), "now": self._now()}
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
+        check_amount(amount)
+        params = {
+            "kind": kind,
+            "key": key,
+            "expires_at": to_micros(expires_at),
+            "now": self._now(),
+            "amount": amount,
+        }
         ((count,),) = self._fetch(_INCREMENT_RECORD, params)
         return int(count)
 

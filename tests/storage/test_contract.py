@@ -514,6 +514,28 @@ async def test_record_incr_keeps_the_first_expiry(storage: Storage, clock: Manua
     assert await storage.record_get("attempts", "ann") == Record({"count": 2}, 2, first)
 
 
+async def test_record_incr_adds_an_amount_atomically(storage: Storage, clock: ManualClock) -> None:
+    expires_at = clock() + timedelta(minutes=1)
+    counts = await asyncio.gather(
+        *(storage.record_incr("rate", "ip", expires_at=expires_at, amount=10) for _ in range(20))
+    )
+    assert sorted(counts) == list(range(10, 201, 10))
+    assert await storage.record_get("rate", "ip") == Record({"count": 200}, 200, expires_at)
+    clock.advance(60)
+    later = clock() + timedelta(minutes=1)
+    assert await storage.record_incr("rate", "ip", expires_at=later, amount=7) == 7
+    assert await storage.record_get("rate", "ip") == Record({"count": 7}, 7, later)
+
+
+@pytest.mark.parametrize("amount", [0, -1, True, 1.5])
+async def test_record_incr_refuses_an_amount_that_is_not_a_positive_integer(
+    storage: Storage, clock: ManualClock, amount: Any
+) -> None:
+    with pytest.raises(ValueError, match="positive integer"):
+        await storage.record_incr("rate", "ip", expires_at=clock() + timedelta(minutes=1), amount=amount)
+    assert await storage.record_get("rate", "ip") is None
+
+
 async def test_an_expired_counter_restarts_at_one_with_the_new_expiry(
     storage: Storage, clock: ManualClock
 ) -> None:
