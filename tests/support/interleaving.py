@@ -40,9 +40,9 @@ class InterleavingSQLite(SQLiteStorage):
         await anyio.lowlevel.checkpoint()
         await super().record_set(kind, key, document, expires_at=expires_at)
 
-    async def record_incr(self, kind: str, key: str, *, expires_at: datetime) -> int:
+    async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
         await anyio.lowlevel.checkpoint()
-        return await super().record_incr(kind, key, expires_at=expires_at)
+        return await super().record_incr(kind, key, expires_at=expires_at, amount=amount)
 
     async def record_take(self, kind: str, key: str) -> Record | None:
         await anyio.lowlevel.checkpoint()
