@@ -1,19 +1,26 @@
 """Rate limits counted in storage, so they hold across workers and hosts sharing a backend.
 
 Each limit is a fixed window that opens with the first request counted under a key and lasts
-`seconds`: one atomic `record_incr` per request, with the window's end as the record's expiry. The
-first request after the window ends starts the counter again at 1 (the contract of `record_incr`),
-so there is one record per key however long an attack lasts, and no second round trip to find the
-window. Keys are stored hashed: a username field sometimes holds a password typed in the wrong box.
+`seconds`, with the window's end as the counter record's expiry. The first request after the window
+ends starts the counter again (the contract of `record_incr`), so there is one record per key however
+long an attack lasts, and no second round trip to find the window. Keys are stored hashed: a username
+field sometimes holds a password typed in the wrong box.
+
+A small limit counts every request with one atomic `record_incr`. A large one would make that write
+the cost of every request, so each process leases a share of the window's budget (a hundredth of the
+limit) in one write and spends it locally until it is used up or the window ends. Shares are counted
+in storage, so the limit still holds across workers; a process holding an unspent share when the
+budget runs out refuses at most `share` requests that the limit would have let through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import re
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fhirauth.clock import Clock
@@ -93,10 +100,34 @@ class RateLimited(Exception):
         self.first = first
 
 
+# A leased share is this fraction of a limit: at most one write per hundred requests.
+_SHARES_PER_WINDOW = 100
+# Keys with a lease at most, per process: a large per-address limit keeps one per client address.
+_MAX_LEASES = 10_000
+
+
+@dataclass
+class _Lease:
+    """The part of one key's window this process holds: requests it may still grant, until `ends`."""
+
+    ends: datetime | None = None
+    remaining: int = 0
+    # This process's last share crossed the limit: its next refusal is the window's first.
+    reached_limit: bool = False
+    refilling: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def spend(self, now: datetime) -> bool:
+        if self.remaining < 1 or self.ends is None or now >= self.ends:
+            return False
+        self.remaining -= 1
+        return True
+
+
 class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
+        self._leases: dict[str, _Lease] = {}
 
     async def hit(self, limit: Limit, key: str) -> None:
         """Count one request under `key`; raise RateLimited when it is over the limit.
@@ -104,20 +135,63 @@ class RateLimiter:
         Refused requests are counted too (the count is the reservation), which changes nothing:
         the window ends at the same time whatever the count.
         """
-        if limit.rate is None:
+        rate = limit.rate
+        if rate is None:
             return
         record_key = _record_key(limit.name, key)
+        share = max(1, rate.count // _SHARES_PER_WINDOW)
+        if share == 1:
+            await self._count_one(limit, rate, record_key)
+            return
+        lease = self._leases.get(record_key)
+        if lease is None:
+            lease = self._leases[record_key] = _Lease()
+            if len(self._leases) > _MAX_LEASES:
+                # Losing a lease costs at most `share` early refusals; the oldest is the likeliest spent.
+                del self._leases[next(iter(self._leases))]
+        if lease.spend(self._clock()):
+            return
+        async with lease.refilling:
+            # Whoever held the lock may have refilled the lease meanwhile.
+            if not lease.spend(self._clock()):
+                await self._refill(limit, rate, record_key, share, lease)
+
+    async def _count_one(self, limit: Limit, rate: Rate, record_key: str) -> None:
         now = self._clock()
         count = await self._storage.record_incr(
-            RATE_KIND, record_key, expires_at=now + timedelta(seconds=limit.rate.seconds)
+            RATE_KIND, record_key, expires_at=now + timedelta(seconds=rate.seconds)
         )
-        if count <= limit.rate.count:
-            return
+        if count > rate.count:
+            raise await self._refusal(limit, record_key, now, first=count == rate.count + 1)
+
+    async def _refill(self, limit: Limit, rate: Rate, record_key: str, share: int, lease: _Lease) -> None:
+        """Lease a new share for this request and the ones after it; a share straddling the limit
+        grants only what is left of it."""
+        now = self._clock()
+        first_pending = lease.reached_limit and lease.ends is not None and now < lease.ends
+        window_ends = now + timedelta(seconds=rate.seconds)
+        count = await self._storage.record_incr(RATE_KIND, record_key, expires_at=window_ends, amount=share)
+        granted = min(share, rate.count - (count - share))
+        if granted < 1:
+            lease.reached_limit = False
+            first = first_pending or count - share == rate.count
+            raise await self._refusal(limit, record_key, now, first=first)
+        # A count equal to the share started the window; otherwise it began earlier and ends as stored.
+        lease.ends = window_ends if count == share else await self._window_end(record_key)
+        lease.remaining = granted - 1
+        lease.reached_limit = count > rate.count
+        # Renewed leases move to the back of the eviction order.
+        self._leases[record_key] = self._leases.pop(record_key, lease)
+
+    async def _window_end(self, record_key: str) -> datetime | None:
         record = await self._storage.record_get(RATE_KIND, record_key)
+        return record.expires_at if record is not None else None
+
+    async def _refusal(self, limit: Limit, record_key: str, now: datetime, *, first: bool) -> RateLimited:
         # The window may have ended in between: then the next request is welcome at once.
-        ends = record.expires_at if record is not None and record.expires_at is not None else now
+        ends = await self._window_end(record_key) or now
         retry_after = max(1, math.ceil((ends - now).total_seconds()))
-        raise RateLimited(limit.name, retry_after, first=count == limit.rate.count + 1)
+        return RateLimited(limit.name, retry_after, first=first)
 
 
 def _record_key(name: str, key: str) -> str:
