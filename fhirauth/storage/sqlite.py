@@ -2,12 +2,14 @@
 
 A call takes microseconds and holds no await, so within one process every method is atomic with respect
 to other coroutines. Several worker processes may share one file: WAL lets readers run beside the single
-writer, and BEGIN IMMEDIATE with the busy timeout queues the writers.
+writer, and BEGIN IMMEDIATE with the busy timeout queues the writers. Each process checkpoints the WAL
+from a thread of its own (checkpoints.py), never inside a request's COMMIT.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,6 +35,7 @@ from fhirauth.storage.base import (
     VersionConflict,
     Write,
 )
+from fhirauth.storage.checkpoints import INTERVAL_SECONDS, RESTART_FRAMES, Checkpointer
 
 _BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -96,10 +99,22 @@ _TAKE_RECORD = f"""DELETE FROM records WHERE kind = :kind AND key = :key AND {_L
 
 
 class SQLiteStorage(Storage):
-    def __init__(self, path: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Clock,
+        *,
+        checkpoint_interval: float = INTERVAL_SECONDS,
+        restart_frames: int = RESTART_FRAMES,
+    ) -> None:
         self.path = path
         self._clock = clock
         self._connection: sqlite3.Connection | None = None
+        self._checkpoints = (checkpoint_interval, restart_frames)
+        # Held around every write transaction, so the checkpointer can hold this process's writers back
+        # for a RESTART without polling for SQLite's write lock.
+        self._writers = threading.Lock()
+        self.checkpointer: Checkpointer | None = None
         # (resource type, leading path) → index name, for INDEXED BY.
         self._index_names: dict[tuple[str, str], str] = {}
 
@@ -107,7 +122,13 @@ class SQLiteStorage(Storage):
         if self._connection is None:
             with _unavailable():
                 self._connection = _connect(self.path)
-        with self._transaction("BEGIN IMMEDIATE") as db:
+            if _in_wal_mode(self._connection):
+                interval, restart_frames = self._checkpoints
+                self.checkpointer = Checkpointer(
+                    self.path, self._writers, interval=interval, restart_frames=restart_frames
+                )
+                self.checkpointer.start()
+        with self._writers, self._transaction("BEGIN IMMEDIATE") as db:
             for statement in _SCHEMA:
                 db.execute(statement)
             for index in indexes:
@@ -116,6 +137,9 @@ class SQLiteStorage(Storage):
                 self._index_names.setdefault((index.resource_type, index.path), name)
 
     async def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -145,7 +169,7 @@ class SQLiteStorage(Storage):
         return [_stored(deleted, doc) for deleted, doc in rows]
 
     async def write(self, writes: Sequence[Write]) -> None:
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._writers, self._transaction("BEGIN IMMEDIATE") as db:
             for write in writes:
                 _apply(db, write)
 
@@ -188,14 +212,14 @@ class SQLiteStorage(Storage):
             "doc": _dumps(document),
             "now": self._now(),
         }
-        rows = self._fetch(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
+        rows = self._change(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
         return int(rows[0][0]) if rows else None
 
     async def record_set(
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
     ) -> None:
         expiry = to_micros_or_none(expires_at)
-        self._fetch(_SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)})
+        self._change(_SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)})
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
         check_amount(amount)
@@ -206,18 +230,18 @@ class SQLiteStorage(Storage):
             "now": self._now(),
             "amount": amount,
         }
-        ((count,),) = self._fetch(_INCREMENT_RECORD, params)
+        ((count,),) = self._change(_INCREMENT_RECORD, params)
         return int(count)
 
     async def record_take(self, kind: str, key: str) -> Record | None:
-        rows = self._fetch(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
+        rows = self._change(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
         return _record(*rows[0]) if rows else None
 
     async def record_delete(self, kind: str, key: str) -> None:
-        self._fetch("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+        self._change("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
 
     async def purge_expired(self, now: datetime) -> int:
-        with _unavailable():
+        with self._writers, _unavailable():
             return self._db.execute("DELETE FROM records WHERE expires_at <= ?", (to_micros(now),)).rowcount
 
     async def all_resources(self, resource_type: str | None = None) -> list[Document]:
@@ -240,6 +264,11 @@ class SQLiteStorage(Storage):
     def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         with _unavailable():
             return self._db.execute(sql, params).fetchall()
+
+    def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        """A write statement in a transaction of its own."""
+        with self._writers:
+            return self._fetch(sql, params)
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -290,10 +319,17 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _in_wal_mode(db: sqlite3.Connection) -> bool:
+    # An in-memory database keeps its journal in memory: no WAL, nothing to checkpoint.
+    (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    return bool(mode == "wal")
 
 
 @contextmanager
