@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -16,6 +17,8 @@ Document = dict[str, Any]
 GRANT_ALIASES = {"code": "authorization_code"}
 _VERIFIED_CACHE_SIZE = 4096
 _VERIFIED_TTL_SECONDS = 300
+# (client id, its version, SHA-256 of the presented secret)
+_VerifiedKey = tuple[str, str, str]
 
 
 class ClientRegistry:
@@ -28,7 +31,8 @@ class ClientRegistry:
         self._root_secret = root_secret
         # Argon2 costs ~20 ms by design; a Basic-authenticated API client would pay it on every call.
         # Remember successful verifications of (client, version, secret digest) for a few minutes.
-        self._verified: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._verified: OrderedDict[_VerifiedKey, float] = OrderedDict()
+        self._verifying: dict[_VerifiedKey, asyncio.Future[bool]] = {}
 
     @property
     def root_id(self) -> str:
@@ -65,12 +69,23 @@ class ClientRegistry:
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < _VERIFIED_TTL_SECONDS:
             return client
+        # Requests arriving together with the same secret share one verification: a client's first
+        # burst (a pool of connections opening at once) would otherwise queue an Argon2 run per request.
+        verifying = self._verifying.get(key)
+        if verifying is None:
+            verifying = asyncio.ensure_future(self._verify(key, stored_hash, secret))
+            self._verifying[key] = verifying
+            verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
+        # Shielded: one caller giving up must not cancel the verification the others wait for.
+        return client if await asyncio.shield(verifying) else None
+
+    async def _verify(self, key: _VerifiedKey, stored_hash: str, secret: str) -> bool:
         if not await self._passwords.verify_async(stored_hash, secret):
-            return None
+            return False
         self._verified[key] = time.monotonic()
         if len(self._verified) > _VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
-        return client
+        return True
 
     @staticmethod
     def allows_grant(client: Document, grant: str) -> bool:

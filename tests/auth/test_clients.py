@@ -1,0 +1,103 @@
+"""Client secrets: one Argon2 verification per client, secret and version, however many requests ask at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fhirauth.auth.clients import ClientRegistry
+from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.services import Services
+from tests.auth.oauth_helpers import SECRET, confidential_client, put
+
+Document = dict[str, object]
+
+
+class CountingHasher(PasswordHasher):
+    def __init__(self) -> None:
+        super().__init__(memory_cost=64, time_cost=1)
+        self.verifications = 0
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        self.verifications += 1
+        return super().verify(stored_hash, password)
+
+
+@pytest.fixture
+def backend() -> str:
+    """Verification sharing is process-local; storage only supplies the Client."""
+    return "sqlite"
+
+
+@pytest.fixture
+def hasher() -> CountingHasher:
+    return CountingHasher()
+
+
+@pytest.fixture
+def registry(services: Services, hasher: CountingHasher) -> ClientRegistry:
+    return ClientRegistry(services.resources, hasher, "root", "root-secret")
+
+
+async def ids(registry: ClientRegistry, secret: str, times: int) -> list[object]:
+    found = await asyncio.gather(*(registry.authenticate("app", secret) for _ in range(times)))
+    return [client["id"] if client is not None else None for client in found]
+
+
+async def test_requests_arriving_together_share_one_verification(
+    services: Services, registry: ClientRegistry, hasher: CountingHasher
+) -> None:
+    await confidential_client(services)
+    assert await ids(registry, SECRET, 20) == ["app"] * 20
+    assert hasher.verifications == 1
+    # Remembered afterwards: no verification at all.
+    assert await ids(registry, SECRET, 5) == ["app"] * 5
+    assert hasher.verifications == 1
+
+
+async def test_a_wrong_secret_is_shared_but_never_remembered(
+    services: Services, registry: ClientRegistry, hasher: CountingHasher
+) -> None:
+    await confidential_client(services)
+    assert await ids(registry, "wrong", 10) == [None] * 10
+    assert hasher.verifications == 1
+    assert await ids(registry, "wrong", 1) == [None]
+    assert await ids(registry, "also wrong", 1) == [None]
+    assert hasher.verifications == 3
+    assert await ids(registry, SECRET, 1) == ["app"]
+    assert hasher.verifications == 4
+
+
+async def test_a_new_secret_is_verified_again(
+    services: Services, registry: ClientRegistry, hasher: CountingHasher
+) -> None:
+    await confidential_client(services)
+    assert await ids(registry, SECRET, 1) == ["app"]
+    await confidential_client(services, secret="new-secret")
+    assert await ids(registry, SECRET, 3) == [None] * 3
+    assert await ids(registry, "new-secret", 3) == ["app"] * 3
+    # The first secret, the old one against the new version, the new one.
+    assert hasher.verifications == 3
+
+
+async def test_a_caller_giving_up_leaves_the_shared_verification_running(
+    services: Services, registry: ClientRegistry, hasher: CountingHasher
+) -> None:
+    await confidential_client(services)
+    first = asyncio.ensure_future(registry.authenticate("app", SECRET))
+    second = asyncio.ensure_future(registry.authenticate("app", SECRET))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second) is not None
+    assert first.cancelled()
+    assert hasher.verifications == 1
+
+
+async def test_a_client_without_a_secret_costs_a_dummy_verification(
+    services: Services, registry: ClientRegistry, hasher: CountingHasher
+) -> None:
+    await put(services, "Client", "spa", grant_types=["password"])
+    assert await registry.authenticate("spa", "anything") is None
+    assert await registry.authenticate("nobody", "anything") is None
+    assert hasher.verifications == 2
