@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from fhirauth.auth import keys
 from fhirauth.auth.keys import KEY, KIND, SigningKeys
 from fhirauth.clock import ManualClock
 from fhirauth.secretbox import SecretBox, SecretBoxError, is_encrypted
@@ -65,3 +67,22 @@ async def test_signed_tokens_verify_with_the_published_set(services: Services) -
     decoded = jwt.decode(token, published, algorithms=["RS256"])
     assert decoded.claims == {"sub": "ann", "iss": "http://issuer.test"}
     assert decoded.header == {"alg": "RS256", "typ": "JWT", "kid": published.keys[0].kid}
+
+
+async def test_signatures_are_made_off_the_event_loop_and_verify(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signed_on: set[int] = set()
+    rs256 = keys._RS256
+
+    class RecordingRS256:
+        def sign(self, message: bytes, key: RSAKey) -> bytes:
+            signed_on.add(threading.get_ident())
+            return rs256.sign(message, key)
+
+    monkeypatch.setattr(keys, "_RS256", RecordingRS256())
+    claims = [{"sub": f"user{n}", "scope": "openid profile", "exp": 1767229200 + n} for n in range(8)]
+    tokens = await asyncio.gather(*(services.keys.sign(c) for c in claims))
+    assert signed_on and threading.get_ident() not in signed_on
+    published = KeySet.import_key_set(await services.keys.jwks())
+    assert [jwt.decode(token, published, algorithms=["RS256"]).claims for token in tokens] == claims
