@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
@@ -38,9 +37,8 @@ from fhirauth.auth.signup import Signups
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
-from fhirauth.http.cors import CORSMiddleware
-from fhirauth.http.limits import RateLimitMiddleware, rate_limited
-from fhirauth.http.security_headers import SecurityHeadersMiddleware
+from fhirauth.http.edge import Edge
+from fhirauth.http.limits import rate_limited
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.maintenance import purge_expired_records
 from fhirauth.notify import Notifier
@@ -185,10 +183,11 @@ class App(Starlette):
     https = False
 
     def build_middleware_stack(self) -> ASGIApp:
-        # CORS wraps even ServerErrorMiddleware: a 500 must reach a cross-origin page as a 500,
-        # not as an opaque network error. The security headers go on everything, 500s included.
-        stack = CORSMiddleware(super().build_middleware_stack())
-        return SecurityHeadersMiddleware(stack, https=self.https)
+        # The edge replaces Starlette's error and exception middleware: one layer per request.
+        app: ASGIApp = self.router
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return Edge(app, self.exception_handlers, https=self.https)
 
 
 def routes() -> list[BaseRoute]:
@@ -252,7 +251,6 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
 
     app = App(
         routes=routes(),
-        middleware=[Middleware(RateLimitMiddleware)],
         exception_handlers={**errors.handlers, RateLimited: rate_limited},
         lifespan=lifespan,
     )

@@ -5,8 +5,8 @@ every `Client.allowed_origins` entry of an active client. No `Access-Control-All
 tokens travel in the Authorization header, never in cookies, so a cross-origin page gets nothing
 from the browser session (`asid`) and cannot ride on it.
 
-Pure ASGI and outermost (app.py wraps the whole stack in it), so the 500 page of Starlette's
-ServerErrorMiddleware carries the headers too; a request without `Origin` goes straight through.
+The edge layer (edge.py) applies these to every answer, 500s included; a request without `Origin`
+gets none of them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from fhirauth.clock import Clock
 from fhirauth.resources.service import ResourceService
@@ -29,12 +28,14 @@ from fhirauth.storage.base import Query, StorageError
 log = logging.getLogger("fhirauth.cors")
 
 Document = dict[str, Any]
+RawHeaders = list[tuple[bytes, bytes]]
 
 CACHE_SECONDS = 2.0
 ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE"
 ALLOW_HEADERS = "Authorization, Content-Type, Cache-Control"
 EXPOSE_HEADERS = "ETag, Location, Last-Modified, Content-Location, WWW-Authenticate"
 MAX_AGE = "600"
+_EXPOSE_HEADERS = EXPOSE_HEADERS.encode()
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _PAGE = 500
 
@@ -134,61 +135,62 @@ class AllowedOrigins:
             offset += _PAGE
 
 
-def _origin_header(scope: Scope) -> str | None:
+def origin_header(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"origin":
             return str(value.decode("latin-1"))
     return None
 
 
-def _preflight_headers(origin: str) -> dict[str, str]:
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Methods": ALLOW_METHODS,
-        "Access-Control-Allow-Headers": ALLOW_HEADERS,
-        "Access-Control-Max-Age": MAX_AGE,
-        "Vary": "Origin",
-    }
+def is_preflight(scope: Scope) -> bool:
+    return scope["method"] == "OPTIONS" and any(
+        name == b"access-control-request-method" for name, _ in scope["headers"]
+    )
 
 
-class CORSMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def preflight_response(origin: str, allowed: bool) -> Response:
+    if not allowed:
+        return PlainTextResponse("Origin not allowed", 403, headers={"Vary": "Origin"})
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": ALLOW_METHODS,
+            "Access-Control-Allow-Headers": ALLOW_HEADERS,
+            "Access-Control-Max-Age": MAX_AGE,
+            "Vary": "Origin",
+        },
+    )
+
+
+def add_response_headers(headers: RawHeaders, origin: str, allowed: bool) -> None:
+    """What an answer to a page on `origin` carries: the CORS grant if allowed, `Vary: Origin` always."""
+    if allowed:
+        _set(headers, b"access-control-allow-origin", origin.encode("latin-1"))
+        _set(headers, b"access-control-expose-headers", _EXPOSE_HEADERS)
+    vary = [value for name, value in headers if name == b"vary"]
+    _set(headers, b"vary", vary[0] + b", Origin" if vary else b"Origin")
+
+
+def _set(headers: RawHeaders, name: bytes, value: bytes) -> None:
+    """Replace the first `name` in place and drop any others, or append it."""
+    found = [index for index, (key, _) in enumerate(headers) if key == name]
+    if not found:
+        headers.append((name, value))
+        return
+    headers[found[0]] = (name, value)
+    for index in reversed(found[1:]):
+        del headers[index]
+
+
+class OriginsPerApp:
+    """One AllowedOrigins per running Services (the lifespan builds them once; tests build many)."""
+
+    def __init__(self) -> None:
         self._origins: AllowedOrigins | None = None
 
-    def _allowed_origins(self, scope: Scope) -> AllowedOrigins:
+    def of(self, scope: Scope) -> AllowedOrigins:
         services = scope["app"].state.services
-        # One registry per running Services (the lifespan builds them once).
         if self._origins is None or self._origins.resources is not services.resources:
             self._origins = AllowedOrigins(services.resources, services.clock)
         return self._origins
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        origin = _origin_header(scope)
-        if origin is None:
-            await self.app(scope, receive, send)
-            return
-        allowed = await self._allowed_origins(scope).allows(origin)
-        headers = Headers(scope=scope)
-        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            response: Response
-            if allowed:
-                response = Response(status_code=204, headers=_preflight_headers(origin))
-            else:
-                response = PlainTextResponse("Origin not allowed", 403, headers={"Vary": "Origin"})
-            await response(scope, receive, send)
-            return
-
-        async def send_with_cors(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                if allowed:
-                    response_headers["Access-Control-Allow-Origin"] = origin
-                    response_headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-                response_headers.add_vary_header("Origin")
-            await send(message)
-
-        await self.app(scope, receive, send_with_cors)

@@ -1,6 +1,6 @@
 """Abuse limits at the HTTP edge: the client's address, the per-address limits, and the 429 answer.
 
-Per-address limits run in one small ASGI middleware rather than in each endpoint: one table says
+Per-address limits are counted at the edge (edge.py) rather than in each endpoint: one table says
 which routes are limited, a new route under a limited path cannot forget its call, and a refused
 request is answered before its body is read, its form parsed or any password hashed. Per-account
 limits need the parsed body, so they are counted where it is read (the password check in Logins, the
@@ -16,15 +16,13 @@ import math
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from fhirauth.http import errors
 from fhirauth.http.html import error_page
 from fhirauth.http.render import NO_STORE, json_response
 from fhirauth.http.rest import services_of
 from fhirauth.ratelimit import Limit, RateLimited, RateLimits
 from fhirauth.services import Services
-from fhirauth.storage.base import StorageUnavailable
 
 log = logging.getLogger("fhirauth.limits")
 
@@ -117,39 +115,19 @@ def _wait_text(seconds: int) -> str:
     return f"{math.ceil(seconds / 60)} minutes"
 
 
-class RateLimitMiddleware:
-    """Counts the limited routes per client address and answers 429 past the limit."""
+async def check_address_limit(scope: Scope) -> None:
+    """Count a request of a limited route against its client's address; RateLimited past the limit.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services: Services | None = (
-            getattr(scope["app"].state, "services", None) if scope["type"] == "http" else None
-        )
-        limit = limit_for(scope["method"], _route_path(scope), services.rate_limits) if services else None
-        if services is None or limit is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        try:
-            response = await _refusal(request, services, limit)
-        except StorageUnavailable as error:
-            # Outside the exception middleware: answer the 503 here, as its handler would.
-            response = await errors.storage_unavailable(request, error)
-        if response is None:
-            await self.app(scope, receive, send)
-            return
-        await response(scope, receive, send)
-
-
-async def _refusal(request: Request, services: Services, limit: Limit) -> Response | None:
-    address = client_address(request.scope, services.settings.trust_proxy_headers)
-    try:
+    Called by the edge layer before the route runs (and before it reads the body), which answers
+    RateLimited with `rate_limited`, as it does when an endpoint raises it.
+    """
+    services: Services | None = getattr(scope["app"].state, "services", None)
+    if services is None:
+        return
+    limit = limit_for(scope["method"], _route_path(scope), services.rate_limits)
+    if limit is not None:
+        address = client_address(scope, services.settings.trust_proxy_headers)
         await services.rate_limiter.hit(limit, address_key(address))
-    except RateLimited as refused:
-        return await rate_limited(request, refused)
-    return None
 
 
 def _route_path(scope: Scope) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
@@ -19,19 +20,29 @@ _YAML_DUMPER = yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDu
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def wants_yaml(request: Request) -> bool:
+def _negotiation(request: Request) -> tuple[str, str]:
+    """The Accept and Content-Type headers (first of each, "" when absent) in one pass over the raw
+    headers: every answer reads both, and a Headers lookup per name costs more than the scan."""
+    accept = content_type = None
+    for name, value in request.scope["headers"]:
+        if name == b"accept" and accept is None:
+            accept = value.decode("latin-1")
+        elif name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+    return accept or "", content_type or ""
+
+
+def _wants_yaml(request: Request, accept: str) -> bool:
     # Parsing the query string costs more than the rest of this; most requests have no _format.
     if b"_format" in request.scope["query_string"]:
         fmt = request.query_params.get("_format", "")
         if fmt:
             return fmt in ("yaml", "yml")
-    accept = request.headers.get("accept", "")
     return "yaml" in accept and "json" not in accept
 
 
-def _json_type(request: Request) -> str:
-    headers = request.headers
-    named = headers.get("accept", "") + " " + headers.get("content-type", "")
+def _json_type(accept: str, content_type: str) -> str:
+    named = accept + " " + content_type
     if "+" not in named:
         return "application/json"
     for candidate in ("application/fhir+json", "application/json+fhir"):
@@ -43,10 +54,11 @@ def _json_type(request: Request) -> str:
 def body_response(
     request: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    if wants_yaml(request):
+    accept, content_type = _negotiation(request)
+    if _wants_yaml(request, accept):
         text = yaml.dump(body, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
         return Response(text, status, headers, media_type="text/yaml")
-    return Response(orjson.dumps(body), status, headers, media_type=_json_type(request))
+    return Response(orjson.dumps(body), status, headers, media_type=_json_type(accept, content_type))
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -59,9 +71,15 @@ def outcome_response(request: Request, error: OutcomeError) -> Response:
 
 def version_headers(doc: dict[str, Any]) -> dict[str, str]:
     meta = doc["meta"]
-    modified = datetime.fromisoformat(meta["lastUpdated"].replace("Z", "+00:00"))
-    return {
-        "ETag": f'W/"{meta["versionId"]}"',
-        "Last-Modified": format_datetime(modified, usegmt=True),
-        "Location": f"/{doc['resourceType']}/{doc['id']}/_history/{meta['versionId']}",
-    }
+    return {"ETag": f'W/"{meta["versionId"]}"', "Last-Modified": _http_date(meta["lastUpdated"])}
+
+
+def location_header(doc: dict[str, Any]) -> dict[str, str]:
+    return {"Location": f"/{doc['resourceType']}/{doc['id']}/_history/{doc['meta']['versionId']}"}
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(last_updated: str) -> str:
+    # Reads of the same resources repeat the same few timestamps; formatting one costs a few µs.
+    modified = datetime.fromisoformat(last_updated.replace("Z", "+00:00"))
+    return format_datetime(modified, usegmt=True)

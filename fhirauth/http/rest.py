@@ -13,7 +13,7 @@ from starlette.routing import Route
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import BadRequest
 from fhirauth.http.bodies import media_type, read_document, read_resource
-from fhirauth.http.render import body_response, version_headers
+from fhirauth.http.render import body_response, location_header, version_headers
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
@@ -67,8 +67,8 @@ async def guard(request: Request, body: Any = None) -> Principal | None:
 
 def _resource_response(request: Request, doc: Document, status: int = 200) -> Response:
     headers = version_headers(doc)
-    if status != 201:
-        headers.pop("Location")
+    if status == 201:
+        headers.update(location_header(doc))
     return body_response(request, redact(doc), status, headers)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 _DEFAULTS = tuple(
@@ -43,26 +41,10 @@ def page_policy(nonce: str | None, style_url: str | None = None) -> str:
     )
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, https: bool) -> None:
-        self.app = app
-        self.https = https
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        secure = self.https or scope.get("scheme") == "https"
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # On every response of the hot path: raw header pairs, one pass, no header object.
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in _DEFAULTS if pair[0] not in present)
-                if secure:
-                    headers.append(_HSTS)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def with_security_headers(headers: list[tuple[bytes, bytes]], secure: bool) -> list[tuple[bytes, bytes]]:
+    """`headers` (raw pairs, changed in place) plus every default the response does not set itself."""
+    present = {name.lower() for name, _ in headers}
+    headers.extend(pair for pair in _DEFAULTS if pair[0] not in present)
+    if secure:
+        headers.append(_HSTS)
+    return headers

@@ -31,6 +31,12 @@ def _secret_paths(resource_type: str) -> tuple[str, ...]:
     return HASHED.get(resource_type, ()) + ENCRYPTED.get(resource_type, ()) + HIDDEN.get(resource_type, ())
 
 
+_SECRET_ROOTS = {
+    resource_type: frozenset(path.split(".")[0] for path in _secret_paths(resource_type))
+    for resource_type in {*HASHED, *ENCRYPTED, *HIDDEN}
+}
+
+
 def _concrete(doc: Document | None, path: str) -> list[str]:
     """The dotted paths in `doc` that `path` names; `*` stands for any key of an object."""
     if "*" not in path:
@@ -154,6 +160,9 @@ class SecretFields:
 
 def redact(doc: Document) -> Document:
     """The document as any caller may see it: secret fields removed."""
+    # Most documents hold no secret at all (a User without a password); one look at the top level says so.
+    if not any(key in doc for key in _SECRET_ROOTS.get(doc.get("resourceType", ""), ())):
+        return doc
     paths = [p for pattern in _secret_paths(doc.get("resourceType", "")) for p in _concrete(doc, pattern)]
     if not any(_get(doc, path) is not None for path in paths):
         return doc
