@@ -1,17 +1,30 @@
 """Attempt limiting and the TOTP replay guard: the one home of lockout and of "each step only once".
 
-Everything lives in storage records and changes atomically, so several workers (or hosts) sharing a
-backend enforce the same limits:
+One storage record per user, `2fa-state/<user>`, changed only by compare-and-set, so several workers
+(or hosts) sharing a backend enforce the same limits:
 
-* `2fa-lock/<user>` `{"generation", "lockedUntil", "failures"}`: the lock, the generation that names
-  the current failure counter, and the failures of the generations before it. Locking moves to the
-  next generation, so the counter starts afresh when the lock ends, while reservations still in
-  flight on the old counter can only be refused. The failures add up across locks until a success:
-  at NIST's cap (`MAX_CONSECUTIVE_FAILURES`) the lock has no end until an administrator's reset.
-* `2fa-failures/<user>/<generation>`: the counter. Every attempt reserves a slot in it with one
-  atomic increment *before* its code is looked at, so parallel guesses cannot evaluate more than
-  `max_attempts` codes. A success deletes it: failures count only while consecutive.
-* `totp-step/<user>` `{"step"}`: the last accepted step, advanced by compare-and-set only.
+    {"step", "failures", "earlierFailures", "lockedUntil"}
+
+* `step`: the last accepted TOTP step (-1 before the first).
+* `failures`: failed attempts since the last lock began, or since the last success or reset.
+  Reaching the policy's `max_attempts` locks until `lockedUntil` and moves them to
+  `earlierFailures`, so the count starts afresh when the lock ends.
+* `earlierFailures`: the failures of the rounds before, kept until a success or an administrator's
+  reset. At NIST's cap (`MAX_CONSECUTIVE_FAILURES`) the lock has no end (`lockedUntil` null).
+
+A TOTP code costs one read and one compare-and-set: read the state, refuse if locked, evaluate the
+code, then commit the outcome (success: its step, the failures cleared; failure: one more, locking
+at the limit). When the compare-and-set finds the record changed, the attempt reads it again and
+decides again (the code is not computed twice), so an outcome is only revealed once it is stored:
+of two attempts racing with one code exactly one commits the step; of a burst of wrong codes at
+most `max_attempts` commit a failure before one of them commits the lock that refuses the rest.
+
+A recovery code is spent in the User document, a write of its own the state record cannot share,
+so `attempt` counts a failure *before* running its check (and clears it after a success): parallel
+guesses cannot run more checks than the attempts left.
+
+Failures are forgotten by a success or an administrator's reset, not by time: forgetting a run that
+stopped short of the limit would let a guesser with the password try a few codes every day for ever.
 """
 
 from __future__ import annotations
@@ -20,19 +33,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from fhirauth.clock import Clock, isoformat
-from fhirauth.storage.base import Storage
-from fhirauth.twofactor.totp import match_step, step_at
+from fhirauth.storage.base import Record, Storage
+from fhirauth.twofactor.totp import decide, matching_steps, step_at
 
-LOCK = "2fa-lock"
-FAILURES = "2fa-failures"
-LAST_STEP = "totp-step"
+STATE = "2fa-state"
+# The records of the guard before `2fa-state` (a lock with a generation, a failure counter per
+# generation, the last step). A user's are read once, when they have no state yet, carried over
+# into it and deleted: a lock in force, the failures towards NIST's cap and the last step (a code
+# accepted just before the upgrade) all still hold.
+LEGACY_LOCK = "2fa-lock"
+LEGACY_FAILURES = "2fa-failures"
+LEGACY_STEP = "totp-step"
 
-# Failures are forgotten by a success or an administrator's reset, not by time: forgetting a run
-# that stopped short of the limit would let a guesser with the password try a few codes every day
-# for ever. A year is only the counter records' expiry.
-FAILURE_MEMORY = timedelta(days=365)
 # NIST SP 800-63B §5.2.2: no more than 100 consecutive failed attempts on one account, whatever
 # the AuthConfig's maxAttempts and however many lockouts they are spread over.
 MAX_CONSECUTIVE_FAILURES = 100
@@ -76,15 +91,74 @@ Check = Callable[[], Awaitable[Verdict]]
 
 
 @dataclass(frozen=True)
-class _LockState:
-    generation: int
-    locked_until: datetime | None
-    rev: int | None
+class _State:
+    step: int = -1
     failures: int = 0
+    earlier_failures: int = 0
+    locked_until: datetime | None = None
+    # The rev the state was read at; None when no record exists yet (the commit creates it).
+    rev: int | None = None
+    # Records of the old layout this state was carried over from, deleted once it is stored.
+    legacy: tuple[tuple[str, str], ...] = ()
 
     def allowed(self, policy: LockoutPolicy) -> int:
-        """Attempts this generation may evaluate: 0 once the failures reach the cap."""
-        return max(0, min(policy.max_attempts, MAX_CONSECUTIVE_FAILURES - self.failures))
+        """Failures this round may reach: 0 once the earlier rounds reach the cap."""
+        return max(0, min(policy.max_attempts, MAX_CONSECUTIVE_FAILURES - self.earlier_failures))
+
+    def refusal(self, policy: LockoutPolicy, now: datetime) -> Verdict | None:
+        """LOCKED when no attempt may be evaluated now, else None."""
+        if self.allowed(policy) == 0:
+            return Verdict(Reason.LOCKED)
+        if self.locked_until is not None and now < self.locked_until:
+            return Verdict(Reason.LOCKED, locked_until=self.locked_until)
+        return None
+
+    def full(self, policy: LockoutPolicy) -> bool:
+        """Every attempt of this round is counted, but no lock yet: the last one is still in flight
+        (a recovery code being spent), or maxAttempts was lowered. The next attempt locks."""
+        return self.failures >= self.allowed(policy)
+
+    def succeeded(self, step: int | None) -> _State:
+        return replace(
+            self,
+            step=self.step if step is None else step,
+            failures=0,
+            earlier_failures=0,
+            locked_until=None,
+        )
+
+    def counted(self) -> _State:
+        return replace(self, failures=self.failures + 1)
+
+    def locked(self, policy: LockoutPolicy, now: datetime) -> _State:
+        earlier = self.earlier_failures + self.failures
+        # Stored at millisecond precision; what is reported is what is stored.
+        until = (
+            datetime.fromisoformat(isoformat(now + timedelta(seconds=policy.lockout_seconds)))
+            if earlier < MAX_CONSECUTIVE_FAILURES
+            else None
+        )
+        return replace(self, failures=0, earlier_failures=earlier, locked_until=until)
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "failures": self.failures,
+            "earlierFailures": self.earlier_failures,
+            "lockedUntil": isoformat(self.locked_until) if self.locked_until else None,
+        }
+
+    @classmethod
+    def of(cls, record: Record) -> _State:
+        doc = record.document
+        until = doc.get("lockedUntil")
+        return cls(
+            step=int(doc["step"]),
+            failures=int(doc["failures"]),
+            earlier_failures=int(doc["earlierFailures"]),
+            locked_until=datetime.fromisoformat(until) if until else None,
+            rev=record.rev,
+        )
 
 
 class AttemptGuard:
@@ -95,110 +169,124 @@ class AttemptGuard:
     async def verify_totp(
         self, user_id: str, secret_b32: str, code: str, *, past: int, future: int, policy: LockoutPolicy
     ) -> Verdict:
-        async def check() -> Verdict:
-            return await self._accept_totp(user_id, secret_b32, code, past=past, future=future)
-
-        return await self.attempt(user_id, policy, check)
+        state = await self._read(user_id)
+        matched: tuple[int, ...] | None = None
+        while True:
+            now = self._clock()
+            refused = state.refusal(policy, now)
+            if refused is not None:
+                return refused
+            if state.full(policy):
+                outcome, verdict = _locked_now(state, policy, now)
+            else:
+                if matched is None:
+                    current = step_at(now.timestamp())
+                    matched = matching_steps(secret_b32, code, current_step=current, past=past, future=future)
+                match = decide(matched, state.step)
+                if match.step is not None:
+                    outcome, verdict = state.succeeded(match.step), Verdict(Reason.ACCEPTED, step=match.step)
+                else:
+                    # A code whose step another attempt committed first is a replay: the loser of a
+                    # race never retries its way to success.
+                    outcome = state.counted()
+                    verdict = Verdict(Reason.REPLAYED if match.replayed else Reason.INVALID)
+                    if outcome.full(policy):
+                        outcome = outcome.locked(policy, now)
+                        verdict = replace(verdict, locked_until=outcome.locked_until)
+            if await self._commit(user_id, state, outcome) is not None:
+                return verdict
+            state = await self._read(user_id)
 
     async def attempt(self, user_id: str, policy: LockoutPolicy, check: Check) -> Verdict:
         """Run `check` (which returns ACCEPTED, INVALID or REPLAYED) only if the user may try now.
 
-        The TOTP path and the recovery-code path both come through here, so they share one counter
-        and one lock. If `check` raises, its slot stays spent.
+        The TOTP path and the recovery-code path share one count and one lock. The attempt is
+        counted as a failure before `check` runs; if `check` raises, it stays counted.
         """
-        lock = await self._read_lock(user_id)
-        allowed = lock.allowed(policy)
-        if allowed == 0:
-            return Verdict(Reason.LOCKED)
-        if lock.locked_until is not None and self._clock() < lock.locked_until:
-            return Verdict(Reason.LOCKED, locked_until=lock.locked_until)
-        counter = _counter_key(user_id, lock.generation)
-        slot = await self._storage.record_incr(FAILURES, counter, expires_at=self._clock() + FAILURE_MEMORY)
-        if slot > allowed:
-            # Raced past the lock check alongside other attempts: refused unseen. Locking here too
-            # means the lock (and a fresh counter after it) exists even if the attempt in the last
-            # slot never settled.
-            return Verdict(Reason.LOCKED, locked_until=await self._lock(user_id, lock, policy, allowed))
+        state = await self._read(user_id)
+        while True:
+            now = self._clock()
+            refused = state.refusal(policy, now)
+            if refused is not None:
+                return refused
+            if state.full(policy):
+                locked, verdict = _locked_now(state, policy, now)
+                if await self._commit(user_id, state, locked) is not None:
+                    return verdict
+            else:
+                reserved = state.counted()
+                rev = await self._commit(user_id, state, reserved)
+                if rev is not None:
+                    reserved = replace(reserved, rev=rev, legacy=())
+                    break
+            state = await self._read(user_id)
         verdict = await check()
         if verdict.accepted:
-            await self._storage.record_delete(FAILURES, counter)
-            if lock.failures:
-                await self._storage.record_set(
-                    LOCK, user_id, {"generation": lock.generation + 1, "lockedUntil": None, "failures": 0}
-                )
+            await self._update(user_id, lambda state: state.succeeded(None))
             return verdict
-        if slot == allowed:
-            return replace(verdict, locked_until=await self._lock(user_id, lock, policy, allowed))
+        if reserved.full(policy):
+            locked = reserved.locked(policy, self._clock())
+            if await self._commit(user_id, reserved, locked) is not None:
+                return replace(verdict, locked_until=locked.locked_until)
+            # Changed meanwhile: locked by an attempt that found this round full, or cleared by a success.
+            return replace(verdict, locked_until=await self.locked_until(user_id))
         return verdict
 
     async def locked_until(self, user_id: str) -> datetime | None:
-        lock = await self._read_lock(user_id)
-        if lock.locked_until is not None and self._clock() < lock.locked_until:
-            return lock.locked_until
+        state = await self._read(user_id)
+        if state.locked_until is not None and self._clock() < state.locked_until:
+            return state.locked_until
         return None
 
     async def reset(self, user_id: str) -> None:
         """Clear the failures and the lock (an administrator's reset); the last accepted step stays."""
-        lock = await self._read_lock(user_id)
-        await self._storage.record_set(
-            LOCK, user_id, {"generation": lock.generation + 1, "lockedUntil": None, "failures": 0}
-        )
-        await self._storage.record_delete(FAILURES, _counter_key(user_id, lock.generation))
+        await self._update(user_id, lambda state: state.succeeded(None))
 
-    async def _accept_totp(
-        self, user_id: str, secret_b32: str, code: str, *, past: int, future: int
-    ) -> Verdict:
-        current = step_at(self._clock().timestamp())
-        last = await self._storage.record_get(LAST_STEP, user_id)
-        floor = int(last.document["step"]) if last is not None else -1
-        match = match_step(secret_b32, code, current_step=current, past=past, future=future, floor=floor)
-        if match.step is None:
-            return Verdict(Reason.REPLAYED if match.replayed else Reason.INVALID)
+    async def _update(self, user_id: str, change: Callable[[_State], _State]) -> None:
         while True:
-            expected_rev = last.rev if last is not None else None
-            stored = await self._storage.record_put(
-                LAST_STEP, user_id, {"step": match.step}, expected_rev=expected_rev
+            state = await self._read(user_id)
+            if await self._commit(user_id, state, change(state)) is not None:
+                return
+
+    async def _commit(self, user_id: str, seen: _State, outcome: _State) -> int | None:
+        """Store `outcome` if the record is still as `seen` was read; its new rev, or None."""
+        rev = await self._storage.record_put(STATE, user_id, outcome.document(), expected_rev=seen.rev)
+        if rev is not None:
+            for kind, key in seen.legacy:
+                await self._storage.record_delete(kind, key)
+        return rev
+
+    async def _read(self, user_id: str) -> _State:
+        record = await self._storage.record_get(STATE, user_id)
+        if record is not None:
+            return _State.of(record)
+        return await self._read_legacy(user_id)
+
+    async def _read_legacy(self, user_id: str) -> _State:
+        lock = await self._storage.record_get(LEGACY_LOCK, user_id)
+        generation = int(lock.document["generation"]) if lock is not None else 0
+        counter_key = f"{user_id}/{generation}"
+        counter = await self._storage.record_get(LEGACY_FAILURES, counter_key)
+        last = await self._storage.record_get(LEGACY_STEP, user_id)
+        found = [
+            (kind, key)
+            for kind, key, record in (
+                (LEGACY_LOCK, user_id, lock),
+                (LEGACY_FAILURES, counter_key, counter),
+                (LEGACY_STEP, user_id, last),
             )
-            if stored is not None:
-                return Verdict(Reason.ACCEPTED, step=match.step)
-            last = await self._storage.record_get(LAST_STEP, user_id)
-            if last is not None and int(last.document["step"]) >= match.step:
-                # Another attempt accepted this step (or a later one) first. The loser of the race
-                # is refused; it never retries its way to success.
-                return Verdict(Reason.REPLAYED)
-            # An older step was recorded meanwhile: ours is still strictly newer, so try again.
-
-    async def _read_lock(self, user_id: str) -> _LockState:
-        record = await self._storage.record_get(LOCK, user_id)
-        if record is None:
-            return _LockState(generation=0, locked_until=None, rev=None)
-        until = record.document.get("lockedUntil")
-        return _LockState(
-            generation=int(record.document["generation"]),
+            if record is not None
+        ]
+        until = lock.document.get("lockedUntil") if lock is not None else None
+        return _State(
+            step=int(last.document["step"]) if last is not None else -1,
+            failures=int(counter.document["count"]) if counter is not None else 0,
+            earlier_failures=int(lock.document.get("failures", 0)) if lock is not None else 0,
             locked_until=datetime.fromisoformat(until) if until else None,
-            rev=record.rev,
-            failures=int(record.document.get("failures", 0)),
+            legacy=tuple(found),
         )
 
-    async def _lock(
-        self, user_id: str, seen: _LockState, policy: LockoutPolicy, allowed: int
-    ) -> datetime | None:
-        """Lock from now on, unless someone changed the lock since `seen`; return the lock in force.
 
-        At the cap the lock has no end (`lockedUntil` null, `failures` at the cap).
-        """
-        failures = seen.failures + allowed
-        # Stored at millisecond precision; what is reported is what is stored.
-        until = (
-            isoformat(self._clock() + timedelta(seconds=policy.lockout_seconds))
-            if failures < MAX_CONSECUTIVE_FAILURES
-            else None
-        )
-        document = {"generation": seen.generation + 1, "lockedUntil": until, "failures": failures}
-        if await self._storage.record_put(LOCK, user_id, document, expected_rev=seen.rev) is not None:
-            return datetime.fromisoformat(until) if until else None
-        return await self.locked_until(user_id)
-
-
-def _counter_key(user_id: str, generation: int) -> str:
-    return f"{user_id}/{generation}"
+def _locked_now(state: _State, policy: LockoutPolicy, now: datetime) -> tuple[_State, Verdict]:
+    locked = state.locked(policy, now)
+    return locked, Verdict(Reason.LOCKED, locked_until=locked.locked_until)

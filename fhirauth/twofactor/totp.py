@@ -6,14 +6,15 @@ and whether that step was already used, so the caller can record it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyotp
-from pyotp.utils import strings_equal
 
 PERIOD = 30
 DIGITS = 6
@@ -21,6 +22,7 @@ DIGITS = 6
 Digest = Callable[..., Any]
 
 _WHITESPACE = re.compile(r"\s+")
+_CODE = re.compile(f"[0-9]{{{DIGITS}}}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,20 @@ def step_at(unix_time: float, period: int = PERIOD) -> int:
 
 
 def code_at(secret_b32: str, step: int, digits: int = DIGITS, digest: Digest = hashlib.sha1) -> str:
-    return pyotp.HOTP(secret_b32, digits=digits, digest=digest).at(step)
+    return _hotp(_key(secret_b32), step, digits, digest)
+
+
+def _key(secret_b32: str) -> bytes:
+    # Like pyotp and Google Authenticator: case-insensitive, padding optional.
+    return base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8), casefold=True)
+
+
+def _hotp(key: bytes, counter: int, digits: int, digest: Digest = hashlib.sha1) -> str:
+    """RFC 4226 §5.3, with the one-shot C HMAC: a sign-in computes several of these."""
+    mac = hmac.digest(key, counter.to_bytes(8, "big"), digest)
+    offset = mac[-1] & 0x0F
+    value = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
+    return str(value % 10**digits).zfill(digits)
 
 
 def match_step(
@@ -67,19 +82,35 @@ def match_step(
     NIST SP 800-63B §5.1.4.2, a code is accepted only once. When a code matches several steps, the
     newest one above the floor wins.
     """
+    matched = matching_steps(
+        secret_b32, code, current_step=current_step, past=past, future=future, digits=digits
+    )
+    return decide(matched, floor)
+
+
+def matching_steps(
+    secret_b32: str, code: str, *, current_step: int, past: int, future: int, digits: int = DIGITS
+) -> tuple[int, ...]:
+    """The steps of the window whose code is `code`, newest first: the costly half of `match_step`,
+    for a caller that decides again against a floor that moved meanwhile."""
     if past < 0 or future < 0:
         raise ValueError("past and future must not be negative")
     candidate = _WHITESPACE.sub("", code)
-    if not re.fullmatch(f"[0-9]{{{digits}}}", candidate):
-        return NO_MATCH
-    hotp = pyotp.HOTP(secret_b32, digits=digits)
+    pattern = _CODE if digits == DIGITS else re.compile(f"[0-9]{{{digits}}}")
+    if not pattern.fullmatch(candidate):
+        return ()
+    key = _key(secret_b32)
     first = max(current_step - past, 0)
     # Every step is compared, matched or not, so the time taken does not say where a code matched.
-    matched = [
+    return tuple(
         step
         for step in range(current_step + future, first - 1, -1)
-        if strings_equal(candidate, hotp.at(step))
-    ]
+        if hmac.compare_digest(candidate, _hotp(key, step, digits))
+    )
+
+
+def decide(matched: tuple[int, ...], floor: int) -> Match:
+    """The newest matched step above `floor`; a code whose steps are all at or below it is replayed."""
     fresh = [step for step in matched if step > floor]
     if fresh:
         return Match(step=fresh[0])

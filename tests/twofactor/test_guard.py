@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support.interleaving import InterleavingSQLite
 
-from fhirauth.clock import ManualClock
+from fhirauth.clock import ManualClock, isoformat
 from fhirauth.storage.sqlite import SQLiteStorage
 from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
 from fhirauth.twofactor.recovery import RecoveryCodes
@@ -157,7 +157,12 @@ async def test_concurrent_verifications_of_one_code_accept_exactly_one(
 async def test_concurrent_verifications_beyond_the_limit(guard: AttemptGuard, clock: ManualClock) -> None:
     code = current_code(clock)
     verdicts = await asyncio.gather(*(verify(guard, code) for _ in range(20)))
-    assert Counter(v.reason for v in verdicts) == {Reason.ACCEPTED: 1, Reason.REPLAYED: 4, Reason.LOCKED: 15}
+    # As one after another: the success clears the count, then the policy's five replays, the last
+    # of them bringing the lock about, then the lock.
+    assert Counter(v.reason for v in verdicts) == {Reason.ACCEPTED: 1, Reason.REPLAYED: 5, Reason.LOCKED: 14}
+    locked_until = START + timedelta(seconds=300)
+    assert [v.locked_until for v in verdicts if v.reason is Reason.REPLAYED].count(locked_until) == 1
+    assert {v.locked_until for v in verdicts if v.reason is Reason.LOCKED} == {locked_until}
 
 
 async def test_parallel_wrong_guesses_evaluate_at_most_max_attempts(
@@ -265,3 +270,172 @@ def test_workers_sharing_a_file_accept_one_code_once(tmp_path: Path, clock: Manu
     assert totp == {Reason.ACCEPTED: 1, Reason.REPLAYED: 19}
     guesses = Counter(v.reason for v in results if v.reason in (Reason.INVALID, Reason.LOCKED))
     assert guesses == {Reason.INVALID: 5, Reason.LOCKED: 95}
+
+
+# The state record: its layout, its cost per attempt, and the records of the old layout
+
+
+class CountingSQLite(InterleavingSQLite):
+    """Records which record calls an attempt makes."""
+
+    calls: list[str]
+
+    async def record_get(self, kind: str, key: str) -> Any:
+        self.calls.append(f"get {kind}")
+        return await super().record_get(kind, key)
+
+    async def record_put(self, kind: str, key: str, document: Any, **options: Any) -> int | None:
+        self.calls.append(f"put {kind}")
+        return await super().record_put(kind, key, document, **options)
+
+    async def record_delete(self, kind: str, key: str) -> None:
+        self.calls.append(f"delete {kind}")
+        await super().record_delete(kind, key)
+
+
+async def stored_state(storage: SQLiteStorage, user: str = USER) -> dict[str, Any] | None:
+    record = await storage.record_get("2fa-state", user)
+    return record.document if record is not None else None
+
+
+async def test_the_state_record_after_a_success_a_lock_and_a_reset(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    step = step_at(START.timestamp())
+    assert await stored_state(storage) is None
+    await verify(guard, current_code(clock))
+    assert await stored_state(storage) == {
+        "step": step,
+        "failures": 0,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+    for _ in range(2):
+        await verify(guard, wrong_code(clock))
+    assert await stored_state(storage) == {
+        "step": step,
+        "failures": 2,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+    for _ in range(3):
+        await verify(guard, wrong_code(clock))
+    locked = {"step": step, "failures": 0, "earlierFailures": 5, "lockedUntil": "2026-01-01T00:05:00.000Z"}
+    assert await stored_state(storage) == locked
+    # Refused while locked: nothing is written.
+    await verify(guard, current_code(clock))
+    assert await stored_state(storage) == locked
+    await guard.reset(USER)
+    assert await stored_state(storage) == {
+        "step": step,
+        "failures": 0,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+
+
+async def test_an_accepted_code_costs_one_read_and_one_compare_and_set(clock: ManualClock) -> None:
+    storage = CountingSQLite(":memory:", clock)
+    await storage.start([])
+    guard = AttemptGuard(storage, clock)
+    storage.calls = []
+    assert (await verify(guard, current_code(clock, -1))).accepted
+    # The first attempt of a user looks for the records of the old layout once.
+    assert storage.calls == [
+        "get 2fa-state",
+        "get 2fa-lock",
+        "get 2fa-failures",
+        "get totp-step",
+        "put 2fa-state",
+    ]
+    storage.calls = []
+    assert (await verify(guard, current_code(clock))).accepted
+    assert storage.calls == ["get 2fa-state", "put 2fa-state"]
+    storage.calls = []
+    assert (await verify(guard, wrong_code(clock))).reason is Reason.INVALID
+    assert storage.calls == ["get 2fa-state", "put 2fa-state"]
+    await storage.close()
+
+
+async def test_a_lock_of_the_old_layout_holds_and_is_carried_over(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    step = step_at(START.timestamp())
+    until = START + timedelta(seconds=20)
+    await storage.record_set(
+        "2fa-lock", USER, {"generation": 3, "lockedUntil": isoformat(until), "failures": 15}
+    )
+    await storage.record_incr("2fa-failures", f"{USER}/3", expires_at=START + timedelta(days=365))
+    await storage.record_set("totp-step", USER, {"step": step})
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=until)
+    clock.advance(20)
+    # The step accepted before the upgrade stays spent; the failure is the second of this round
+    # (the old counter held one).
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.REPLAYED)
+    assert await stored_state(storage) == {
+        "step": step,
+        "failures": 2,
+        "earlierFailures": 15,
+        "lockedUntil": "2026-01-01T00:00:20.000Z",
+    }
+    # Carried over once, then gone.
+    for kind, key in (("2fa-lock", USER), ("2fa-failures", f"{USER}/3"), ("totp-step", USER)):
+        assert await storage.record_get(kind, key) is None
+    clock.advance(10)
+    assert (await verify(guard, current_code(clock))).accepted
+
+
+async def test_a_lock_at_the_cap_of_the_old_layout_waits_for_the_reset(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    await storage.record_set("2fa-lock", USER, {"generation": 20, "lockedUntil": None, "failures": 100})
+    clock.advance(30 * 86400)
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED)
+    await guard.reset(USER)
+    assert await storage.record_get("2fa-lock", USER) is None
+    assert (await verify(guard, current_code(clock))).accepted
+
+
+async def test_failures_short_of_a_lock_in_the_old_layout_still_count(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    await storage.record_incr("2fa-failures", f"{USER}/0", expires_at=START + timedelta(days=365), amount=4)
+    assert await verify(guard, wrong_code(clock)) == Verdict(
+        Reason.INVALID, locked_until=START + timedelta(seconds=300)
+    )
+
+
+async def test_a_recovery_code_in_flight_holds_the_last_attempt(
+    guard: AttemptGuard, clock: ManualClock
+) -> None:
+    for _ in range(4):
+        await verify(guard, wrong_code(clock))
+    during: list[Verdict] = []
+
+    async def slow_wrong_recovery_code() -> Verdict:
+        # The fifth and last attempt is counted and being checked: another attempt now locks.
+        during.append(await verify(guard, current_code(clock)))
+        return Verdict(Reason.INVALID)
+
+    locked_until = START + timedelta(seconds=300)
+    assert await guard.attempt(USER, POLICY, slow_wrong_recovery_code) == Verdict(
+        Reason.INVALID, locked_until=locked_until
+    )
+    assert during == [Verdict(Reason.LOCKED, locked_until=locked_until)]
+    assert await guard.locked_until(USER) == locked_until
+
+
+async def test_a_check_that_raises_stays_counted(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    async def broken() -> Verdict:
+        raise RuntimeError("storage went away")
+
+    with pytest.raises(RuntimeError):
+        await guard.attempt(USER, POLICY, broken)
+    assert await stored_state(storage) == {
+        "step": -1,
+        "failures": 1,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
