@@ -17,6 +17,8 @@ Document = dict[str, Any]
 GRANT_ALIASES = {"code": "authorization_code"}
 _VERIFIED_CACHE_SIZE = 4096
 _VERIFIED_TTL_SECONDS = 300
+_CLIENT_CACHE_SECONDS = 2.0
+_CLIENT_CACHE_SIZE = 1024
 # (client id, its version, SHA-256 of the presented secret)
 _VerifiedKey = tuple[str, str, str]
 
@@ -33,6 +35,8 @@ class ClientRegistry:
         # Remember successful verifications of (client, version, secret digest) for a few minutes.
         self._verified: OrderedDict[_VerifiedKey, float] = OrderedDict()
         self._verifying: dict[_VerifiedKey, asyncio.Future[bool]] = {}
+        self._cached: dict[str, tuple[float, Document | None]] = {}
+        resources.on_change("Client", self._forget)
 
     @property
     def root_id(self) -> str:
@@ -48,12 +52,28 @@ class ClientRegistry:
         return {"resourceType": "Client", "id": self._root_id, "grant_types": ["basic", "client_credentials"]}
 
     async def get(self, client_id: str) -> Document | None:
+        """The active Client, as read at most two seconds ago: every token request and every bearer
+        request names its client, and clients rarely change.
+
+        Writes through this process's ResourceService clear the cache at once; other workers' writes
+        show up within two seconds (monotonic time: this bounds staleness, it is not a rule of the
+        domain).
+        """
         if client_id == self._root_id:
             return self.root_document()
+        now = time.monotonic()
+        hit = self._cached.get(client_id)
+        if hit is not None and now - hit[0] < _CLIENT_CACHE_SECONDS:
+            return hit[1]
         stored = await self._resources.find("Client", client_id)
-        if stored is None or stored.document.get("active") is False:
-            return None
-        return stored.document
+        client = None if stored is None or stored.document.get("active") is False else stored.document
+        if len(self._cached) >= _CLIENT_CACHE_SIZE:
+            self._cached.clear()
+        self._cached[client_id] = (now, client)
+        return client
+
+    async def _forget(self, before: Document | None, after: Document | None) -> None:
+        self._cached.clear()
 
     async def authenticate(self, client_id: str, secret: str) -> Document | None:
         """The Client whose secret this is, or None. Unknown clients cost as much as known ones."""

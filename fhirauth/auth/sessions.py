@@ -6,7 +6,6 @@ bearer token of any format (opaque, JWT, browser cookie) is found by one indexed
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fhirauth.auth.clients import ClientRegistry
@@ -23,7 +22,6 @@ Document = dict[str, Any]
 BROWSER = "browser"
 # Longer values are refused before hashing: no token this server issues comes near it.
 MAX_TOKEN_CHARS = 4096
-_CLIENT_CACHE_SECONDS = 2.0
 _END_RETRIES = 5
 _CHILDREN_PAGE = 100
 
@@ -37,37 +35,10 @@ def _ref_id(session: Document, field: str) -> str | None:
     return ref.get("id") if isinstance(ref, dict) else None
 
 
-class _ClientCache:
-    """Clients by id for a few seconds: every bearer request names its client, and clients rarely change.
-
-    Writes through this process's ResourceService clear it at once; other workers' writes show up
-    within two seconds (monotonic time: this bounds staleness, it is not a rule of the domain).
-    """
-
-    def __init__(self, resources: ResourceService, clients: ClientRegistry) -> None:
-        self._clients = clients
-        self._cached: dict[str, tuple[float, Document | None]] = {}
-        resources.on_change("Client", self._forget)
-
-    async def _forget(self, before: Document | None, after: Document | None) -> None:
-        self._cached.clear()
-
-    async def get(self, client_id: str) -> Document | None:
-        hit = self._cached.get(client_id)
-        if hit is not None and time.monotonic() - hit[0] < _CLIENT_CACHE_SECONDS:
-            return hit[1]
-        client = await self._clients.get(client_id)
-        if len(self._cached) > 1024:
-            self._cached.clear()
-        self._cached[client_id] = (time.monotonic(), client)
-        return client
-
-
 class SessionService:
     def __init__(self, resources: ResourceService, clients: ClientRegistry, clock: Clock) -> None:
         self._resources = resources
         self._clients = clients
-        self._client_cache = _ClientCache(resources, clients)
         self._clock = clock
 
     def now(self) -> int:
@@ -134,7 +105,7 @@ class SessionService:
         client: Document | None = None
         client_id = _ref_id(session, "client")
         if client_id is not None:
-            client = await self._client_cache.get(client_id)
+            client = await self._clients.get(client_id)
             if client is None:
                 return None
         user_id = _ref_id(session, "user")

@@ -101,3 +101,25 @@ async def test_a_client_without_a_secret_costs_a_dummy_verification(
     assert await registry.authenticate("spa", "anything") is None
     assert await registry.authenticate("nobody", "anything") is None
     assert hasher.verifications == 2
+
+
+async def test_clients_are_read_once_and_forgotten_when_written(
+    services: Services, registry: ClientRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await confidential_client(services)
+    reads: list[tuple[str, str]] = []
+    find = services.resources.find
+
+    async def counting_find(resource_type: str, id: str) -> object:
+        reads.append((resource_type, id))
+        return await find(resource_type, id)
+
+    monkeypatch.setattr(services.resources, "find", counting_find)
+    assert await ids(registry, SECRET, 3) == ["app"] * 3
+    assert await registry.get("nobody") is None
+    assert await registry.get("nobody") is None
+    assert reads == [("Client", "app"), ("Client", "nobody")]
+    await confidential_client(services, active=False)
+    assert await registry.get("app") is None
+    assert await ids(registry, SECRET, 1) == [None]
+    assert reads == [("Client", "app"), ("Client", "nobody"), ("Client", "app")]
