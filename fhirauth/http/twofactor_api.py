@@ -19,7 +19,8 @@ from fhirauth.twofactor.service import Locked, TwoFactorError
 Document = dict[str, Any]
 
 
-async def _user_and_body(request: Request) -> tuple[str, Document]:
+async def _user_and_body(request: Request) -> tuple[Document, Document]:
+    """The User document of the bearer token (read in this request) and the JSON body."""
     services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     if principal is None or principal.user is None:
@@ -31,7 +32,7 @@ async def _user_and_body(request: Request) -> tuple[str, Document]:
     body = parse_document(raw, media_type(request)) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest("Expected a JSON object")
-    return principal.user["id"], body
+    return principal.user, body
 
 
 def _token(body: Document) -> str:
@@ -53,7 +54,8 @@ def refusal(request: Request, error: TwoFactorError) -> Response:
 
 
 async def request_enrollment(request: Request) -> Response:
-    user_id, body = await _user_and_body(request)
+    user, body = await _user_and_body(request)
+    user_id = user["id"]
     services = services_of(request)
     transport = body.get("transport")
     if transport is not None and not isinstance(transport, str):
@@ -63,17 +65,17 @@ async def request_enrollment(request: Request) -> Response:
     except TwoFactorError as error:
         return refusal(request, error)
     if transport:
-        user = (await services.twofactor.user(user_id)).document
-        await services.twofactor.send_code(user, ip=client_ip(request))
+        enrolled = (await services.twofactor.user(user_id)).document
+        await services.twofactor.send_code(enrolled, ip=client_ip(request))
         return json_response({})
     return json_response({"uri": enrollment.uri})
 
 
 async def confirm(request: Request) -> Response:
-    user_id, body = await _user_and_body(request)
+    user, body = await _user_and_body(request)
     try:
         codes = await services_of(request).twofactor.confirm_enrollment(
-            user_id, _token(body), ip=client_ip(request)
+            user["id"], _token(body), ip=client_ip(request)
         )
     except TwoFactorError as error:
         return refusal(request, error)
@@ -82,19 +84,30 @@ async def confirm(request: Request) -> Response:
 
 
 async def disable(request: Request) -> Response:
-    user_id, body = await _user_and_body(request)
+    user, body = await _user_and_body(request)
     try:
-        await services_of(request).twofactor.disable(user_id, _token(body), ip=client_ip(request))
+        await services_of(request).twofactor.disable(user["id"], _token(body), ip=client_ip(request))
+    except TwoFactorError as error:
+        return refusal(request, error)
+    return json_response({})
+
+
+async def verify(request: Request) -> Response:
+    """Step-up: the signed-in user proves the second factor again before a sensitive action; an
+    accepted code is spent like any other. Not an Aidbox operation."""
+    user, body = await _user_and_body(request)
+    try:
+        await services_of(request).twofactor.require(user, _token(body), ip=client_ip(request))
     except TwoFactorError as error:
         return refusal(request, error)
     return json_response({})
 
 
 async def recovery_codes(request: Request) -> Response:
-    user_id, body = await _user_and_body(request)
+    user, body = await _user_and_body(request)
     try:
         codes = await services_of(request).twofactor.regenerate_recovery_codes(
-            user_id, _token(body), ip=client_ip(request)
+            user["id"], _token(body), ip=client_ip(request)
         )
     except TwoFactorError as error:
         return refusal(request, error)
@@ -105,5 +118,6 @@ routes = [
     Route("/app/auth/two-factor/request", request_enrollment, methods=["POST"]),
     Route("/app/auth/two-factor/confirm", confirm, methods=["POST"]),
     Route("/app/auth/two-factor/disable", disable, methods=["POST"]),
+    Route("/app/auth/two-factor/verify", verify, methods=["POST"]),
     Route("/app/auth/two-factor/recovery-codes", recovery_codes, methods=["POST"]),
 ]

@@ -251,7 +251,7 @@ async def verify(request: Request) -> Response:
             "We sent you a new code." if sent else "We could not send you a code; use your authenticator app."
         )
         return await _verify_form(request, notice=notice)
-    verdict = await services.twofactor.verify(user["id"], form.get("code", ""), ip=client_ip(request))
+    verdict = await services.twofactor.verify_user(user, form.get("code", ""), ip=client_ip(request))
     if verdict.reason is Reason.LOCKED:
         return await _locked_page(request, Locked(verdict.locked_until))
     if not verdict.accepted:

@@ -21,7 +21,7 @@ def require_second_factor(two_factor: TwoFactorService) -> PasswordGrantCheck:
         code = next((request.params[p] for p in CODE_PARAMETERS if request.params.get(p)), None)
         if code is None:
             raise InvalidGrant("Two-factor authentication code required")
-        verdict = await two_factor.verify(user["id"], code, client=request.client.get("id"))
+        verdict = await two_factor.verify_user(user, code, client=request.client.get("id"))
         if verdict.reason is Reason.LOCKED:
             raise InvalidGrant("Too many wrong two-factor codes; try again later")
         if not verdict.accepted:

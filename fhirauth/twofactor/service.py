@@ -136,10 +136,15 @@ class TwoFactorService:
         self._notify = notify
         self._auth_config = auth_config
         self._clock = clock
+        # The AuthConfig document the config was last made from: the source caches the document.
+        self._config_of: tuple[Document, TwoFactorConfig] | None = None
         resources.on_change("User", self._after_user_change)
 
     async def config(self) -> TwoFactorConfig:
-        return TwoFactorConfig.from_auth_config(await self._auth_config())
+        auth_config = await self._auth_config()
+        if self._config_of is None or self._config_of[0] is not auth_config:
+            self._config_of = (auth_config, TwoFactorConfig.from_auth_config(auth_config))
+        return self._config_of[1]
 
     async def user(self, user_id: str) -> Stored:
         stored = await self._resources.find("User", user_id)
@@ -216,9 +221,15 @@ class TwoFactorService:
         self, user_id: str, code: str, *, ip: str | None = None, client: str | None = None
     ) -> Verdict:
         """The second factor at sign-in: a TOTP code, or an unused recovery code (which is then spent)."""
+        return await self.verify_user((await self.user(user_id)).document, code, ip=ip, client=client)
+
+    async def verify_user(
+        self, user: Document, code: str, *, ip: str | None = None, client: str | None = None
+    ) -> Verdict:
+        """`verify` for a User document the caller has just read."""
         config = await self.config()
-        stored = await self.user(user_id)
-        if not status_of(stored.document).enabled:
+        user_id = user["id"]
+        if not status_of(user).enabled:
             return Verdict(Reason.INVALID)
         code = code.strip()
         if _looks_like_recovery_code(code):
@@ -231,7 +242,7 @@ class TwoFactorService:
                     "2fa-recovery-used", "success", user=user_id, client=client, ip=ip, detail={"left": left}
                 )
         else:
-            secret = self._secrets.reveal_totp_secret(stored.document)
+            secret = self._secrets.reveal_totp_secret(user)
             assert secret is not None
             verdict = await self._guard.verify_totp(
                 user_id, secret, code, past=config.past, future=config.future, policy=config.lockout
@@ -239,9 +250,12 @@ class TwoFactorService:
         await self._audit_refusal(verdict, user_id, ip, client)
         return verdict
 
-    async def require(self, user_id: str, code: str, *, ip: str | None = None) -> None:
-        """`verify`, raising the demo app's refusals (wrong_token 422, lockout 429)."""
-        verdict = await self.verify(user_id, code, ip=ip)
+    async def require(self, user: Document, code: str, *, ip: str | None = None) -> None:
+        """`verify_user` for a user who must have 2FA on, raising the demo app's refusals
+        (not_enabled and wrong_token 422, lockout 429). Also a step-up check on its own."""
+        if not status_of(user).enabled:
+            raise not_enabled()
+        verdict = await self.verify_user(user, code, ip=ip)
         if verdict.reason is Reason.LOCKED:
             raise Locked(verdict.locked_until)
         if not verdict.accepted:
@@ -266,8 +280,7 @@ class TwoFactorService:
     # After enrolment
 
     async def regenerate_recovery_codes(self, user_id: str, code: str, *, ip: str | None = None) -> list[str]:
-        await self._require_enabled(user_id)
-        await self.require(user_id, code, ip=ip)
+        await self.require((await self.user(user_id)).document, code, ip=ip)
         recovery = await self._recovery.codes()
         codes = recovery.generate()
         await self._update_two_factor(
@@ -282,8 +295,7 @@ class TwoFactorService:
         return codes
 
     async def disable(self, user_id: str, code: str, *, ip: str | None = None) -> None:
-        await self._require_enabled(user_id)
-        await self.require(user_id, code, ip=ip)
+        await self.require((await self.user(user_id)).document, code, ip=ip)
         await self._update_two_factor(user_id, _switched_off)
         await self._audit.record("2fa-disabled", "success", user=user_id, ip=ip)
         await self._tell(
@@ -326,10 +338,6 @@ class TwoFactorService:
         await self._webhook.close()
 
     # Internals
-
-    async def _require_enabled(self, user_id: str) -> None:
-        if not status_of((await self.user(user_id)).document).enabled:
-            raise not_enabled()
 
     async def _update_two_factor(self, user_id: str, change: Callable[[Document], Document]) -> None:
         for _ in range(_SAVE_RETRIES):

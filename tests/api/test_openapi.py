@@ -52,6 +52,7 @@ FIXED = {
     ("post", "/app/auth/two-factor/request"): "twoFactorRequest",
     ("post", "/app/auth/two-factor/confirm"): "twoFactorConfirm",
     ("post", "/app/auth/two-factor/disable"): "twoFactorDisable",
+    ("post", "/app/auth/two-factor/verify"): "twoFactorVerify",
     ("post", "/app/auth/two-factor/recovery-codes"): "twoFactorRecoveryCodes",
 }
 # Browser faces: HTML forms with CSRF fields, not an API.

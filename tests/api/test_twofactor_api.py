@@ -185,3 +185,94 @@ def test_migrated_secret_works_with_the_existing_authenticator(
     )
     assert password_grant(api).json()["error_description"] == "Two-factor authentication code required"
     assert password_grant(api, totp=code_now(secret, clock)).status_code == 200
+
+
+def stored_state(api: TestClient, user_id: str) -> object:
+    storage = api.app.state.services.storage  # type: ignore[union-attr]
+    record = api.portal.call(storage.record_get, "2fa-state", user_id)  # type: ignore[union-attr]
+    return record.document if record is not None else None
+
+
+def test_step_up_verify_walked_in_order(api: TestClient, clock: ManualClock, setup: None) -> None:
+    verify = "/app/auth/two-factor/verify"
+    wrong = {"error": "wrong_token", "error_description": "Wrong token"}
+    auth = bearer(password_grant(api).json()["access_token"])
+    # 1. no token: 401
+    res1 = api.post(verify, json={"token": "123456"}, headers=NO_AUTH)
+    assert res1.status_code == 401
+    assert res1.headers["www-authenticate"] == 'Bearer realm="fhirauth"'
+    # 2. 2FA off
+    res2 = api.post(verify, json={"token": "123456"}, headers=auth)
+    assert (res2.status_code, res2.json()) == (
+        422,
+        {"error": "not_enabled", "error_description": "2FA is not enabled"},
+    )
+    assert stored_state(api, "ann") is None
+    uri = api.post("/app/auth/two-factor/request", json={}, headers=auth).json()["uri"]
+    secret = parse_qs(urlsplit(uri).query)["secret"][0]
+    enrolled_step = totp.step_at(clock().timestamp())
+    enrolment_code = code_now(secret, clock)
+    assert (
+        api.post("/app/auth/two-factor/confirm", json={"token": enrolment_code}, headers=auth).status_code
+        == 200
+    )
+    # 3. a wrong code
+    res3 = api.post(verify, json={"token": "000000"}, headers=auth)
+    assert (res3.status_code, res3.json()) == (422, wrong)
+    assert stored_state(api, "ann") == {
+        "step": enrolled_step,
+        "failures": 1,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+    # 4. the next step's code is accepted and spent; the failure is forgotten
+    clock.advance(30)
+    code = code_now(secret, clock)
+    res4 = api.post(verify, json={"token": code}, headers=auth)
+    assert (res4.status_code, res4.json()) == (200, {})
+    assert stored_state(api, "ann") == {
+        "step": enrolled_step + 1,
+        "failures": 0,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+    # 5. the same code again
+    res5 = api.post(verify, json={"token": code}, headers=auth)
+    assert (res5.status_code, res5.json()) == (422, wrong)
+    assert api.get("/AuditEvent?action=2fa-replay-refused").json()["total"] == 1
+    # 6. the third failure in a row locks (maxAttempts 3, lockoutSeconds 60): even the right code is refused
+    assert api.post(verify, json={"token": "000000"}, headers=auth).json() == wrong
+    res6 = api.post(verify, json={"token": "000000"}, headers=auth)
+    assert (res6.status_code, res6.json()) == (422, wrong)
+    clock.advance(30)
+    locked = api.post(verify, json={"token": code_now(secret, clock)}, headers=auth)
+    assert (locked.status_code, locked.json()) == (
+        429,
+        {"error": "locked", "error_description": "Too many wrong codes; try again later"},
+    )
+    assert locked.headers["retry-after"] == "30"
+    assert stored_state(api, "ann") == {
+        "step": enrolled_step + 1,
+        "failures": 0,
+        "earlierFailures": 3,
+        "lockedUntil": "2026-01-01T00:01:30.000Z",
+    }
+    # 7. after the lock, a code works again, and 2FA stayed on throughout
+    clock.advance(30)
+    assert api.post(verify, json={"token": code_now(secret, clock)}, headers=auth).json() == {}
+    assert api.get("/auth/userinfo", headers=auth).json()["twoFactor"] == {"enabled": True}
+
+
+def test_step_up_verify_takes_a_recovery_code_once(api: TestClient, clock: ManualClock, setup: None) -> None:
+    auth = bearer(password_grant(api).json()["access_token"])
+    uri = api.post("/app/auth/two-factor/request", json={}, headers=auth).json()["uri"]
+    secret = parse_qs(urlsplit(uri).query)["secret"][0]
+    confirmed = api.post(
+        "/app/auth/two-factor/confirm", json={"token": code_now(secret, clock)}, headers=auth
+    )
+    recovery = confirmed.json()["recoveryCodes"]
+    verify = "/app/auth/two-factor/verify"
+    assert api.post(verify, json={"token": recovery[3]}, headers=auth).json() == {}
+    assert api.post(verify, json={"token": recovery[3]}, headers=auth).json()["error"] == "wrong_token"
+    stored = api.portal.call(api.app.state.services.storage.get, "User", "ann").document  # type: ignore[union-attr]
+    assert len(stored["twoFactor"]["recoveryCodes"]) == 9

@@ -481,6 +481,12 @@ _TWO_FACTOR: dict[str, tuple[str, str, str, str]] = {
     ),
     "confirm": ("twoFactorConfirm", "Confirm enrolment with a code", "TwoFactorCode", "TwoFactorConfirmed"),
     "disable": ("twoFactorDisable", "Turn two-factor off with a code", "TwoFactorCode", "Empty"),
+    "verify": (
+        "twoFactorVerify",
+        "Check a code again before a sensitive action (step-up)",
+        "TwoFactorCode",
+        "Empty",
+    ),
     "recovery-codes": (
         "twoFactorRecoveryCodes",
         "New recovery codes (the old ones stop working)",
@@ -524,5 +530,6 @@ FIXED: dict[Callable[..., Any], Describe] = {
     twofactor_api.request_enrollment: _two_factor,
     twofactor_api.confirm: _two_factor,
     twofactor_api.disable: _two_factor,
+    twofactor_api.verify: _two_factor,
     twofactor_api.recovery_codes: _two_factor,
 }
