@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+from collections.abc import Callable
+from operator import attrgetter
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -68,19 +70,22 @@ def address_key(address: str | None) -> str:
     return str(parsed)
 
 
-def limit_for(method: str, path: str, limits: RateLimits) -> Limit | None:
-    """The per-address limit of a request, None for unlimited ones."""
+def limit_for(method: str, path: str) -> Callable[[RateLimits], Limit] | None:
+    """Which of the per-address limits a request counts against (None for unlimited ones).
+
+    It names the limit rather than reading it, so an unlimited request never looks up the settings.
+    """
     if method != "POST":
         return None
     if path == "/auth/login":
-        return limits.login_ip
+        return attrgetter("login_ip")
     if path == "/auth/token":
-        return limits.token_ip
+        return attrgetter("token_ip")
     if path == "/auth/signup":
-        return limits.signup_ip
+        return attrgetter("signup_ip")
     # The sign-in step and every form or operation that checks a code.
     if path.startswith(("/auth/two-factor/", "/app/auth/two-factor/")):
-        return limits.two_factor_ip
+        return attrgetter("two_factor_ip")
     return None
 
 
@@ -121,13 +126,12 @@ async def check_address_limit(scope: Scope) -> None:
     Called by the edge layer before the route runs (and before it reads the body), which answers
     RateLimited with `rate_limited`, as it does when an endpoint raises it.
     """
+    limit = limit_for(scope["method"], _route_path(scope))
     services: Services | None = getattr(scope["app"].state, "services", None)
-    if services is None:
+    if limit is None or services is None:
         return
-    limit = limit_for(scope["method"], _route_path(scope), services.rate_limits)
-    if limit is not None:
-        address = client_address(scope, services.settings.trust_proxy_headers)
-        await services.rate_limiter.hit(limit, address_key(address))
+    address = client_address(scope, services.settings.trust_proxy_headers)
+    await services.rate_limiter.hit(limit(services.rate_limits), address_key(address))
 
 
 def _route_path(scope: Scope) -> str:

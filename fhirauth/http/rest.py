@@ -73,7 +73,9 @@ def _resource_response(request: Request, doc: Document, status: int = 200) -> Re
 
 
 def _search_params(request: Request) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+    # As Starlette's query_params reads the query string, without building the multidict.
+    pairs = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    return [(k, v) for k, v in pairs if k != "_format"]
 
 
 async def search(request: Request) -> Response:

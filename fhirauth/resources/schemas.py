@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,65 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
         yield ValidationError(f"{_shown(instance)} does not match the pattern {pattern}")
 
 
+_CACHE_LIMIT = 4096
+Checks = tuple[tuple[Callable[..., Any], Any], ...]
+_checks_of: dict[int, tuple[object, Checks | None]] = {}
+
+
+def _in_place_checks(validator: Any, schema: object) -> Checks | None:
+    """The keyword functions of a subschema that validates the same under its parent's validator.
+
+    `descend` builds a validator for each subschema, with the class its `$schema` names and a
+    resolver rebased on its `$id`; for a subschema with neither, that validator would be the
+    parent's with another `schema`, and keyword functions read the schema they are passed.
+    Cached by identity: each entry holds its subschema, so that an id is never reused under it.
+    """
+    cached = _checks_of.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    checks: Checks | None = None
+    if isinstance(schema, dict) and "$id" not in schema and "$schema" not in schema:
+        keywords = validator.VALIDATORS
+        checks = tuple((keywords[key], value) for key, value in schema.items() if key in keywords)
+    if len(_checks_of) >= _CACHE_LIMIT:
+        _checks_of.clear()
+    _checks_of[id(schema)] = (schema, checks)
+    return checks
+
+
+def _properties(
+    validator: Any, properties: dict[str, Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    """jsonschema's `properties`, with a shortcut for the common case of a valid property.
+
+    Descending into a subschema builds a validator for it, which costs more than the checks it runs
+    (for a User, two thirds of its validation). A subschema that validates the same under this
+    validator is checked here, by jsonschema's own keyword functions; only when one of them objects
+    does the property go through `descend`, so every error is reported exactly as before.
+    """
+    if not validator.is_type(instance, "object"):
+        return
+    for name, subschema in properties.items():
+        if name not in instance:
+            continue
+        value = instance[name]
+        checks = _in_place_checks(validator, subschema)
+        if checks is not None and not any(
+            next(iter(check(validator, expected, value, subschema) or ()), None) is not None
+            for check, expected in checks
+        ):
+            continue
+        yield from validator.descend(value, subschema, path=name, schema_path=name)
+
+
 _Validator = extend(
     Draft202012Validator,
-    validators={"required": _required, "additionalProperties": _additional_properties, "pattern": _pattern},
+    validators={
+        "required": _required,
+        "additionalProperties": _additional_properties,
+        "pattern": _pattern,
+        "properties": _properties,
+    },
 )
 
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*\Z")

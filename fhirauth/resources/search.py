@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class SearchRequest:
     elements: tuple[str, ...]
 
 
+# Searches repeat the same few parameter names; checking one against the secret fields costs µs.
+@functools.lru_cache(maxsize=1024)
 def _path(resource_type: str, name: str) -> str:
     if not _PATH.match(name) or len(name) > 200:
         raise BadRequest(f"Unknown search parameter '{name}'", name)

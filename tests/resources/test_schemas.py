@@ -5,10 +5,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+from jsonschema.validators import extend
 
 from fhirauth.errors import Invalid
-from fhirauth.resources.schemas import _FORMATS, SchemaRegistry, _inline_local_refs, _Validator
+from fhirauth.resources.schemas import (
+    _FORMATS,
+    SchemaRegistry,
+    _additional_properties,
+    _inline_local_refs,
+    _pattern,
+    _required,
+    _Validator,
+)
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 REGISTRY = SchemaRegistry.from_directory(SCHEMAS)
@@ -612,3 +622,55 @@ def test_inlining_definitions_changes_no_verdict(resource: dict[str, Any]) -> No
         return sorted((json.dumps(list(error.absolute_path)), error.message) for error in errors)
 
     assert verdict(_inline_local_refs(schema)) == verdict(schema)
+
+
+# jsonschema's own `properties`, descending into every subschema: what the shortcut must agree with.
+_Descending = extend(
+    Draft202012Validator,
+    validators={
+        "required": _required,
+        "additionalProperties": _additional_properties,
+        "pattern": _pattern,
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [*ACCEPTED.values(), *(resource for resource, _ in REJECTED.values())],
+    ids=[*ACCEPTED.keys(), *REJECTED.keys()],
+)
+def test_checking_properties_in_place_changes_no_error(resource: dict[str, Any]) -> None:
+    schema = _inline_local_refs(REGISTRY.schema(resource["resourceType"]))
+
+    def errors(validator: Any) -> list[tuple[str, str, str, str]]:
+        found = validator(schema, format_checker=_FORMATS).iter_errors(resource)
+        return sorted(
+            (
+                json.dumps(list(e.absolute_path)),
+                json.dumps(list(e.absolute_schema_path)),
+                e.validator,
+                e.message,
+            )
+            for e in found
+        )
+
+    assert errors(_Validator) == errors(_Descending)
+
+
+def test_a_property_with_its_own_id_resolves_its_references_against_it() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "code": {
+                "$id": "https://example.org/code",
+                "$defs": {"text": {"type": "string", "minLength": 2}},
+                "$ref": "#/$defs/text",
+            },
+        },
+    }
+    validator = _Validator(schema, format_checker=_FORMATS)
+    assert validator.is_valid({"code": "ab"})
+    assert [(list(e.absolute_path), e.message) for e in validator.iter_errors({"code": "a"})] == [
+        (["code"], "'a' is too short")
+    ]
