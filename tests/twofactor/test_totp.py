@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import random
+import struct
 import subprocess
 from datetime import UTC, datetime
 
@@ -166,3 +168,24 @@ def test_steps_before_the_epoch_are_not_candidates() -> None:
 def test_negative_window_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         match_step(SECRET, "123456", current_step=NOW_STEP, past=-1, future=0, floor=-1)
+
+
+def test_secrets_of_any_length_and_case_decode_as_base64_does() -> None:
+    def rfc4226(key: bytes, counter: int) -> str:
+        mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+        offset = mac[19] & 0x0F
+        return f"{(struct.unpack('>I', mac[offset : offset + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+    rng = random.Random(4648)
+    for size in range(10, 41):
+        key = rng.randbytes(size)
+        encoded = base64.b32encode(key).decode()
+        for secret in (encoded, encoded.rstrip("="), encoded.lower()):
+            step = rng.randrange(0, 2**31)
+            assert code_at(secret, step) == rfc4226(key, step), secret
+
+
+def test_a_secret_that_is_not_base32_is_refused() -> None:
+    for secret in ("JBSWY3DPEHPK3PX1", "JBSWY3DP EHPK3PXP", "JBSW=Y3DPEHPK3PXP", "JBSWY3DPEHPK3PX_"):
+        with pytest.raises(ValueError):
+            code_at(secret, 1)
