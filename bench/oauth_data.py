@@ -143,7 +143,8 @@ class OAuthRuns:
     """Request files written against the running server, before each wrk run.
 
     Each 2FA user is used by one request only, across all runs (a code is accepted once per user and
-    step, and `disable` turns 2FA off), so runs take consecutive slices of the users.
+    step, and `disable` turns 2FA off), so runs take consecutive slices of the users: a user's first
+    check is what the two-factor scenarios measure.
     """
 
     data: Path
@@ -183,14 +184,15 @@ class OAuthRuns:
             lines.append(f"{CLIENT_AUTH}\t{urlencode(form)}")
         return self._write("password-totp-lines.txt", lines)
 
-    def disable_lines(self, count: int) -> Path:
-        """`count` `POST /app/auth/two-factor/disable` requests, each with its own user's token and code."""
+    def bearer_code_lines(self, count: int, name: str) -> Path:
+        """`count` `{"token": code}` requests (`POST /app/auth/two-factor/verify` or `disable`), each
+        with its own user's bearer token and current code."""
         step = totp.step_at(time.time())
         lines = []
         for user in self._take(count):
             body = orjson.dumps({"token": totp.code_at(user["secret"], step)}).decode()
             lines.append(f"Bearer {user['token']}\t{body}")
-        return self._write("disable-lines.txt", lines)
+        return self._write(name, lines)
 
     def taken(self) -> int:
         """How many 2FA users the runs have used; the rest still have 2FA on and no code spent."""

@@ -1,5 +1,10 @@
 """TwoFactorService.verify in-process, on the store the HTTP scenarios used: the 2FA step without HTTP,
-bearer authentication or the `disable` write. `python bench/totp_inprocess.py STORAGE_URL USERS_JSON FIRST`."""
+bearer authentication or the `disable` write. `python bench/totp_inprocess.py STORAGE_URL USERS_JSON FIRST`.
+
+Two rounds over the same users: each user's first check (its guard state is created, after looking
+once for records of the guard's earlier layout), with the code of the previous step, which the
+default window still accepts; then a check with the current step's code, as every later sign-in is.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +17,54 @@ import orjson
 
 from fhirauth.app import INDEXES, build_services
 from fhirauth.clock import system_clock
+from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
 from fhirauth.twofactor import totp
 
+# Both rounds must end inside the step they started in, or the first round's codes fall out of the
+# window; they take well under this.
+ROUNDS_SECONDS = 10.0
 
-async def verify_each(storage_url: str, users: list[dict[str, str]]) -> tuple[int, float, float]:
-    """(accepted, µs per verify call, µs of CPU per call): one current code per user, each user once."""
+
+async def verify_each(storage_url: str, users: list[dict[str, str]]) -> dict[str, float]:
+    """Per round: accepted calls, µs per verify call and µs of CPU per call."""
     settings = Settings(storage=storage_url, secret_key="benchmark-master-secret")
     storage = open_storage(settings.storage, system_clock)
     services = build_services(settings, storage, system_clock)
     await storage.start(INDEXES)
     try:
+        left = totp.PERIOD - time.time() % totp.PERIOD
+        if left < ROUNDS_SECONDS:
+            await asyncio.sleep(left)
         step = totp.step_at(time.time())
-        codes = [(user["id"], totp.code_at(user["secret"], step)) for user in users]
-        accepted = 0
-        cpu, started = time.process_time(), time.perf_counter()
-        for user_id, code in codes:
-            accepted += (await services.twofactor.verify(user_id, code)).accepted
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        first = await _round(
+            services, [(user["id"], totp.code_at(user["secret"], step - 1)) for user in users]
+        )
+        again = await _round(services, [(user["id"], totp.code_at(user["secret"], step)) for user in users])
     finally:
         await services.twofactor.close()
         await storage.close()
-    return accepted, 1e6 * elapsed / len(codes), 1e6 * cpu / len(codes)
+    return {
+        "calls": len(users),
+        **first,
+        **{f"again_{name}": value for name, value in again.items()},
+    }
+
+
+async def _round(services: Services, codes: list[tuple[str, str]]) -> dict[str, float]:
+    accepted = 0
+    cpu, started = time.process_time(), time.perf_counter()
+    for user_id, code in codes:
+        accepted += (await services.twofactor.verify(user_id, code)).accepted
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"accepted": accepted, "wall_us": 1e6 * elapsed / len(codes), "cpu_us": 1e6 * cpu / len(codes)}
 
 
 def main() -> int:
     storage_url, users_file, first = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     users = orjson.loads(users_file.read_bytes())[first:]
-    accepted, wall_us, cpu_us = asyncio.run(verify_each(storage_url, users))
-    print(
-        orjson.dumps(
-            {"calls": len(users), "accepted": accepted, "wall_us": wall_us, "cpu_us": cpu_us}
-        ).decode()
-    )
+    print(orjson.dumps(asyncio.run(verify_each(storage_url, users))).decode())
     return 0
 
 
