@@ -74,6 +74,19 @@ async def test_record_writes_exactly_one_audit_event(services: Services) -> None
     assert events[0]["meta"]["versionId"] == "1"  # type: ignore[index]
 
 
+async def test_every_shape_of_event_is_valid_against_the_audit_event_schema(services: Services) -> None:
+    # The events are stored without validation; this is what makes that safe.
+    await services.audit.record("login", "failure")
+    await services.audit.record("token", "failure", client="api", detail={"": "empty key", "n": 3})
+    await services.audit.record(
+        "two-factor", "success", user="ann", client="web", ip="2001:db8::1", detail={"step": "verify"}
+    )
+    events = await _events(services)
+    assert len(events) == 3
+    for event in events:
+        services.resources.schemas.validate(event)
+
+
 async def test_a_client_alone_is_the_requestor_and_the_clock_gives_the_time(
     services: Services, clock: ManualClock
 ) -> None:
