@@ -189,10 +189,16 @@ class ResourceService:
         self, resource_type: str, body: Document, view: View, id: str | None = None
     ) -> Planned:
         self.check_type(resource_type)
-        id = id or body.get("id") or new_id()
-        if not isinstance(id, str):
+        id = id or body.get("id")
+        existing: Stored | None = None
+        if not id:
+            # A fresh random id names nothing yet, not even a tombstone: no read (storage would
+            # refuse a duplicate anyway).
+            id = new_id()
+        elif not isinstance(id, str):
             raise BadRequest("'id' must be a string", f"{resource_type}.id")
-        existing = await view.get(resource_type, id)
+        else:
+            existing = await view.get(resource_type, id)
         if existing is not None and not existing.deleted:
             raise Conflict(f"Resource {resource_type}/{id} already exists")
         version = existing.version + 1 if existing else 1

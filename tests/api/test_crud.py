@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.testclient import TestClient
 
 from fhirauth.clock import ManualClock
@@ -70,6 +71,24 @@ def test_create_generates_an_id(api: TestClient) -> None:
     id = res.json()["id"]
     assert len(id) == 36
     assert api.get(f"/User/{id}").json()["email"] == "alice@example.org"
+
+
+def test_a_generated_id_is_not_looked_up_first(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = api.app.state.services.storage  # type: ignore[attr-defined]
+    looked_up: list[tuple[str, str]] = []
+    get = storage.get
+
+    async def counted_get(resource_type: str, id: str) -> object:
+        looked_up.append((resource_type, id))
+        return await get(resource_type, id)
+
+    monkeypatch.setattr(storage, "get", counted_get)
+    assert api.post("/User", json=USER).status_code == 201
+    assert looked_up == []
+    # A caller-chosen id is checked: it may name a live resource or a tombstone.
+    assert api.post("/User", json={**USER, "id": "chosen"}).status_code == 201
+    assert looked_up == [("User", "chosen")]
+    assert api.post("/User", json={**USER, "id": "chosen"}).status_code == 409
 
 
 def test_put_upserts(api: TestClient) -> None:
