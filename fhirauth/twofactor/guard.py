@@ -1,6 +1,6 @@
 """Attempt limiting and the TOTP replay guard: the one home of lockout and of "each step only once".
 
-One storage record per user, `2fa-state/<user>`, changed only by compare-and-set, so several workers
+One storage record per user, `totp-step/<user>`, changed only by compare-and-set, so several workers
 (or hosts) sharing a backend enforce the same limits:
 
     {"step", "failures", "earlierFailures", "lockedUntil"}
@@ -25,6 +25,14 @@ guesses cannot run more checks than the attempts left.
 
 Failures are forgotten by a success or an administrator's reset, not by time: forgetting a run that
 stopped short of the limit would let a guesser with the password try a few codes every day for ever.
+
+The guard used to keep three records: the last step (`totp-step/<user>` `{"step"}`), a lock
+(`2fa-lock/<user>` `{"generation", "lockedUntil", "failures"}`) and a failure counter per generation
+(`2fa-failures/<user>/<generation>`). The state took over the last step's kind and key, so a user's
+old step comes with the state read, and the first compare-and-set replaces it. A user whose state is
+absent or still of that shape has the old lock read too, and the old counter when a failure needs
+its count; both are carried over (a lock in force and the failures towards NIST's cap still hold)
+and deleted. A counter that a success makes irrelevant is left to its own one-year expiry.
 """
 
 from __future__ import annotations
@@ -39,14 +47,9 @@ from fhirauth.clock import Clock, isoformat
 from fhirauth.storage.base import Record, Storage
 from fhirauth.twofactor.totp import decide, matching_steps, step_at
 
-STATE = "2fa-state"
-# The records of the guard before `2fa-state` (a lock with a generation, a failure counter per
-# generation, the last step). A user's are read once, when they have no state yet, carried over
-# into it and deleted: a lock in force, the failures towards NIST's cap and the last step (a code
-# accepted just before the upgrade) all still hold.
+STATE = "totp-step"
 LEGACY_LOCK = "2fa-lock"
 LEGACY_FAILURES = "2fa-failures"
-LEGACY_STEP = "totp-step"
 
 # NIST SP 800-63B §5.2.2: no more than 100 consecutive failed attempts on one account, whatever
 # the AuthConfig's maxAttempts and however many lockouts they are spread over.
@@ -100,6 +103,8 @@ class _State:
     rev: int | None = None
     # Records of the old layout this state was carried over from, deleted once it is stored.
     legacy: tuple[tuple[str, str], ...] = ()
+    # The old layout's failure counter, not read yet: its count is only needed for a failure.
+    unread_counter: str | None = None
 
     def allowed(self, policy: LockoutPolicy) -> int:
         """Failures this round may reach: 0 once the earlier rounds reach the cap."""
@@ -160,6 +165,21 @@ class _State:
             rev=record.rev,
         )
 
+    @classmethod
+    def of_old_layout(cls, user_id: str, last_step: Record | None, lock: Record | None) -> _State:
+        """The old last step (absent or `{"step"}`) and lock; the counter named by the lock's
+        generation is left unread."""
+        until = lock.document.get("lockedUntil") if lock is not None else None
+        generation = int(lock.document["generation"]) if lock is not None else 0
+        return cls(
+            step=int(last_step.document["step"]) if last_step is not None else -1,
+            earlier_failures=int(lock.document.get("failures", 0)) if lock is not None else 0,
+            locked_until=datetime.fromisoformat(until) if until else None,
+            rev=last_step.rev if last_step is not None else None,
+            legacy=((LEGACY_LOCK, user_id),) if lock is not None else (),
+            unread_counter=f"{user_id}/{generation}",
+        )
+
 
 class AttemptGuard:
     def __init__(self, storage: Storage, clock: Clock) -> None:
@@ -185,6 +205,9 @@ class AttemptGuard:
                 match = decide(matched, state.step)
                 if match.step is not None:
                     outcome, verdict = state.succeeded(match.step), Verdict(Reason.ACCEPTED, step=match.step)
+                elif state.unread_counter is not None:
+                    state = await self._count_old_failures(state, state.unread_counter)
+                    continue
                 else:
                     # A code whose step another attempt committed first is a replay: the loser of a
                     # race never retries its way to success.
@@ -205,6 +228,8 @@ class AttemptGuard:
         """
         state = await self._read(user_id)
         while True:
+            if state.unread_counter is not None:
+                state = await self._count_old_failures(state, state.unread_counter)
             now = self._clock()
             refused = state.refusal(policy, now)
             if refused is not None:
@@ -217,7 +242,7 @@ class AttemptGuard:
                 reserved = state.counted()
                 rev = await self._commit(user_id, state, reserved)
                 if rev is not None:
-                    reserved = replace(reserved, rev=rev, legacy=())
+                    reserved = replace(reserved, rev=rev, legacy=(), unread_counter=None)
                     break
             state = await self._read(user_id)
         verdict = await check()
@@ -258,32 +283,19 @@ class AttemptGuard:
 
     async def _read(self, user_id: str) -> _State:
         record = await self._storage.record_get(STATE, user_id)
-        if record is not None:
+        if record is not None and "failures" in record.document:
             return _State.of(record)
-        return await self._read_legacy(user_id)
+        return _State.of_old_layout(user_id, record, await self._storage.record_get(LEGACY_LOCK, user_id))
 
-    async def _read_legacy(self, user_id: str) -> _State:
-        lock = await self._storage.record_get(LEGACY_LOCK, user_id)
-        generation = int(lock.document["generation"]) if lock is not None else 0
-        counter_key = f"{user_id}/{generation}"
+    async def _count_old_failures(self, state: _State, counter_key: str) -> _State:
         counter = await self._storage.record_get(LEGACY_FAILURES, counter_key)
-        last = await self._storage.record_get(LEGACY_STEP, user_id)
-        found = [
-            (kind, key)
-            for kind, key, record in (
-                (LEGACY_LOCK, user_id, lock),
-                (LEGACY_FAILURES, counter_key, counter),
-                (LEGACY_STEP, user_id, last),
-            )
-            if record is not None
-        ]
-        until = lock.document.get("lockedUntil") if lock is not None else None
-        return _State(
-            step=int(last.document["step"]) if last is not None else -1,
-            failures=int(counter.document["count"]) if counter is not None else 0,
-            earlier_failures=int(lock.document.get("failures", 0)) if lock is not None else 0,
-            locked_until=datetime.fromisoformat(until) if until else None,
-            legacy=tuple(found),
+        if counter is None:
+            return replace(state, unread_counter=None)
+        return replace(
+            state,
+            failures=int(counter.document["count"]),
+            legacy=(*state.legacy, (LEGACY_FAILURES, counter_key)),
+            unread_counter=None,
         )
 
 

@@ -189,7 +189,7 @@ def test_migrated_secret_works_with_the_existing_authenticator(
 
 def stored_state(api: TestClient, user_id: str) -> object:
     storage = api.app.state.services.storage  # type: ignore[union-attr]
-    record = api.portal.call(storage.record_get, "2fa-state", user_id)  # type: ignore[union-attr]
+    record = api.portal.call(storage.record_get, "totp-step", user_id)  # type: ignore[union-attr]
     return record.document if record is not None else None
 
 

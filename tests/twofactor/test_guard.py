@@ -294,7 +294,7 @@ class CountingSQLite(InterleavingSQLite):
 
 
 async def stored_state(storage: SQLiteStorage, user: str = USER) -> dict[str, Any] | None:
-    record = await storage.record_get("2fa-state", user)
+    record = await storage.record_get("totp-step", user)
     return record.document if record is not None else None
 
 
@@ -340,20 +340,18 @@ async def test_an_accepted_code_costs_one_read_and_one_compare_and_set(clock: Ma
     guard = AttemptGuard(storage, clock)
     storage.calls = []
     assert (await verify(guard, current_code(clock, -1))).accepted
-    # The first attempt of a user looks for the records of the old layout once.
-    assert storage.calls == [
-        "get 2fa-state",
-        "get 2fa-lock",
-        "get 2fa-failures",
-        "get totp-step",
-        "put 2fa-state",
-    ]
+    # A user's first attempt looks for a lock of the old layout once.
+    assert storage.calls == ["get totp-step", "get 2fa-lock", "put totp-step"]
     storage.calls = []
     assert (await verify(guard, current_code(clock))).accepted
-    assert storage.calls == ["get 2fa-state", "put 2fa-state"]
+    assert storage.calls == ["get totp-step", "put totp-step"]
     storage.calls = []
     assert (await verify(guard, wrong_code(clock))).reason is Reason.INVALID
-    assert storage.calls == ["get 2fa-state", "put 2fa-state"]
+    assert storage.calls == ["get totp-step", "put totp-step"]
+    # A first failure needs the old layout's failure count too.
+    storage.calls = []
+    assert (await verify(guard, wrong_code(clock), user="user-2")).reason is Reason.INVALID
+    assert storage.calls == ["get totp-step", "get 2fa-lock", "get 2fa-failures", "put totp-step"]
     await storage.close()
 
 
@@ -378,8 +376,8 @@ async def test_a_lock_of_the_old_layout_holds_and_is_carried_over(
         "earlierFailures": 15,
         "lockedUntil": "2026-01-01T00:00:20.000Z",
     }
-    # Carried over once, then gone.
-    for kind, key in (("2fa-lock", USER), ("2fa-failures", f"{USER}/3"), ("totp-step", USER)):
+    # Carried over once, then gone (the last step's record became the state).
+    for kind, key in (("2fa-lock", USER), ("2fa-failures", f"{USER}/3")):
         assert await storage.record_get(kind, key) is None
     clock.advance(10)
     assert (await verify(guard, current_code(clock))).accepted
@@ -439,3 +437,22 @@ async def test_a_check_that_raises_stays_counted(
         "earlierFailures": 0,
         "lockedUntil": None,
     }
+
+
+async def test_a_success_carries_the_old_last_step_over_in_place(
+    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
+) -> None:
+    step = step_at(START.timestamp())
+    await storage.record_set("totp-step", USER, {"step": step - 1})
+    await storage.record_incr("2fa-failures", f"{USER}/0", expires_at=START + timedelta(days=365), amount=3)
+    assert await verify(guard, current_code(clock, -1)) == Verdict(Reason.REPLAYED)
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.ACCEPTED, step=step)
+    assert await stored_state(storage) == {
+        "step": step,
+        "failures": 0,
+        "earlierFailures": 0,
+        "lockedUntil": None,
+    }
+    # The success forgot the old failures: a full round of five is allowed again.
+    verdicts = [await verify(guard, wrong_code(clock)) for _ in range(5)]
+    assert [v.locked_until for v in verdicts] == [None] * 4 + [START + timedelta(seconds=300)]
