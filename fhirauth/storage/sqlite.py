@@ -1,9 +1,11 @@
 """The embedded default backend: SQLite through the stdlib driver, called on the event loop thread.
 
-A call takes microseconds and holds no await, so within one process every method is atomic with respect
-to other coroutines. Several worker processes may share one file: WAL lets readers run beside the single
-writer, and BEGIN IMMEDIATE with the busy timeout queues the writers. Each process checkpoints the WAL
-from a thread of its own (checkpoints.py), never inside a request's COMMIT.
+A statement takes microseconds and runs without an await, so within one process every method is atomic
+with respect to other coroutines. Writes are queued and run together at the end of the event-loop
+iteration in one transaction (group_commit.py); a read sees committed writes only. Several worker
+processes may share one file: WAL lets readers run beside the single writer, and BEGIN IMMEDIATE with
+the busy timeout queues the writers. The WAL is checkpointed by a thread of each process
+(checkpoints.py), never inside a request's COMMIT.
 """
 
 from __future__ import annotations
@@ -36,21 +38,10 @@ from fhirauth.storage.base import (
     Write,
 )
 from fhirauth.storage.checkpoints import INTERVAL_SECONDS, RESTART_FRAMES, Checkpointer
+from fhirauth.storage.group_commit import GroupCommit
+from fhirauth.storage.sqlite_errors import unavailable
 
 _BUSY_TIMEOUT_SECONDS = 5.0
-
-# Primary result codes that say the store cannot be used, as opposed to a statement being wrong.
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_PERM,
-    }
-)
 
 _DUPLICATE_CODES = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
 
@@ -115,12 +106,13 @@ class SQLiteStorage(Storage):
         # for a RESTART without polling for SQLite's write lock.
         self._writers = threading.Lock()
         self.checkpointer: Checkpointer | None = None
+        self._batches = GroupCommit(lambda: self._db, self._writers)
         # (resource type, leading path) → index name, for INDEXED BY.
         self._index_names: dict[tuple[str, str], str] = {}
 
     async def start(self, indexes: Sequence[Index]) -> None:
         if self._connection is None:
-            with _unavailable():
+            with unavailable():
                 self._connection = _connect(self.path)
             if _in_wal_mode(self._connection):
                 interval, restart_frames = self._checkpoints
@@ -137,6 +129,7 @@ class SQLiteStorage(Storage):
                 self._index_names.setdefault((index.resource_type, index.path), name)
 
     async def close(self) -> None:
+        self._batches.flush()
         if self.checkpointer is not None:
             self.checkpointer.stop()
             self.checkpointer = None
@@ -169,9 +162,11 @@ class SQLiteStorage(Storage):
         return [_stored(deleted, doc) for deleted, doc in rows]
 
     async def write(self, writes: Sequence[Write]) -> None:
-        with self._writers, self._transaction("BEGIN IMMEDIATE") as db:
+        def apply_all(db: sqlite3.Connection) -> None:
             for write in writes:
                 _apply(db, write)
+
+        await self._batches.run(apply_all)
 
     async def search(self, resource_type: str, query: Query) -> Page:
         page, count, params = self._search_sql(resource_type, query)
@@ -212,14 +207,16 @@ class SQLiteStorage(Storage):
             "doc": _dumps(document),
             "now": self._now(),
         }
-        rows = self._change(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
+        rows = await self._change(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
         return int(rows[0][0]) if rows else None
 
     async def record_set(
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
     ) -> None:
         expiry = to_micros_or_none(expires_at)
-        self._change(_SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)})
+        await self._change(
+            _SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)}
+        )
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
         check_amount(amount)
@@ -230,19 +227,21 @@ class SQLiteStorage(Storage):
             "now": self._now(),
             "amount": amount,
         }
-        ((count,),) = self._change(_INCREMENT_RECORD, params)
+        ((count,),) = await self._change(_INCREMENT_RECORD, params)
         return int(count)
 
     async def record_take(self, kind: str, key: str) -> Record | None:
-        rows = self._change(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
+        rows = await self._change(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
         return _record(*rows[0]) if rows else None
 
     async def record_delete(self, kind: str, key: str) -> None:
-        self._change("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+        await self._change("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
 
     async def purge_expired(self, now: datetime) -> int:
-        with self._writers, _unavailable():
-            return self._db.execute("DELETE FROM records WHERE expires_at <= ?", (to_micros(now),)).rowcount
+        def purge(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM records WHERE expires_at <= ?", (to_micros(now),)).rowcount
+
+        return await self._batches.run(purge)
 
     async def all_resources(self, resource_type: str | None = None) -> list[Document]:
         if resource_type is None:
@@ -262,18 +261,17 @@ class SQLiteStorage(Storage):
         return self._connection
 
     def _fetch(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-        with _unavailable():
+        with unavailable():
             return self._db.execute(sql, params).fetchall()
 
-    def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
-        """A write statement in a transaction of its own."""
-        with self._writers:
-            return self._fetch(sql, params)
+    async def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
+        """One write statement, committed with the other writes of this event-loop iteration."""
+        return await self._batches.run(lambda db: db.execute(sql, params).fetchall())
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         db = self._db
-        with _unavailable():
+        with unavailable():
             db.execute(begin)
             try:
                 yield db
@@ -330,17 +328,6 @@ def _in_wal_mode(db: sqlite3.Connection) -> bool:
     # An in-memory database keeps its journal in memory: no WAL, nothing to checkpoint.
     (mode,) = db.execute("PRAGMA journal_mode").fetchone()
     return bool(mode == "wal")
-
-
-@contextmanager
-def _unavailable() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
-            raise StorageUnavailable(f"SQLite database unusable: {exc}") from exc
-        raise
 
 
 def _apply(db: sqlite3.Connection, write: Write) -> None:
