@@ -70,15 +70,6 @@ def _set(doc: Document, path: str, value: Any) -> None:
     node[last] = value
 
 
-def _pop(doc: Document, path: str) -> None:
-    *parents, last = path.split(".")
-    node: Any = doc
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(last, None)
-
-
 class SecretFields:
     def __init__(self, passwords: PasswordHasher, box: SecretBox) -> None:
         self._passwords = passwords
@@ -159,16 +150,33 @@ class SecretFields:
 
 
 def redact(doc: Document) -> Document:
-    """The document as any caller may see it: secret fields removed."""
+    """The document as any caller may see it: secret fields removed.
+
+    `doc` itself is never changed. The result shares every part that holds no secret with it (as
+    it is `doc` itself when there is nothing to remove): callers read it or copy it, never change it.
+    """
     # Most documents hold no secret at all (a User without a password); one look at the top level says so.
     if not any(key in doc for key in _SECRET_ROOTS.get(doc.get("resourceType", ""), ())):
         return doc
     paths = [p for pattern in _secret_paths(doc.get("resourceType", "")) for p in _concrete(doc, pattern)]
     if not any(_get(doc, path) is not None for path in paths):
         return doc
-    visible = copy.deepcopy(doc)
+    visible = dict(doc)
+    # Only the objects on the way to a secret are copied, each once.
+    copies = {id(visible)}
     for path in paths:
-        _pop(visible, path)
+        *parents, last = path.split(".")
+        node = visible
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                break
+            if id(child) not in copies:
+                child = node[part] = dict(child)
+                copies.add(id(child))
+            node = child
+        else:
+            node.pop(last, None)
     return visible
 
 
