@@ -75,12 +75,29 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
 
 
 _CACHE_LIMIT = 4096
-Checks = tuple[tuple[Callable[..., Any], Any], ...]
-_checks_of: dict[int, tuple[object, Checks | None]] = {}
+# Passes when the instance certainly meets one keyword of a subschema (a False may be wrong).
+Check = Callable[[Any, Any], bool]
+_checks_of: dict[int, tuple[object, tuple[Check, ...] | None]] = {}
+# The Python types whose instances certainly are of a JSON type (bool is an int: integers left out).
+_CERTAINLY = {"string": str, "object": dict, "array": list, "boolean": bool, "null": type(None)}
 
 
-def _in_place_checks(validator: Any, schema: object) -> Checks | None:
-    """The keyword functions of a subschema that validates the same under its parent's validator.
+def _keyword_check(keyword: Callable[..., Any], expected: Any, schema: Any) -> Check:
+    def passes(validator: Any, instance: Any) -> bool:
+        return next(iter(keyword(validator, expected, instance, schema) or ()), None) is None
+
+    return passes
+
+
+def _type_check(keyword: Callable[..., Any], expected: Any, schema: Any) -> Check:
+    # Half the keyword calls of a typical resource; a plain str is a string without asking jsonschema.
+    certain = _CERTAINLY.get(expected) if isinstance(expected, str) else None
+    general = _keyword_check(keyword, expected, schema)
+    return lambda validator, instance: type(instance) is certain or general(validator, instance)
+
+
+def _in_place_checks(validator: Any, schema: object) -> tuple[Check, ...] | None:
+    """Checks of a subschema's keywords that hold as they would under its own validator, or None.
 
     `descend` builds a validator for each subschema, with the class its `$schema` names and a
     resolver rebased on its `$id`; for a subschema with neither, that validator would be the
@@ -90,10 +107,14 @@ def _in_place_checks(validator: Any, schema: object) -> Checks | None:
     cached = _checks_of.get(id(schema))
     if cached is not None and cached[0] is schema:
         return cached[1]
-    checks: Checks | None = None
+    checks: tuple[Check, ...] | None = None
     if isinstance(schema, dict) and "$id" not in schema and "$schema" not in schema:
         keywords = validator.VALIDATORS
-        checks = tuple((keywords[key], value) for key, value in schema.items() if key in keywords)
+        checks = tuple(
+            (_type_check if key == "type" else _keyword_check)(keywords[key], value, schema)
+            for key, value in schema.items()
+            if key in keywords
+        )
     if len(_checks_of) >= _CACHE_LIMIT:
         _checks_of.clear()
     _checks_of[id(schema)] = (schema, checks)
@@ -107,8 +128,8 @@ def _properties(
 
     Descending into a subschema builds a validator for it, which costs more than the checks it runs
     (for a User, two thirds of its validation). A subschema that validates the same under this
-    validator is checked here, by jsonschema's own keyword functions; only when one of them objects
-    does the property go through `descend`, so every error is reported exactly as before.
+    validator is checked here, by jsonschema's own keyword functions; only when one of them may
+    object does the property go through `descend`, so every error is reported exactly as before.
     """
     if not validator.is_type(instance, "object"):
         return
@@ -117,10 +138,7 @@ def _properties(
             continue
         value = instance[name]
         checks = _in_place_checks(validator, subschema)
-        if checks is not None and not any(
-            next(iter(check(validator, expected, value, subschema) or ()), None) is not None
-            for check, expected in checks
-        ):
+        if checks is not None and all(passes(validator, value) for passes in checks):
             continue
         yield from validator.descend(value, subschema, path=name, schema_path=name)
 

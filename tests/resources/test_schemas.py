@@ -674,3 +674,24 @@ def test_a_property_with_its_own_id_resolves_its_references_against_it() -> None
     assert [(list(e.absolute_path), e.message) for e in validator.iter_errors({"code": "a"})] == [
         (["code"], "'a' is too short")
     ]
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [{"n": True}, {"n": 1.0}, {"n": 2}, {"b": 1}, {"b": False}, {"f": True}, {"f": 1}, {"x": None}, {"x": 3}],
+)
+def test_type_shortcuts_agree_with_jsonschema_on_booleans_and_numbers(instance: dict[str, Any]) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "b": {"type": "boolean"},
+            "f": {"type": "number"},
+            "x": {"type": ["string", "null"]},
+        },
+    }
+
+    def errors(validator: Any) -> list[tuple[list[Any], str]]:
+        return [(list(e.absolute_path), e.message) for e in validator(schema).iter_errors(instance)]
+
+    assert errors(_Validator) == errors(_Descending)
