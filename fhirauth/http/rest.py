@@ -8,12 +8,12 @@ from urllib.parse import parse_qsl
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import BadRequest
 from fhirauth.http.bodies import media_type, read_document, read_resource
 from fhirauth.http.render import body_response, location_header, version_headers
+from fhirauth.http.route import EdgeRoute
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
@@ -213,13 +213,13 @@ class ResourceTypeConvertor(Convertor[str]):
 register_url_convertor("rtype", ResourceTypeConvertor())
 
 routes = [
-    Route("/", bundle, methods=["POST"]),
-    Route("/{type:rtype}", search, methods=["GET"]),
-    Route("/{type:rtype}", create, methods=["POST"]),
-    Route("/{type:rtype}/{id:str}", read, methods=["GET"]),
-    Route("/{type:rtype}/{id:str}", update, methods=["PUT"]),
-    Route("/{type:rtype}/{id:str}", patch, methods=["PATCH"]),
-    Route("/{type:rtype}/{id:str}", delete, methods=["DELETE"]),
-    Route("/{type:rtype}/{id:str}/_history", history, methods=["GET"]),
-    Route("/{type:rtype}/{id:str}/_history/{vid:str}", vread, methods=["GET"]),
+    EdgeRoute("/", bundle, methods=["POST"]),
+    EdgeRoute("/{type:rtype}", search, methods=["GET"]),
+    EdgeRoute("/{type:rtype}", create, methods=["POST"]),
+    EdgeRoute("/{type:rtype}/{id:str}", read, methods=["GET"]),
+    EdgeRoute("/{type:rtype}/{id:str}", update, methods=["PUT"]),
+    EdgeRoute("/{type:rtype}/{id:str}", patch, methods=["PATCH"]),
+    EdgeRoute("/{type:rtype}/{id:str}", delete, methods=["DELETE"]),
+    EdgeRoute("/{type:rtype}/{id:str}/_history", history, methods=["GET"]),
+    EdgeRoute("/{type:rtype}/{id:str}/_history/{vid:str}", vread, methods=["GET"]),
 ]

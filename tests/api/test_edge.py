@@ -17,6 +17,7 @@ from fhirauth.app import INDEXES, App, build_services
 from fhirauth.clock import ManualClock
 from fhirauth.errors import NotFound
 from fhirauth.http import errors
+from fhirauth.http.route import EdgeRoute
 from fhirauth.storage.backends import open_storage
 from tests.api.conftest import settings_for
 from tests.api.test_cors import PREFLIGHT, SPA, web_client
@@ -85,6 +86,8 @@ def _client(raise_server_exceptions: bool) -> Iterator[TestClient]:
         Route("/handler-bug", _handler_bug),
         Route("/varies", _varies),
         Route("/midway", _fails_midway),
+        EdgeRoute("/direct/not-found", _not_found, methods=["GET"]),
+        EdgeRoute("/direct/bug", _bug, methods=["GET"]),
     ]
     handlers = {**errors.handlers, HandlerBug: _failing_handler}
     app = App(routes=routes, exception_handlers=handlers, lifespan=lifespan)
@@ -170,3 +173,18 @@ def test_a_preflight_gets_the_security_headers_but_no_exposed_headers(edge: Test
     assert refused.status_code == 403
     assert refused.text == "Origin not allowed"
     assert _picked(refused, SECURITY) == SECURITY
+
+
+def test_an_edge_routes_errors_are_answered_like_any_other(edge: TestClient) -> None:
+    missing = edge.get("/direct/not-found", headers={"Origin": SPA})
+    assert missing.status_code == 404
+    assert missing.json()["issue"][0]["diagnostics"] == "No such thing"
+    assert _picked(missing, CORS) == CORS
+    bug = edge.get("/direct/bug")
+    assert bug.status_code == 500
+    assert bug.json()["issue"][0]["diagnostics"] == "Internal server error"
+    assert _picked(bug, SECURITY) == SECURITY
+    wrong_method = edge.post("/direct/not-found")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] in ("GET, HEAD", "HEAD, GET")
+    assert wrong_method.json()["issue"][0]["code"] == "not-supported"
