@@ -456,3 +456,49 @@ async def test_a_success_carries_the_old_last_step_over_in_place(
     # The success forgot the old failures: a full round of five is allowed again.
     verdicts = [await verify(guard, wrong_code(clock)) for _ in range(5)]
     assert [v.locked_until for v in verdicts] == [None] * 4 + [START + timedelta(seconds=300)]
+
+
+class CommitLog(InterleavingSQLite):
+    """Records every state the guard stores, in commit order."""
+
+    committed: list[dict[str, Any]]
+
+    async def record_put(self, kind: str, key: str, document: Any, **options: Any) -> int | None:
+        rev = await super().record_put(kind, key, document, **options)
+        if rev is not None:
+            self.committed.append(document)
+        return rev
+
+
+async def test_a_burst_with_a_right_code_is_answered_as_its_commits_happened(clock: ManualClock) -> None:
+    storage = CommitLog(":memory:", clock)
+    storage.committed = []
+    await storage.start([])
+    guard = AttemptGuard(storage, clock)
+    step = step_at(START.timestamp())
+    codes = [wrong_code(clock)] * 20 + [current_code(clock)]
+    verdicts = await asyncio.gather(*(verify(guard, code) for code in codes))
+    # Replayed one at a time, the commits are a history a single caller could have made: each failure
+    # one more, the fifth locking, a success storing its step and clearing them, nothing after the lock.
+    model: dict[str, Any] = {"step": -1, "failures": 0, "earlierFailures": 0, "lockedUntil": None}
+    history = []
+    for document in storage.committed:
+        if document["step"] != model["step"]:
+            model = {"step": step, "failures": 0, "earlierFailures": 0, "lockedUntil": None}
+            history.append("accepted")
+        elif model["failures"] == 4:
+            model = {**model, "failures": 0, "earlierFailures": 5, "lockedUntil": "2026-01-01T00:05:00.000Z"}
+            history.append("locked")
+        else:
+            model = {**model, "failures": model["failures"] + 1}
+            history.append("failed")
+        assert document == model
+    assert history[-1] == "locked"
+    # Each answer is its commit: a right code committed before the lock is accepted, one that found
+    # the lock is refused; every "wrong" answer is a committed failure, every other attempt refused.
+    right = verdicts[-1]
+    assert right.reason is (Reason.ACCEPTED if "accepted" in history else Reason.LOCKED)
+    reasons = Counter(v.reason for v in verdicts)
+    assert reasons[Reason.INVALID] == history.count("failed") + history.count("locked")
+    assert reasons[Reason.LOCKED] == 21 - len(history)
+    await storage.close()
