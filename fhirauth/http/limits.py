@@ -127,8 +127,10 @@ async def check_address_limit(scope: Scope) -> None:
     RateLimited with `rate_limited`, as it does when an endpoint raises it.
     """
     limit = limit_for(scope["method"], _route_path(scope))
+    if limit is None:
+        return
     services: Services | None = getattr(scope["app"].state, "services", None)
-    if limit is None or services is None:
+    if services is None:
         return
     address = client_address(scope, services.settings.trust_proxy_headers)
     await services.rate_limiter.hit(limit(services.rate_limits), address_key(address))
