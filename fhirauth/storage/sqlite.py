@@ -42,6 +42,8 @@ from fhirauth.storage.group_commit import GroupCommit
 from fhirauth.storage.sqlite_errors import unavailable
 
 _BUSY_TIMEOUT_SECONDS = 5.0
+# Far below SQLite's limit on bound parameters (32,766), and a transaction Bundle's usual size.
+_IDS_PER_READ = 500
 
 _DUPLICATE_CODES = frozenset({sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY})
 
@@ -147,6 +149,18 @@ class SQLiteStorage(Storage):
         )
         return _stored(*rows[0]) if rows else None
 
+    async def get_many(self, resource_type: str, ids: Sequence[str]) -> dict[str, Stored]:
+        found = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), _IDS_PER_READ):
+            chunk = unique[start : start + _IDS_PER_READ]
+            rows = self._fetch(
+                f"SELECT id, deleted, doc FROM resources WHERE type = ? AND id IN ({', '.join('?' * len(chunk))})",
+                (resource_type, *chunk),
+            )
+            found.update((id, _stored(deleted, doc)) for id, deleted, doc in rows)
+        return found
+
     async def get_version(self, resource_type: str, id: str, version: int) -> Stored | None:
         rows = self._fetch(
             "SELECT deleted, doc FROM history WHERE type = ? AND id = ? AND version = ?",
@@ -173,7 +187,12 @@ class SQLiteStorage(Storage):
         # One read transaction, so the page and its total come from the same snapshot.
         with self._transaction("BEGIN") as db:
             rows = db.execute(page, (*params, query.limit, query.offset)).fetchall()
-            total = db.execute(count, params).fetchone()[0] if query.count_total else None
+            total: int | None = None
+            if query.count_total and query.offset == 0 and len(rows) < query.limit:
+                # A first page with room to spare holds every match (a lookup by email, say).
+                total = len(rows)
+            elif query.count_total:
+                total = db.execute(count, params).fetchone()[0]
         return Page([orjson.loads(doc) for (doc,) in rows], total)
 
     def query_plan(self, resource_type: str, query: Query) -> list[str]:
