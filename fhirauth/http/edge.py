@@ -1,10 +1,9 @@
 """The one ASGI layer between the server and the routes: error answers, per-address limits, CORS and
 the security headers.
 
-Starlette's own stack puts four layers here (ServerErrorMiddleware, ExceptionMiddleware, and ours
-for CORS, security headers and limits), each wrapping `send` and each crossed on every request; at
-a few thousand requests a second that was a tenth of a read's CPU. This layer does the same work
-once: it rewrites a response's start message in one pass, and catches every exception the routes
+Starlette's own stack put five layers here (ServerErrorMiddleware, ExceptionMiddleware, and ours
+for CORS, security headers and limits), each crossed on every request and most wrapping `send`.
+This layer does the same work once: it rewrites a response's start message in one pass, and catches every exception the routes
 let through, answering it with the app's handler for its class (an OperationOutcome, an OAuth
 error, a 429 or a 503). Anything without a handler is a bug: it is answered by the `Exception`
 handler (a 500 that still carries CORS and the security headers) and raised again for the server
@@ -35,8 +34,9 @@ class Edge:
     def __init__(self, app: ASGIApp, handlers: Mapping[Any, Handler], *, https: bool) -> None:
         self.app = app
         self.https = https
-        self._handlers = {key: value for key, value in handlers.items() if key not in (500, Exception)}
-        self._unexpected = handlers.get(Exception) or handlers.get(500) or _internal_error
+        # Handlers by exception class (Starlette's by-status-code handlers are not used here).
+        self._handlers = {key: value for key, value in handlers.items() if key is not Exception}
+        self._unexpected = handlers.get(Exception, _internal_error)
         self._origins = cors.OriginsPerApp()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
