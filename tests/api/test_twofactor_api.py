@@ -7,9 +7,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from starlette.testclient import TestClient
 
+from fhirauth.app import create_app
 from fhirauth.clock import ManualClock
 from fhirauth.twofactor import totp
-from tests.api.conftest import NO_AUTH
+from tests.api.conftest import NO_AUTH, settings_for
 
 PASSWORD = "correct horse battery staple"
 
@@ -276,3 +277,16 @@ def test_step_up_verify_takes_a_recovery_code_once(api: TestClient, clock: Manua
     assert api.post(verify, json={"token": recovery[3]}, headers=auth).json()["error"] == "wrong_token"
     stored = api.portal.call(api.app.state.services.storage.get, "User", "ann").document  # type: ignore[union-attr]
     assert len(stored["twoFactor"]["recoveryCodes"]) == 9
+
+
+def test_step_up_verify_is_rate_limited_per_address(storage_url: str, clock: ManualClock) -> None:
+    settings = settings_for(storage_url, rate_limit_two_factor_ip="2/minute")
+    with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as api:
+        for _ in range(2):
+            assert api.post("/app/auth/two-factor/verify", json={"token": "123456"}).status_code == 401
+        refused = api.post("/app/auth/two-factor/verify", json={"token": "123456"})
+        assert (refused.status_code, refused.json()) == (
+            429,
+            {"error": "invalid_request", "error_description": "Too many requests; try again in 60 seconds"},
+        )
+        assert refused.headers["retry-after"] == "60"
