@@ -30,10 +30,11 @@ class ClientCredentialsGrant(Grant[ValidatedClientCredentials]):
     async def validate(self, request: TokenRequest) -> ValidatedClientCredentials:
         scope = scopes.requested(request.params.get("scope"), request.client)
         audience = request.params.get("audience") or None
-        allowed = FlowConfig.of(request.client, CLIENT_CREDENTIALS).audience
         # Aidbox: `audience` becomes the JWT's `aud`; a client that lists audiences may ask only for those.
-        if audience is not None and allowed and audience not in allowed:
-            raise InvalidRequest("'audience' is not one this client may ask for")
+        if audience is not None:
+            allowed = FlowConfig.of(request.client, CLIENT_CREDENTIALS).audience
+            if allowed and audience not in allowed:
+                raise InvalidRequest("'audience' is not one this client may ask for")
         return ValidatedClientCredentials(request.client, scope, audience)
 
     async def respond(self, validated: ValidatedClientCredentials) -> TokenResponse:
