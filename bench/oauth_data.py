@@ -30,7 +30,8 @@ PASSWORD_USERS = 100
 BUNDLE_SIZE = 500
 
 # Every per-address and per-account limit, raised: all wrk traffic comes from 127.0.0.1 (and the
-# password grant signs the same 100 users in again and again). Still counted in storage per request.
+# password grant signs the same 100 users in again and again). Still counted in storage, in leased
+# shares of a hundredth of each limit (fhirauth/ratelimit.py).
 RATE_LIMIT_ENV = {
     f"FHIRAUTH_RATE_LIMIT_{name}": "1000000000/minute"
     for name in ("LOGIN_IP", "LOGIN_ACCOUNT", "TOKEN_IP", "SIGNUP_IP", "SIGNUP_EMAIL", "TWO_FACTOR_IP")
