@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,11 +11,15 @@ from urllib.parse import parse_qsl, urlsplit
 from fhirauth.errors import BadRequest, OutcomeError
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import Planned, ResourceService, View, Written, new_id
+from fhirauth.storage.base import Storage, Stored, Write
 
 Document = dict[str, Any]
 Progress = Callable[[int], None]
 
 _REASONS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+# A bare relative path such as `User/u1`, whose urlsplit would be the path alone (no scheme, no
+# authority, no query, nothing urlsplit strips): most entries of a seed file, split without it.
+_PLAIN_PATH = re.compile(r"(?!//)[A-Za-z0-9._\-/]+")
 
 
 @dataclass(frozen=True)
@@ -27,14 +32,18 @@ class Target:
 def _target(url: Any, index: int) -> Target:
     if not isinstance(url, str) or not url.strip("/"):
         raise BadRequest("Entry request.url is missing", f"Bundle.entry[{index}].request.url")
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        raise BadRequest(f"Malformed entry url '{url}'", f"Bundle.entry[{index}].request.url") from None
-    segments = [s for s in parts.path.split("/") if s]
+    if _PLAIN_PATH.fullmatch(url):
+        path, query = url, ""
+    else:
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise BadRequest(f"Malformed entry url '{url}'", f"Bundle.entry[{index}].request.url") from None
+        path, query = parts.path, parts.query
+    segments = [s for s in path.split("/") if s]
     if not segments or len(segments) > 2:
         raise BadRequest(f"Unsupported entry url '{url}'", f"Bundle.entry[{index}].request.url")
-    return Target(segments[0], segments[1] if len(segments) == 2 else None, parse_qsl(parts.query))
+    return Target(segments[0], segments[1] if len(segments) == 2 else None, parse_qsl(query) if query else [])
 
 
 def _location(doc: Document) -> str:
@@ -65,6 +74,60 @@ def _resolve_references(value: Any, mapping: dict[str, tuple[str, str]]) -> Any:
     if isinstance(value, str) and value in mapping:
         return "/".join(mapping[value])
     return value
+
+
+def _named(entry: Document) -> tuple[str, str] | None:
+    """The resource an entry names by its request url or its resource's id, if it plainly names one.
+
+    Only a hint for reading ahead: `_plan` parses and checks every entry itself.
+    """
+    request, resource = entry.get("request"), entry.get("resource")
+    url = request.get("url") if isinstance(request, dict) else None
+    if isinstance(url, str) and _PLAIN_PATH.fullmatch(url):
+        segments = [s for s in url.split("/") if s]
+        if len(segments) == 2:
+            return segments[0], segments[1]
+    if isinstance(resource, dict):
+        resource_type, id = resource.get("resourceType"), resource.get("id")
+        if isinstance(resource_type, str) and isinstance(id, str):
+            return resource_type, id
+    return None
+
+
+class _ReadAhead(View):
+    """A transaction's view, with the stored versions of the resources its entries name read at once.
+
+    One read per type instead of one (or two: an upsert of a new id reads, then creates, which reads
+    again) per entry. Reading early is as safe as reading late: the writes are compare-and-set.
+    """
+
+    def __init__(self, storage: Storage, read: dict[tuple[str, str], Stored | None]) -> None:
+        super().__init__(storage)
+        self._read = read
+
+    @classmethod
+    async def of(cls, storage: Storage, entries: list[Document]) -> _ReadAhead:
+        ids: dict[str, list[str]] = {}
+        for entry in entries:
+            named = _named(entry)
+            if named is not None:
+                ids.setdefault(named[0], []).append(named[1])
+        read: dict[tuple[str, str], Stored | None] = {}
+        for resource_type, of_type in ids.items():
+            found = await storage.get_many(resource_type, of_type)
+            read.update(((resource_type, id), found.get(id)) for id in of_type)
+        return cls(storage, read)
+
+    async def get(self, resource_type: str, id: str) -> Stored | None:
+        key = (resource_type, id)
+        if key in self._read:
+            return self._read[key]
+        return await super().get(resource_type, id)
+
+    def remember(self, write: Write) -> None:
+        # From now on the planned write answers for this resource.
+        self._read.pop((write.document["resourceType"], write.document["id"]), None)
+        super().remember(write)
 
 
 class BundleProcessor:
@@ -166,7 +229,7 @@ class BundleProcessor:
         )
 
     async def _transaction(self, entries: list[Document], progress: Progress | None) -> list[Document]:
-        view = View(self.resources.storage)
+        view = await _ReadAhead.of(self.resources.storage, entries)
         planned: list[tuple[int, Planned | None]] = []
         for index, entry in enumerate(entries):
             try:

@@ -139,6 +139,15 @@ class Storage:
         """The current version (or tombstone), None if it never existed."""
         raise NotImplementedError  # pragma: no cover
 
+    async def get_many(self, resource_type: str, ids: Sequence[str]) -> dict[str, Stored]:
+        """`get` of each id, by id, leaving out the ids that never existed."""
+        found = {}
+        for id in ids:
+            stored = await self.get(resource_type, id)
+            if stored is not None:
+                found[id] = stored
+        return found
+
     async def get_version(self, resource_type: str, id: str, version: int) -> Stored | None:
         raise NotImplementedError  # pragma: no cover
 

@@ -67,6 +67,26 @@ async def test_unknown_resources_are_absent(storage: Storage) -> None:
     assert await storage.history("User", "u2") == []
 
 
+async def test_get_many_answers_as_get_does_for_each_id(storage: Storage) -> None:
+    await storage.write([Create(user("u1", email="a@example.org")), Create(user("u2"))])
+    await storage.write([Replace(user("u1", 2, email="b@example.org"), expected_version=1)])
+    await storage.write([Delete(user("u2", 2), expected_version=1)])
+    await storage.write([Create(resource("Patient", "u3"))])
+    found = await storage.get_many("User", ["u2", "u1", "u3", "missing", "u1"])
+    assert found == {
+        "u1": Stored(user("u1", 2, email="b@example.org")),
+        "u2": Stored(user("u2", 2), deleted=True),
+    }
+    assert await storage.get_many("User", []) == {}
+
+
+async def test_get_many_reads_more_ids_than_one_statement_takes(storage: Storage) -> None:
+    ids = [f"u{n:04}" for n in range(1200)]
+    await storage.write([Create(user(id)) for id in ids[::2]])
+    found = await storage.get_many("User", ids)
+    assert found == {id: Stored(user(id)) for id in ids[::2]}
+
+
 async def test_the_same_id_in_two_types_are_two_resources(storage: Storage) -> None:
     await storage.write([Create(user("x", email="a@example.org"))])
     await storage.write([Create(resource("Patient", "x", gender="female"))])
