@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
@@ -39,6 +40,7 @@ from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.edge import Edge
 from fhirauth.http.limits import rate_limited
+from fhirauth.http.router import FixedPathRouter
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.maintenance import purge_expired_records
 from fhirauth.notify import Notifier
@@ -181,6 +183,10 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
 
 class App(Starlette):
     https = False
+
+    def __init__(self, *, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.router = FixedPathRouter(routes, lifespan=kwargs.get("lifespan"))
 
     def build_middleware_stack(self) -> ASGIApp:
         # The edge replaces Starlette's error and exception middleware: one layer per request.

@@ -1,0 +1,75 @@
+"""FixedPathRouter answers every request exactly as Starlette's Router over the same table would."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route, Router
+from starlette.testclient import TestClient
+
+from fhirauth.http.router import FixedPathRouter
+
+
+def answer(name: str):  # type: ignore[no-untyped-def]
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse(f"{name} {dict(request.path_params)}")
+
+    return endpoint
+
+
+TABLE = [
+    Route("/{kind:str}", answer("pattern-first"), methods=["PUT"]),
+    Route("/token", answer("token"), methods=["POST"]),
+    Route("/token", answer("token-get"), methods=["GET"]),
+    Route("/{kind:str}", answer("pattern"), methods=["DELETE"]),
+    Route("/users/{id}", answer("user"), methods=["GET"]),
+    Route("/health", answer("health"), methods=["GET"]),
+    Route("/slash/", answer("slash"), methods=["GET"]),
+    Mount("/static", routes=[Route("/file", answer("file"))]),
+]
+
+REQUESTS = [
+    ("POST", "/token"),
+    ("GET", "/token"),
+    ("PUT", "/token"),  # a pattern route listed before the fixed one takes it
+    ("DELETE", "/token"),  # no fixed route takes DELETE; the pattern after it does
+    ("PATCH", "/token"),  # nobody: 405 with Starlette's Allow header
+    ("GET", "/health"),
+    ("POST", "/health"),
+    ("GET", "/users/7"),
+    ("GET", "/nowhere/at/all"),
+    ("GET", "/slash"),  # redirected to /slash/
+    ("GET", "/static/file"),
+]
+
+
+def client(router: Router) -> TestClient:
+    app = Starlette()
+    app.router = router
+    return TestClient(app, follow_redirects=False)
+
+
+@pytest.mark.parametrize(("method", "path"), REQUESTS)
+def test_fixed_path_router_answers_as_starlettes_router(method: str, path: str) -> None:
+    expected = client(Router(TABLE)).request(method, path)
+    got = client(FixedPathRouter(TABLE)).request(method, path)
+    assert (got.status_code, got.text, got.headers.get("allow"), got.headers.get("location")) == (
+        expected.status_code,
+        expected.text,
+        expected.headers.get("allow"),
+        expected.headers.get("location"),
+    )
+
+
+def test_a_fixed_path_tries_only_the_routes_that_can_match_it() -> None:
+    router = FixedPathRouter(TABLE)
+    candidates = {
+        path: [getattr(r, "path", None) for r in routes] for path, routes in router._candidates.items()
+    }
+    assert candidates == {
+        "/token": ["/{kind:str}", "/token", "/token", "/{kind:str}"],
+        "/health": ["/{kind:str}", "/{kind:str}", "/health"],
+        "/slash/": ["/slash/"],
+    }
