@@ -141,7 +141,7 @@ class Storage:
 
     async def get_many(self, resource_type: str, ids: Sequence[str]) -> dict[str, Stored]:
         """`get` of each id, by id, leaving out the ids that never existed."""
-        found = {}
+        found: dict[str, Stored] = {}
         for id in ids:
             stored = await self.get(resource_type, id)
             if stored is not None:

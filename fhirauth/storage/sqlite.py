@@ -150,7 +150,7 @@ class SQLiteStorage(Storage):
         return _stored(*rows[0]) if rows else None
 
     async def get_many(self, resource_type: str, ids: Sequence[str]) -> dict[str, Stored]:
-        found = {}
+        found: dict[str, Stored] = {}
         unique = list(dict.fromkeys(ids))
         for start in range(0, len(unique), _IDS_PER_READ):
             chunk = unique[start : start + _IDS_PER_READ]
