@@ -35,11 +35,17 @@ def check_path(path: str) -> str:
 def check_query(query: Query) -> None:
     for condition in query.filters:
         check_path(condition.path)
+    for path, _descending in query.sort:
+        check_path(path)
+    check_values(query)
+
+
+def check_values(query: Query) -> None:
+    """What `check_query` checks besides the paths (for a backend that checks paths once per shape)."""
+    for condition in query.filters:
         for value in condition.values:
             if not isinstance(value, _SCALARS):
                 raise ValueError(f"Search value for {condition.path!r} must be a string, number or boolean")
-    for path, _descending in query.sort:
-        check_path(path)
     if query.offset < 0 or query.limit < 0:
         raise ValueError("Search offset and limit must not be negative")
 

@@ -10,6 +10,7 @@ the busy timeout queues the writers. The WAL is checkpointed by a thread of each
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from fhirauth.clock import Clock
-from fhirauth.storage._query import check_amount, check_path, check_query, check_resource_type
+from fhirauth.storage._query import check_amount, check_path, check_resource_type, check_values
 from fhirauth.storage._time import from_micros_or_none, to_micros, to_micros_or_none
 from fhirauth.storage.base import (
     AlreadyExists,
@@ -184,14 +185,16 @@ class SQLiteStorage(Storage):
 
     async def search(self, resource_type: str, query: Query) -> Page:
         page, count, params = self._search_sql(resource_type, query)
-        # One read transaction, so the page and its total come from the same snapshot.
-        with self._transaction("BEGIN") as db:
-            rows = db.execute(page, (*params, query.limit, query.offset)).fetchall()
-            total: int | None = None
-            if query.count_total and query.offset == 0 and len(rows) < query.limit:
-                # A first page with room to spare holds every match (a lookup by email, say).
-                total = len(rows)
-            elif query.count_total:
+        arguments = (*params, query.limit, query.offset)
+        rows = self._fetch(page, arguments)
+        total: int | None = None
+        if query.count_total and query.offset == 0 and len(rows) < query.limit:
+            # A first page with room to spare holds every match (a lookup by email, say).
+            total = len(rows)
+        elif query.count_total:
+            # Page and total again in one read transaction, so both come from the same snapshot.
+            with self._transaction("BEGIN") as db:
+                rows = db.execute(page, arguments).fetchall()
                 total = db.execute(count, params).fetchone()[0]
         return Page([orjson.loads(doc) for (doc,) in rows], total)
 
@@ -306,26 +309,39 @@ class SQLiteStorage(Storage):
 
     def _search_sql(self, resource_type: str, query: Query) -> tuple[str, str, list[Any]]:
         """The page statement, the count statement and their shared parameters."""
-        check_query(query)
-        clauses = [_live_of(resource_type)]
+        check_values(query)
         params: list[Any] = []
         for condition in query.filters:
-            clauses.append(f"{_extract(condition.path)} IN ({', '.join('?' * len(condition.values))})")
             # json_extract yields 1/0 for JSON true/false.
             params.extend(int(value) if isinstance(value, bool) else value for value in condition.values)
-        source = "resources"
         # Without statistics the planner rates `type = ?` on the primary key as selective as the
         # expression index and takes the key because it also yields ORDER BY id: a scan of the type.
         # (`IN ()` cannot use an index at all.)
         indexed = (self._index_names.get((resource_type, c.path)) for c in query.filters if c.values)
         index_name = next((name for name in indexed if name is not None), None)
-        if index_name is not None:
-            source += f' INDEXED BY "{index_name}"'
-        where = " AND ".join(clauses)
-        keys = [f"{_extract(path)} {'DESC' if descending else 'ASC'}" for path, descending in query.sort]
-        order = ", ".join([*keys, "id"])
-        page = f"SELECT doc FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-        return page, f"SELECT count(*) FROM {source} WHERE {where}", params
+        shape = tuple((c.path, len(c.values)) for c in query.filters)
+        sort = tuple((path, bool(descending)) for path, descending in query.sort)
+        page, count = _search_statements(resource_type, shape, sort, index_name)
+        return page, count, params
+
+
+# A request's search has one of a few shapes; building its SQL text cost as much as running it.
+@functools.lru_cache(maxsize=512)
+def _search_statements(
+    resource_type: str,
+    shape: tuple[tuple[str, int], ...],
+    sort: tuple[tuple[str, bool], ...],
+    index_name: str | None,
+) -> tuple[str, str]:
+    """The page and count statements of a query shape: (path, number of values) per filter."""
+    clauses = [_live_of(resource_type)]
+    clauses += [f"{_extract(path)} IN ({', '.join('?' * values)})" for path, values in shape]
+    source = "resources" if index_name is None else f'resources INDEXED BY "{index_name}"'
+    where = " AND ".join(clauses)
+    keys = [f"{_extract(path)} {'DESC' if descending else 'ASC'}" for path, descending in sort]
+    order = ", ".join([*keys, "id"])
+    page = f"SELECT doc FROM {source} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+    return page, f"SELECT count(*) FROM {source} WHERE {where}"
 
 
 def _connect(path: str) -> sqlite3.Connection:
