@@ -13,9 +13,10 @@ from fhirauth.storage.sqlite import SQLiteStorage
 class InterleavingSQLite(SQLiteStorage):
     """The real SQLite backend, with a scheduling point before every record call.
 
-    SQLite answers without awaiting, so coroutines gathered against it would simply run one after the
-    other. Yielding first makes every concurrent attempt interleave at each storage call, as they do
-    against a networked backend: all read, then all write, the worst case for a read-then-write bug.
+    SQLite answers reads without awaiting (writes wait once, for their batch's commit), so coroutines
+    gathered against it would mostly run one after the other. Yielding first makes every concurrent
+    attempt interleave at each storage call, as they do against a networked backend: all read, then
+    all write, the worst case for a read-then-write bug.
     """
 
     async def record_get(self, kind: str, key: str) -> Record | None:
