@@ -7,13 +7,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from fhirauth.errors import BadRequest, NotAuthenticated
 from fhirauth.http.bodies import media_type, parse_document, read_bytes
 from fhirauth.http.limits import client_ip
 from fhirauth.http.render import json_response
 from fhirauth.http.rest import services_of
+from fhirauth.http.route import EdgeRoute
 from fhirauth.twofactor.service import Locked, TwoFactorError
 
 Document = dict[str, Any]
@@ -115,9 +115,9 @@ async def recovery_codes(request: Request) -> Response:
 
 
 routes = [
-    Route("/app/auth/two-factor/request", request_enrollment, methods=["POST"]),
-    Route("/app/auth/two-factor/confirm", confirm, methods=["POST"]),
-    Route("/app/auth/two-factor/disable", disable, methods=["POST"]),
-    Route("/app/auth/two-factor/verify", verify, methods=["POST"]),
-    Route("/app/auth/two-factor/recovery-codes", recovery_codes, methods=["POST"]),
+    EdgeRoute("/app/auth/two-factor/request", request_enrollment, methods=["POST"]),
+    EdgeRoute("/app/auth/two-factor/confirm", confirm, methods=["POST"]),
+    EdgeRoute("/app/auth/two-factor/disable", disable, methods=["POST"]),
+    EdgeRoute("/app/auth/two-factor/verify", verify, methods=["POST"]),
+    EdgeRoute("/app/auth/two-factor/recovery-codes", recovery_codes, methods=["POST"]),
 ]
