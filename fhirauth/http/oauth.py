@@ -8,7 +8,6 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from fhirauth.auth.authenticate import BEARER_CHALLENGE, parse_basic
 from fhirauth.auth.client_auth import ClientCredentials
@@ -20,6 +19,7 @@ from fhirauth.http.cookies import SESSION_COOKIE, read_cookie
 from fhirauth.http.limits import client_ip
 from fhirauth.http.render import NO_STORE, json_response
 from fhirauth.http.rest import services_of
+from fhirauth.http.route import EdgeRoute
 from fhirauth.resources.secrets import redact
 
 Document = dict[str, Any]
@@ -222,12 +222,12 @@ async def jwks(request: Request) -> Response:
 
 
 routes = [
-    Route("/auth/token", token, methods=["POST"]),
-    Route("/auth/introspect", introspect, methods=["POST"]),
-    Route("/auth/revoke", revoke, methods=["POST"]),
-    Route("/auth/userinfo", userinfo, methods=["GET", "POST"]),
-    Route("/Session", end_session, methods=["DELETE"]),
-    Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
-    Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
-    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+    EdgeRoute("/auth/token", token, methods=["POST"]),
+    EdgeRoute("/auth/introspect", introspect, methods=["POST"]),
+    EdgeRoute("/auth/revoke", revoke, methods=["POST"]),
+    EdgeRoute("/auth/userinfo", userinfo, methods=["GET", "POST"]),
+    EdgeRoute("/Session", end_session, methods=["DELETE"]),
+    EdgeRoute("/.well-known/openid-configuration", discovery, methods=["GET"]),
+    EdgeRoute("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
+    EdgeRoute("/.well-known/jwks.json", jwks, methods=["GET"]),
 ]
