@@ -128,7 +128,7 @@ class TokenIssuer:
         now = self._clock()
         subject = user["id"] if user is not None else client["id"]
         audience = issuance.audience or client["id"]
-        tokens = await self._tokens(config, subject, audience, issuance.scope)
+        tokens = await self._tokens(config, int(now.timestamp()), subject, audience, issuance.scope)
         session: Document = {
             "resourceType": "Session",
             "id": issuance.session_id,
@@ -159,7 +159,7 @@ class TokenIssuer:
         config = FlowConfig.of(client, session["type"])
         subject = user["id"] if user is not None else client["id"]
         audience = session.get("audience") or client["id"]
-        tokens = await self._tokens(config, subject, audience, scope)
+        tokens = await self._tokens(config, int(self._clock().timestamp()), subject, audience, scope)
         rotated = {k: v for k, v in session.items() if k not in _TOKEN_FIELDS}
         rotated.update(tokens.fields)
         if scope:
@@ -168,8 +168,9 @@ class TokenIssuer:
             return None
         return self._response(config, tokens, scope, user)
 
-    async def _tokens(self, config: FlowConfig, subject: str, audience: str, scope: str | None) -> _Tokens:
-        iat = int(self._clock().timestamp())
+    async def _tokens(
+        self, config: FlowConfig, iat: int, subject: str, audience: str, scope: str | None
+    ) -> _Tokens:
         exp = iat + config.access_token_expiration
         fields: Document = {"exp": exp}
         if config.jwt:

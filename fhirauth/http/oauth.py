@@ -107,8 +107,21 @@ def client_credentials(request: Request, params: dict[str, str]) -> ClientCreden
     return ClientCredentials(basic.client_id, basic.secret, "Basic")
 
 
-def _no_store(body: Any, status: int = 200) -> Response:
-    return json_response(body, status, dict(NO_STORE))
+_NO_STORE_JSON = [
+    (b"content-type", b"application/json"),
+    *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in NO_STORE.items()),
+]
+
+
+class _NoStoreJSON(Response):
+    """A JSON answer that must not be cached, its header list built once: every token response is
+    one, and Starlette's `init_headers` re-encodes and rescans the same three headers each time."""
+
+    def __init__(self, body: Any, status: int = 200) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = orjson.dumps(body)
+        self.raw_headers = [(b"content-length", str(len(self.body)).encode("latin-1")), *_NO_STORE_JSON]
 
 
 async def token(request: Request) -> Response:
@@ -134,7 +147,7 @@ async def token(request: Request) -> Response:
             ip=client_ip(request),
             detail={"grant_type": grant_type},
         )
-    return _no_store(response.as_dict())
+    return _NoStoreJSON(response.as_dict())
 
 
 async def introspect(request: Request) -> Response:
@@ -144,7 +157,7 @@ async def introspect(request: Request) -> Response:
     value = params.get("token")
     if value is None:
         raise InvalidRequest("Missing 'token'")
-    return _no_store(await services.introspection.introspect(value, params.get("token_type_hint")))
+    return _NoStoreJSON(await services.introspection.introspect(value, params.get("token_type_hint")))
 
 
 async def revoke(request: Request) -> Response:
@@ -156,7 +169,7 @@ async def revoke(request: Request) -> Response:
         raise InvalidRequest("Missing 'token'")
     # RFC 7009 §2.2: 200 whether or not the token was known; an unknown hint is ignored.
     await services.sessions.revoke(value, params.get("token_type_hint"), authenticated.client)
-    return _no_store({})
+    return _NoStoreJSON({})
 
 
 def _bearer_required(message: str) -> NotAuthenticated:
@@ -181,7 +194,7 @@ async def userinfo(request: Request) -> Response:
     principal = await signed_in(request)
     if principal.user is None:
         raise _bearer_required("This token does not belong to a user")
-    return _no_store(redact(principal.user))
+    return _NoStoreJSON(redact(principal.user))
 
 
 async def end_session(request: Request) -> Response:
