@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
 from fhirauth.app import INDEXES, App, build_services
@@ -187,9 +188,9 @@ async def _boom(request: Request) -> Response:
     raise RuntimeError("a bug")
 
 
-@pytest.fixture
-def failing_app() -> Iterator[TestClient]:
-    """The real App (CORS outermost, real error handlers) with a route that fails unexpectedly."""
+def app_with_web_client(routes: list[BaseRoute], handlers: Mapping[Any, Any] = errors.handlers) -> App:
+    """The real App (its edge, the given error handlers) over `routes`, on a fresh in-memory store
+    holding the web Client, whose redirect URI makes SPA an allowed origin."""
     clock = ManualClock()
     settings = settings_for("sqlite://:memory:")
 
@@ -202,7 +203,13 @@ def failing_app() -> Iterator[TestClient]:
         yield
         await storage.close()
 
-    app = App(routes=[Route("/boom", _boom)], exception_handlers=errors.handlers, lifespan=lifespan)
+    return App(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+@pytest.fixture
+def failing_app() -> Iterator[TestClient]:
+    """The real App with a route that fails unexpectedly."""
+    app = app_with_web_client([Route("/boom", _boom)])
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -3,24 +3,18 @@ an exception is answered by the handler of its class or, failing that, as a 500 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from fhirauth.app import INDEXES, App, build_services
-from fhirauth.clock import ManualClock
 from fhirauth.errors import NotFound
 from fhirauth.http import errors
 from fhirauth.http.route import EdgeRoute
-from fhirauth.storage.backends import open_storage
-from tests.api.conftest import settings_for
-from tests.api.test_cors import PREFLIGHT, SPA, web_client
+from tests.api.test_cors import PREFLIGHT, SPA, app_with_web_client
 
 SECURITY = {
     "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
@@ -68,18 +62,6 @@ async def _fails_midway(request: Request) -> Response:
 
 
 def _client(raise_server_exceptions: bool) -> Iterator[TestClient]:
-    clock = ManualClock()
-    settings = settings_for("sqlite://:memory:")
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        storage = open_storage(settings.storage, clock)
-        await storage.start(INDEXES)
-        app.state.services = build_services(settings, storage, clock)
-        await app.state.services.resources.create("Client", web_client())
-        yield
-        await storage.close()
-
     routes = [
         Route("/bug", _bug),
         Route("/not-found", _not_found),
@@ -90,7 +72,7 @@ def _client(raise_server_exceptions: bool) -> Iterator[TestClient]:
         EdgeRoute("/direct/bug", _bug, methods=["GET"]),
     ]
     handlers = {**errors.handlers, HandlerBug: _failing_handler}
-    app = App(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = app_with_web_client(routes, handlers)
     with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
         yield client
 

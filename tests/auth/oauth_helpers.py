@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fhirauth.auth.client_auth import ClientCredentials
+from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.tokens import TokenResponse
 from fhirauth.services import Services
 
@@ -84,3 +85,15 @@ async def authorization_code(
     )
     (code,) = parse_qs(urlsplit(location).query)["code"]
     return code
+
+
+class CountingHasher(PasswordHasher):
+    """Argon2id at test-sized cost, counting every verification (real or dummy) it performs."""
+
+    def __init__(self) -> None:
+        super().__init__(memory_cost=64, time_cost=1)
+        self.verifications = 0
+
+    def verify(self, stored_hash: str, password: str) -> bool:
+        self.verifications += 1
+        return super().verify(stored_hash, password)

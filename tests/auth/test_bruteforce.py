@@ -24,7 +24,6 @@ from support.mongo import drop_database, with_database
 from fhirauth.app import INDEXES, build_services
 from fhirauth.auth.bruteforce import BruteForcePolicy, PasswordLockout
 from fhirauth.auth.login import LoginRefused, Logins
-from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.clock import ManualClock
 from fhirauth.ratelimit import Limit, Rate, RateLimited
 from fhirauth.services import Services
@@ -33,24 +32,13 @@ from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import Document, Storage
 from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
 from fhirauth.twofactor.totp import code_at, step_at
+from tests.auth.oauth_helpers import CountingHasher
 
 START = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 RIGHT = "correct horse battery staple"
 WRONG = "Tr0ub4dor&3"
 SMALL = BruteForcePolicy(failure_factor=3, wait_increment_seconds=60, max_wait_seconds=150, max_failures=100)
 NO_ACCOUNT_LIMIT = Limit("login-account", None)
-
-
-class CountingHasher(PasswordHasher):
-    """Argon2id at test-sized cost, counting every verification (real or dummy) it performs."""
-
-    def __init__(self) -> None:
-        super().__init__(memory_cost=64, time_cost=1)
-        self.verifications = 0
-
-    def verify(self, stored_hash: str, password: str) -> bool:
-        self.verifications += 1
-        return super().verify(stored_hash, password)
 
 
 @dataclass

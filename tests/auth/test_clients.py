@@ -7,21 +7,10 @@ import asyncio
 import pytest
 
 from fhirauth.auth.clients import ClientRegistry
-from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.services import Services
-from tests.auth.oauth_helpers import SECRET, confidential_client, put
+from tests.auth.oauth_helpers import SECRET, CountingHasher, confidential_client, put
 
 Document = dict[str, object]
-
-
-class CountingHasher(PasswordHasher):
-    def __init__(self) -> None:
-        super().__init__(memory_cost=64, time_cost=1)
-        self.verifications = 0
-
-    def verify(self, stored_hash: str, password: str) -> bool:
-        self.verifications += 1
-        return super().verify(stored_hash, password)
 
 
 @pytest.fixture
