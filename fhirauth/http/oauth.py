@@ -17,7 +17,7 @@ from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type, read_bytes
 from fhirauth.http.cookies import SESSION_COOKIE, read_cookie
 from fhirauth.http.limits import client_ip
-from fhirauth.http.render import NO_STORE, json_response
+from fhirauth.http.render import NO_STORE, NoStoreJSON, json_response
 from fhirauth.http.rest import services_of
 from fhirauth.http.route import EdgeRoute
 from fhirauth.resources.secrets import redact
@@ -107,23 +107,6 @@ def client_credentials(request: Request, params: dict[str, str]) -> ClientCreden
     return ClientCredentials(basic.client_id, basic.secret, "Basic")
 
 
-_NO_STORE_JSON = [
-    (b"content-type", b"application/json"),
-    *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in NO_STORE.items()),
-]
-
-
-class _NoStoreJSON(Response):
-    """A JSON answer that must not be cached, its header list built once: every token response is
-    one, and Starlette's `init_headers` re-encodes and rescans the same three headers each time."""
-
-    def __init__(self, body: Any, status: int = 200) -> None:
-        self.status_code = status
-        self.background = None
-        self.body = orjson.dumps(body)
-        self.raw_headers = [(b"content-length", str(len(self.body)).encode("latin-1")), *_NO_STORE_JSON]
-
-
 async def token(request: Request) -> Response:
     services = services_of(request)
     params = await read_params(request)
@@ -147,7 +130,7 @@ async def token(request: Request) -> Response:
             ip=client_ip(request),
             detail={"grant_type": grant_type},
         )
-    return _NoStoreJSON(response.as_dict())
+    return NoStoreJSON(response.as_dict())
 
 
 async def introspect(request: Request) -> Response:
@@ -157,7 +140,7 @@ async def introspect(request: Request) -> Response:
     value = params.get("token")
     if value is None:
         raise InvalidRequest("Missing 'token'")
-    return _NoStoreJSON(await services.introspection.introspect(value, params.get("token_type_hint")))
+    return NoStoreJSON(await services.introspection.introspect(value, params.get("token_type_hint")))
 
 
 async def revoke(request: Request) -> Response:
@@ -169,7 +152,7 @@ async def revoke(request: Request) -> Response:
         raise InvalidRequest("Missing 'token'")
     # RFC 7009 §2.2: 200 whether or not the token was known; an unknown hint is ignored.
     await services.sessions.revoke(value, params.get("token_type_hint"), authenticated.client)
-    return _NoStoreJSON({})
+    return NoStoreJSON({})
 
 
 def _bearer_required(message: str) -> NotAuthenticated:
@@ -194,7 +177,7 @@ async def userinfo(request: Request) -> Response:
     principal = await signed_in(request)
     if principal.user is None:
         raise _bearer_required("This token does not belong to a user")
-    return _NoStoreJSON(redact(principal.user))
+    return NoStoreJSON(redact(principal.user))
 
 
 async def end_session(request: Request) -> Response:

@@ -65,6 +65,23 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
 
+_NO_STORE_JSON = [
+    (b"content-type", b"application/json"),
+    *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in NO_STORE.items()),
+]
+
+
+class NoStoreJSON(Response):
+    """A JSON answer that must not be cached, its header list built once: every token response is
+    one, and Starlette's `init_headers` re-encodes and rescans the same three headers each time."""
+
+    def __init__(self, body: Any, status: int = 200) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = orjson.dumps(body)
+        self.raw_headers = [(b"content-length", str(len(self.body)).encode("latin-1")), *_NO_STORE_JSON]
+
+
 def outcome_response(request: Request, error: OutcomeError) -> Response:
     return body_response(request, error.outcome(), error.status, error.headers)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 from joserfc import jwt
@@ -73,14 +74,13 @@ async def test_signatures_are_made_off_the_event_loop_and_verify(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signed_on: set[int] = set()
-    rs256 = keys._RS256
+    encode = keys.jwt.encode
 
-    class RecordingRS256:
-        def sign(self, message: bytes, key: RSAKey) -> bytes:
-            signed_on.add(threading.get_ident())
-            return rs256.sign(message, key)
+    def recording_encode(*args: Any, **kwargs: Any) -> str:
+        signed_on.add(threading.get_ident())
+        return encode(*args, **kwargs)
 
-    monkeypatch.setattr(keys, "_RS256", RecordingRS256())
+    monkeypatch.setattr(keys.jwt, "encode", recording_encode)
     claims = [{"sub": f"user{n}", "scope": "openid profile", "exp": 1767229200 + n} for n in range(8)]
     tokens = await asyncio.gather(*(services.keys.sign(c) for c in claims))
     assert signed_on and threading.get_ident() not in signed_on
