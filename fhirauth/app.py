@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from fhirauth import collector
 from fhirauth.audit import AuditLog
 from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
@@ -230,7 +231,16 @@ async def _prepare_when_reachable(services: Services) -> None:
         return
 
 
-def create_app(settings: Settings | None = None, clock: Clock = system_clock) -> Starlette:
+def create_served_app() -> Starlette:
+    """What `fhirauth serve` runs in each worker process: the app, with the garbage collector tuned
+    for serving (collector.py)."""
+    collector.tune()
+    return create_app(serving=True)
+
+
+def create_app(
+    settings: Settings | None = None, clock: Clock = system_clock, *, serving: bool = False
+) -> Starlette:
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -246,6 +256,8 @@ def create_app(settings: Settings | None = None, clock: Clock = system_clock) ->
             log.warning("storage unavailable at start-up; retrying in the background")
             starting = asyncio.create_task(_prepare_when_reachable(services))
         purging = asyncio.create_task(purge_expired_records(storage, clock))
+        if serving:
+            collector.freeze_startup()
         try:
             yield
         finally:

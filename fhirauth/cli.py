@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         seeds = []
     os.environ["FHIRAUTH_SEED"] = ",".join(seeds)
     uvicorn.run(
-        "fhirauth.app:create_app",
+        "fhirauth.app:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,

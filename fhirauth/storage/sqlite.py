@@ -65,7 +65,18 @@ _INSERT_CURRENT = """INSERT INTO resources (type, id, version, deleted, doc) VAL
     ON CONFLICT (type, id) DO NOTHING"""
 _UPDATE_CURRENT = """UPDATE resources SET version = ?, deleted = ?, doc = ?
     WHERE type = ? AND id = ? AND version = ? AND deleted = ?"""
-_INSERT_HISTORY = "INSERT INTO history (type, id, version, deleted, doc) VALUES (?, ?, ?, ?, ?)"
+# `history` holds the versions a write replaced; the current one is only in `resources`, so a create
+# writes one row. (Files written before that layout also hold the current version in `history`: the
+# same row, which UNION folds and INSERT OR IGNORE leaves.)
+_ARCHIVE_CURRENT = """INSERT OR IGNORE INTO history (type, id, version, deleted, doc)
+    SELECT type, id, version, deleted, doc FROM resources
+    WHERE type = ? AND id = ? AND version = ? AND deleted = ?"""
+_VERSION = """SELECT deleted, doc FROM resources WHERE type = :type AND id = :id AND version = :version
+    UNION ALL SELECT deleted, doc FROM history WHERE type = :type AND id = :id AND version = :version
+    LIMIT 1"""
+_HISTORY = """SELECT version, deleted, doc FROM resources WHERE type = :type AND id = :id
+    UNION SELECT version, deleted, doc FROM history WHERE type = :type AND id = :id
+    ORDER BY version DESC"""
 
 _LIVE_RECORD = "(expires_at IS NULL OR expires_at > :now)"
 _CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
@@ -163,18 +174,12 @@ class SQLiteStorage(Storage):
         return found
 
     async def get_version(self, resource_type: str, id: str, version: int) -> Stored | None:
-        rows = self._fetch(
-            "SELECT deleted, doc FROM history WHERE type = ? AND id = ? AND version = ?",
-            (resource_type, id, version),
-        )
+        rows = self._fetch(_VERSION, {"type": resource_type, "id": id, "version": version})
         return _stored(*rows[0]) if rows else None
 
     async def history(self, resource_type: str, id: str) -> list[Stored]:
-        rows = self._fetch(
-            "SELECT deleted, doc FROM history WHERE type = ? AND id = ? ORDER BY version DESC",
-            (resource_type, id),
-        )
-        return [_stored(deleted, doc) for deleted, doc in rows]
+        rows = self._fetch(_HISTORY, {"type": resource_type, "id": id})
+        return [_stored(deleted, doc) for _version, deleted, doc in rows]
 
     async def write(self, writes: Sequence[Write]) -> None:
         def apply_all(db: sqlite3.Connection) -> None:
@@ -372,19 +377,18 @@ def _apply(db: sqlite3.Connection, write: Write) -> None:
     deleted = isinstance(write, Delete)
     text = _dumps(document)
     try:
-        if isinstance(write, Create):
-            if write.over_tombstone_version is None:
-                changed = db.execute(_INSERT_CURRENT, (resource_type, id, version, deleted, text)).rowcount
-            else:
-                tombstone = (resource_type, id, write.over_tombstone_version, True)
-                changed = db.execute(_UPDATE_CURRENT, (version, deleted, text, *tombstone)).rowcount
-            if not changed:
+        if isinstance(write, Create) and write.over_tombstone_version is None:
+            if not db.execute(_INSERT_CURRENT, (resource_type, id, version, deleted, text)).rowcount:
                 raise AlreadyExists(resource_type, id)
+            return
+        if isinstance(write, Create):
+            replaced, missing = (resource_type, id, write.over_tombstone_version, True), AlreadyExists
         else:
-            current = (resource_type, id, write.expected_version, False)
-            if not db.execute(_UPDATE_CURRENT, (version, deleted, text, *current)).rowcount:
-                raise VersionConflict(resource_type, id)
-        db.execute(_INSERT_HISTORY, (resource_type, id, version, deleted, text))
+            replaced, missing = (resource_type, id, write.expected_version, False), VersionConflict
+        # Archived first: an UPDATE that finds nothing raises, and the write's rollback takes both back.
+        db.execute(_ARCHIVE_CURRENT, replaced)
+        if not db.execute(_UPDATE_CURRENT, (version, deleted, text, *replaced)).rowcount:
+            raise missing(resource_type, id)
     except sqlite3.IntegrityError as exc:
         # A unique secondary index (User email, say) already holds this value for a live resource.
         if exc.sqlite_errorcode in _DUPLICATE_CODES:

@@ -52,18 +52,18 @@ async def test_commits_leave_the_wal_to_the_checkpointer_after_which_it_starts_o
     # The thread waits an hour between passes, so the test runs the one pass itself.
     storage = SQLiteStorage(str(path), ManualClock(), checkpoint_interval=3600, restart_frames=100)
     await storage.start(())
-    for n in range(600):
+    for n in range(1200):
         await storage.write([Create(session(n))])
     # SQLite's own checkpoint would have started the WAL over at 1,000 frames.
     grown = frames_in_wal(wal)
     assert grown > 2000
     assert storage.checkpointer is not None
     storage.checkpointer.checkpoint()
-    for n in range(600, 900):
+    for n in range(1200, 1800):
         await storage.write([Create(session(n))])
-    # Written from the start of the file again, into the room the first 600 left.
+    # Written from the start of the file again, into the room the first 1,200 left.
     assert frames_in_wal(wal) == grown
-    assert [n for n in range(900) if await storage.get("Session", f"s{n}") is None] == []
+    assert [n for n in range(1800) if await storage.get("Session", f"s{n}") is None] == []
     await storage.close()
 
 
@@ -77,6 +77,6 @@ async def test_the_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> N
         await storage.write([Create(session(n))])
         largest = max(largest, frames_in_wal(wal))
     await storage.close()
-    # Unchecked, these commits fill some 25,000 frames (see the test above); a pass every 5 ms keeps a
+    # Unchecked, these commits fill some 13,000 frames (see the test above); a pass every 5 ms keeps a
     # few hundred, and some thousands while the machine is busy.
     assert largest < 6000

@@ -1,14 +1,16 @@
-"""What only SQLite has: query plans, and several connections (worker processes) on one file."""
+"""What only SQLite has: query plans, several connections (worker processes) on one file, and the
+layout of its history table."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from fhirauth.clock import ManualClock
-from fhirauth.storage.base import Create, Filter, Index, Query, Replace, Stored, VersionConflict
+from fhirauth.storage.base import Create, Delete, Filter, Index, Query, Replace, Stored, VersionConflict
 from fhirauth.storage.sqlite import SQLiteStorage
 
 
@@ -57,3 +59,55 @@ async def test_two_connections_on_one_file_share_data_and_version_checks(tmp_pat
     assert await first.get("User", "u1") == Stored(version_2)
     await first.close()
     await second.close()
+
+
+def user_version(version: int, **fields: str) -> dict[str, object]:
+    return {"resourceType": "User", "id": "u1", "meta": {"versionId": str(version)}, **fields}
+
+
+def history_rows(path: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT version, deleted FROM history ORDER BY version").fetchall()
+
+
+async def test_history_rows_hold_only_replaced_versions(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    storage = SQLiteStorage(str(path), ManualClock())
+    await storage.start(())
+    await storage.write([Create(user_version(1))])
+    assert history_rows(path) == []
+    await storage.write([Replace(user_version(2, by="b"), expected_version=1)])
+    await storage.write([Delete(user_version(3), expected_version=2)])
+    await storage.write([Create(user_version(4, by="d"), over_tombstone_version=3)])
+    assert history_rows(path) == [(1, 0), (2, 0), (3, 1)]
+    # A write that is refused archives nothing.
+    with pytest.raises(VersionConflict):
+        await storage.write([Replace(user_version(5), expected_version=2)])
+    assert history_rows(path) == [(1, 0), (2, 0), (3, 1)]
+    assert [(s.version, s.deleted) for s in await storage.history("User", "u1")] == [
+        (4, False),
+        (3, True),
+        (2, False),
+        (1, False),
+    ]
+    assert await storage.get_version("User", "u1", 4) == Stored(user_version(4, by="d"))
+    assert await storage.get_version("User", "u1", 1) == Stored(user_version(1))
+    await storage.close()
+
+
+async def test_a_file_whose_history_also_holds_current_versions_reads_and_writes_as_before(
+    tmp_path: Path,
+) -> None:
+    """Files written before the history table held only replaced versions have every version there."""
+    path = tmp_path / "x.db"
+    storage = SQLiteStorage(str(path), ManualClock())
+    await storage.start(())
+    await storage.write([Create(user_version(1))])
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO history SELECT type, id, version, deleted, doc FROM resources")
+    assert [s.version for s in await storage.history("User", "u1")] == [1]
+    await storage.write([Replace(user_version(2, by="b"), expected_version=1)])
+    assert [s.version for s in await storage.history("User", "u1")] == [2, 1]
+    assert await storage.get_version("User", "u1", 1) == Stored(user_version(1))
+    assert history_rows(path) == [(1, 0)]
+    await storage.close()
