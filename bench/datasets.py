@@ -62,5 +62,5 @@ DATASETS: dict[str, Dataset | OAuthDataset] = {
     "1k": Dataset("1k", 1_000),
     "100k": Dataset("100k", 100_000),
     # Enough one-use 2FA users for the runs of scenarios.PASSWORD_TOTP_CAP and DISABLE_CAP.
-    "oauth": OAuthDataset("oauth", 120_000),
+    "oauth": OAuthDataset("oauth", 160_000),
 }

@@ -21,9 +21,10 @@ class Introspection:
 
     async def introspect(self, token: str, hint: str | None) -> Document:
         """RFC 7662 §2.2: unknown, expired, revoked and orphaned tokens all answer just `active: false`."""
-        session = await self._sessions.find_by_token(token, hint)
-        if session is None or session.get("active") is not True:
+        found = await self._sessions.find_by_token(token, hint, with_user=True)
+        if found is None or found.document.get("active") is not True:
             return dict(INACTIVE)
+        session = found.document
         is_refresh = session.get("refresh_token") == token_hash(token)
         if is_refresh:
             exp = session.get("refresh_token_exp")
@@ -31,7 +32,7 @@ class Introspection:
                 return dict(INACTIVE)
         elif not self._sessions.is_live(session):
             return dict(INACTIVE)
-        principal = await self._sessions.principal(session)
+        principal = await self._sessions.principal(session, user=found.referenced)
         if principal is None:
             return dict(INACTIVE)
         return self._claims(session, principal, is_refresh)

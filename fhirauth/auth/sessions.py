@@ -15,7 +15,7 @@ from fhirauth.clock import Clock, isoformat
 from fhirauth.errors import PreconditionFailed
 from fhirauth.resources.service import ResourceService, new_id
 from fhirauth.security import random_token, token_hash
-from fhirauth.storage.base import Filter, Query
+from fhirauth.storage.base import Filter, Found, Query, Stored
 
 Document = dict[str, Any]
 
@@ -75,11 +75,14 @@ class SessionService:
         return token, await self.create(session)
 
     async def _find(self, field: str, token: str) -> Document | None:
+        found = await self._lookup(field, token, with_user=False)
+        return found.document if found is not None else None
+
+    async def _lookup(self, field: str, token: str, *, with_user: bool) -> Found | None:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        query = Query(filters=(Filter(field, (token_hash(token),)),), limit=1, count_total=False)
-        page = await self._resources.storage.search("Session", query)
-        return page.items[0] if page.items else None
+        follow = "user" if with_user else None
+        return await self._resources.storage.find_one("Session", field, token_hash(token), follow=follow)
 
     async def find_by_access_token(self, token: str) -> Document | None:
         """The Session of an access token (or browser cookie token), live or not."""
@@ -95,13 +98,14 @@ class SessionService:
 
     async def resolve(self, token: str) -> Principal | None:
         """Who a bearer token (opaque, JWT or browser cookie token) speaks for; None if nobody."""
-        session = await self.find_by_access_token(token)
-        if session is None or not self.is_live(session):
+        found = await self._lookup("access_token", token, with_user=True)
+        if found is None or not self.is_live(found.document):
             return None
-        return await self.principal(session)
+        return await self.principal(found.document, user=found.referenced)
 
-    async def principal(self, session: Document) -> Principal | None:
-        """The caller behind a Session; None when its client or user is gone or inactive."""
+    async def principal(self, session: Document, *, user: Stored | None = None) -> Principal | None:
+        """The caller behind a Session; None when its client or user is gone or inactive. `user` is
+        the Session's User when the caller has just read it with the Session."""
         client: Document | None = None
         client_id = _ref_id(session, "client")
         if client_id is not None:
@@ -110,8 +114,10 @@ class SessionService:
                 return None
         user_id = _ref_id(session, "user")
         if user_id is not None:
-            stored = await self._resources.find("User", user_id)
-            if stored is None or is_inactive(stored.document):
+            if user is None or user.document.get("resourceType") != "User":
+                user = await self._resources.find("User", user_id)
+            stored = user
+            if stored is None or stored.deleted or is_inactive(stored.document):
                 return None
             return Principal("user", client=client, user=stored.document, session=session)
         if client_id is None:
@@ -147,25 +153,27 @@ class SessionService:
         ):
             await self.end_by_id(parent_id)
 
-    async def find_by_token(self, token: str, hint: str | None) -> Document | None:
-        """The Session holding `token` as its access or refresh token; `hint` says which to try first."""
+    async def find_by_token(self, token: str, hint: str | None, *, with_user: bool = False) -> Found | None:
+        """The Session holding `token` as its access or refresh token (and its User, if asked for);
+        `hint` says which to try first."""
         fields = (
             ("refresh_token", "access_token")
             if hint == "refresh_token"
             else ("access_token", "refresh_token")
         )
         for field in fields:
-            session = await self._find(field, token)
-            if session is not None:
-                return session
+            found = await self._lookup(field, token, with_user=with_user)
+            if found is not None:
+                return found
         return None
 
     async def revoke(self, token: str, hint: str | None, client: Document) -> None:
         """RFC 7009: end the Session of an access or refresh token issued to `client` (the root client
         may revoke any). Unknown tokens and other clients' tokens are ignored, as §2.2 asks."""
-        session = await self.find_by_token(token, hint)
-        if session is None:
+        found = await self.find_by_token(token, hint)
+        if found is None:
             return
+        session = found.document
         if client["id"] != self._clients.root_id and _ref_id(session, "client") != client["id"]:
             return
         await self.end(session)

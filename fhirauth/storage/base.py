@@ -101,6 +101,14 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Found:
+    """What `find_one` found: the document, and the resource its followed reference points to."""
+
+    document: Document
+    referenced: Stored | None = None
+
+
+@dataclass(frozen=True)
 class Record:
     document: Document
     rev: int
@@ -166,6 +174,30 @@ class Storage:
     async def search(self, resource_type: str, query: Query) -> Page:
         """Live resources of a type matching every filter, sorted, then offset/limit."""
         raise NotImplementedError  # pragma: no cover
+
+    async def find_one(
+        self, resource_type: str, path: str, value: str, *, follow: str | None = None
+    ) -> Found | None:
+        """A live resource whose `path` holds `value`, for values no two resources share (a token
+        hash): of several, any one. With `follow`, also the resource that the reference
+        `{resourceType, id}` at that path points to (None when there is none), read in the same
+        statement where the backend can. This default is a search and a read."""
+        query = Query(filters=(Filter(path, (value,)),), limit=1, count_total=False)
+        page = await self.search(resource_type, query)
+        if not page.items:
+            return None
+        document = page.items[0]
+        if follow is None:
+            return Found(document)
+        reference: Any = document
+        for key in follow.split("."):
+            reference = reference.get(key) if isinstance(reference, dict) else None
+        if not isinstance(reference, dict):
+            return Found(document)
+        target_type, target_id = reference.get("resourceType"), reference.get("id")
+        if not isinstance(target_type, str) or not isinstance(target_id, str):
+            return Found(document)
+        return Found(document, await self.get(target_type, target_id))
 
     async def record_get(self, kind: str, key: str) -> Record | None:
         """The record, or None when absent or expired."""

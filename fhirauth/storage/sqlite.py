@@ -28,6 +28,7 @@ from fhirauth.storage.base import (
     Create,
     Delete,
     Document,
+    Found,
     Index,
     Page,
     Query,
@@ -203,6 +204,16 @@ class SQLiteStorage(Storage):
                 total = db.execute(count, params).fetchone()[0]
         return Page([orjson.loads(doc) for (doc,) in rows], total)
 
+    async def find_one(
+        self, resource_type: str, path: str, value: str, *, follow: str | None = None
+    ) -> Found | None:
+        index_name = self._index_names.get((resource_type, path))
+        rows = self._fetch(_find_statement(resource_type, path, follow, index_name), (value,))
+        if not rows:
+            return None
+        doc, deleted, referenced = rows[0]
+        return Found(orjson.loads(doc), None if referenced is None else _stored(deleted, referenced))
+
     def query_plan(self, resource_type: str, query: Query) -> list[str]:
         """SQLite's plan for the page and then the count statement of `search`, one line per step."""
         page, count, params = self._search_sql(resource_type, query)
@@ -349,6 +360,21 @@ def _search_statements(
     return page, f"SELECT count(*) FROM {source} WHERE {where}"
 
 
+@functools.lru_cache(maxsize=64)
+def _find_statement(resource_type: str, path: str, follow: str | None, index_name: str | None) -> str:
+    """One statement for `find_one`: the match (no ORDER BY: any one will do) and what it refers to."""
+    source = "resources AS f" if index_name is None else f'resources AS f INDEXED BY "{index_name}"'
+    where = f"{_live_of(resource_type, 'f')} AND {_extract(path, 'f')} = ?"
+    if follow is None:
+        return f"SELECT f.doc, NULL, NULL FROM {source} WHERE {where} LIMIT 1"
+    check_path(follow)
+    return (
+        f"SELECT f.doc, r.deleted, r.doc FROM {source} LEFT JOIN resources AS r"
+        f" ON r.type = {_extract(f'{follow}.resourceType', 'f')} AND r.id = {_extract(f'{follow}.id', 'f')}"
+        f" WHERE {where} LIMIT 1"
+    )
+
+
 def _connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: transactions are opened explicitly, so a bundle is one BEGIN IMMEDIATE.
     # check_same_thread=False: the loop that uses the storage may run on another thread than the one
@@ -409,14 +435,16 @@ def _index_sql(index: Index, name: str) -> str:
     return f'CREATE {kind} IF NOT EXISTS "{name}" ON resources ({columns}) WHERE {live}'
 
 
-def _live_of(resource_type: str) -> str:
+def _live_of(resource_type: str, table: str | None = None) -> str:
     # Literal, not bound: SQLite uses a partial index only when the query's WHERE visibly implies the
     # index's WHERE, so search and the index share this exact text.
-    return f"type = '{check_resource_type(resource_type)}' AND deleted = 0"
+    prefix = "" if table is None else f"{table}."
+    return f"{prefix}type = '{check_resource_type(resource_type)}' AND {prefix}deleted = 0"
 
 
-def _extract(path: str) -> str:
-    return f"json_extract(doc, '$.{check_path(path)}')"
+def _extract(path: str, table: str | None = None) -> str:
+    column = "doc" if table is None else f"{table}.doc"
+    return f"json_extract({column}, '$.{check_path(path)}')"
 
 
 def _stored(deleted: int, doc: str) -> Stored:

@@ -15,6 +15,7 @@ from fhirauth.storage.base import (
     Delete,
     Document,
     Filter,
+    Found,
     Index,
     Page,
     Query,
@@ -439,6 +440,47 @@ async def test_search_refuses_a_value_that_is_not_a_scalar(storage: Storage, val
 async def test_search_refuses_a_negative_offset(storage: Storage) -> None:
     with pytest.raises(ValueError, match="must not be negative"):
         await storage.search("User", Query(offset=-1))
+
+
+# --- find_one -----------------------------------------------------------------------------------------
+
+
+def session(id: str, token: str, **fields: Any) -> Document:
+    return resource("Session", id, token=token, **fields)
+
+
+async def test_find_one_finds_a_live_resource_by_an_indexed_value(storage: Storage) -> None:
+    await storage.write([Create(session("s1", "t1")), Create(session("s2", "t2"))])
+    assert await storage.find_one("Session", "token", "t2") == Found(session("s2", "t2"))
+    assert await storage.find_one("Session", "token", "t3") is None
+    assert await storage.find_one("User", "token", "t2") is None
+    await storage.write([Delete(session("s2", "t2", version=2), expected_version=1)])
+    assert await storage.find_one("Session", "token", "t2") is None
+
+
+async def test_find_one_follows_a_reference_to_its_resource(storage: Storage) -> None:
+    to_ann = {"resourceType": "User", "id": "ann"}
+    await storage.write(
+        [
+            Create(user("ann", email="ann@example.org")),
+            Create(user("gone")),
+            Create(session("s1", "t1", user=to_ann)),
+            Create(session("s2", "t2", user={"resourceType": "User", "id": "nobody"})),
+            Create(session("s3", "t3", user={"id": "ann"})),
+            Create(session("s4", "t4")),
+            Create(session("s5", "t5", user={"resourceType": "User", "id": "gone"})),
+        ]
+    )
+    await storage.write([Delete(user("gone", version=2), expected_version=1)])
+    found = await storage.find_one("Session", "token", "t1", follow="user")
+    assert found == Found(session("s1", "t1", user=to_ann), Stored(user("ann", email="ann@example.org")))
+    # A reference to nothing, without a resourceType, or no reference at all: no resource beside it.
+    for token in ("t2", "t3", "t4"):
+        found = await storage.find_one("Session", "token", token, follow="user")
+        assert found is not None and found.referenced is None
+    # A deleted resource comes back as its tombstone, as `get` gives it.
+    found = await storage.find_one("Session", "token", "t5", follow="user")
+    assert found is not None and found.referenced == Stored(user("gone", version=2), deleted=True)
 
 
 # --- all_resources ------------------------------------------------------------------------------------
