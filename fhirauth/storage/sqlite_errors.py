@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from fhirauth.storage.base import StorageUnavailable
 
@@ -22,13 +21,25 @@ _UNAVAILABLE_CODES = frozenset(
 )
 
 
-@contextmanager
-def unavailable() -> Iterator[None]:
-    """Turn the errors of an unusable store into StorageUnavailable."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
-            raise StorageUnavailable(f"SQLite database unusable: {exc}") from exc
-        raise
+class _Unavailable:
+    """Turn the errors of an unusable store into StorageUnavailable. A class, not a
+    @contextmanager generator: it wraps every statement, and the generator cost 0.8 µs a use
+    against 0.2 µs."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+                raise StorageUnavailable(f"SQLite database unusable: {exc}") from exc
+
+
+_UNAVAILABLE = _Unavailable()
+
+
+def unavailable() -> _Unavailable:
+    return _UNAVAILABLE
