@@ -78,7 +78,7 @@ PASSWORD_TOTP_CAP = 200
 # about 15,000 left for the in-process check. VERIFY_CAP is above 25 % of the minimal app's best rate
 # (31,000 req/s on the machine of 2026-12-02 afternoon).
 VERIFY_CAP = 8_000
-DISABLE_CAP = 5_000
+DISABLE_CAP = 3_000
 
 
 def _password_totp(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
