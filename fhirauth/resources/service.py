@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,7 +68,9 @@ def new_id() -> str:
         | 0b10 << 62
         | random & _RAND_B_MASK
     )
-    return str(uuid.UUID(int=value))
+    # uuid.UUID's canonical form, without the object (a third of the cost of an id).
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 _MILLIS_MASK = (1 << 48) - 1
