@@ -23,13 +23,17 @@ class FixedPathRouter(Router):
     def __init__(self, routes: Sequence[BaseRoute], **kwargs: object) -> None:
         super().__init__(list(routes), **kwargs)  # type: ignore[arg-type]
         fixed = {route.path for route in self.routes if isinstance(route, Route) and "{" not in route.path}
-        self._candidates = {path: [r for r in self.routes if _may_match(r, path)] for path in fixed}
+        # Each candidate with whether its own path is the fixed one (then only the method decides).
+        self._candidates = {
+            path: [(r, isinstance(r, Route) and r.path == path) for r in self.routes if _may_match(r, path)]
+            for path in fixed
+        }
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         candidates = self._candidates.get(get_route_path(scope)) if scope["type"] == "http" else None
         if candidates:
-            for route in candidates:
-                match, child_scope = route.matches(scope)
+            for route, exact in candidates:
+                match, child_scope = _exact(route, scope) if exact else route.matches(scope)  # type: ignore[arg-type]
                 if match is Match.FULL:
                     scope.setdefault("router", self)
                     scope["route"] = route
@@ -37,6 +41,15 @@ class FixedPathRouter(Router):
                     await route.handle(scope, receive, send)
                     return
         await super().app(scope, receive, send)
+
+
+def _exact(route: Route, scope: Scope) -> tuple[Match, Scope]:
+    """`route.matches` for a route whose path is the request's, a fixed one: no pattern to run and
+    no parameters to convert, so only the method decides (as in Starlette's Route.matches)."""
+    child_scope = {"endpoint": route.endpoint, "path_params": dict(scope.get("path_params", {}))}
+    if route.methods and scope["method"] not in route.methods:
+        return Match.PARTIAL, child_scope
+    return Match.FULL, child_scope
 
 
 def _may_match(route: BaseRoute, path: str) -> bool:
