@@ -116,10 +116,9 @@ class SessionService:
         if user_id is not None:
             if user is None or user.document.get("resourceType") != "User":
                 user = await self._resources.find("User", user_id)
-            stored = user
-            if stored is None or stored.deleted or is_inactive(stored.document):
+            if user is None or user.deleted or is_inactive(user.document):
                 return None
-            return Principal("user", client=client, user=stored.document, session=session)
+            return Principal("user", client=client, user=user.document, session=session)
         if client_id is None:
             return None
         if client_id == self._clients.root_id:

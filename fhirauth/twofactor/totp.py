@@ -52,7 +52,7 @@ def step_at(unix_time: float, period: int = PERIOD) -> int:
 
 
 def code_at(secret_b32: str, step: int, digits: int = DIGITS, digest: Digest = hashlib.sha1) -> str:
-    return _hotp(_Mac(_key(secret_b32), digest), step, digits)
+    return _hotp(_keyed(_key(secret_b32), digest), step, digits)
 
 
 def _key(secret_b32: str) -> bytes:
@@ -67,34 +67,17 @@ def _key(secret_b32: str) -> bytes:
     return (value >> bits % 8).to_bytes(bits // 8, "big")
 
 
-_INNER_PAD = bytes(byte ^ 0x36 for byte in range(256))
-_OUTER_PAD = bytes(byte ^ 0x5C for byte in range(256))
+def _keyed(key: bytes, digest: Digest) -> hmac.HMAC:
+    """An HMAC set up under `key` once: a sign-in computes the HMACs of a whole window, and each copy
+    of this one skips the key setup that a one-shot `hmac.digest` repeats."""
+    return hmac.new(key, digestmod=digest)
 
 
-class _Mac:
-    """HMAC (RFC 2104) under one key, its padded key hashed once: a sign-in computes the HMACs of a
-    whole window, and with OpenSSL 3 each one-shot `hmac.digest` sets its key up again (about twice
-    the cost of the two hashes)."""
-
-    def __init__(self, key: bytes, digest: Digest) -> None:
-        block = digest().block_size
-        if len(key) > block:
-            key = digest(key).digest()
-        key = key.ljust(block, b"\0")
-        self._inner = digest(key.translate(_INNER_PAD))
-        self._outer = digest(key.translate(_OUTER_PAD))
-
-    def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return bytes(outer.digest())
-
-
-def _hotp(mac_of: _Mac, counter: int, digits: int) -> str:
+def _hotp(keyed: hmac.HMAC, counter: int, digits: int) -> str:
     """RFC 4226 §5.3."""
-    mac = mac_of.digest(counter.to_bytes(8, "big"))
+    hmac_of = keyed.copy()
+    hmac_of.update(counter.to_bytes(8, "big"))
+    mac = hmac_of.digest()
     offset = mac[-1] & 0x0F
     value = int.from_bytes(mac[offset : offset + 4], "big") & 0x7FFFFFFF
     return str(value % 10**digits).zfill(digits)
@@ -133,13 +116,13 @@ def matching_steps(
     pattern = _CODE if digits == DIGITS else re.compile(f"[0-9]{{{digits}}}")
     if not pattern.fullmatch(candidate):
         return ()
-    mac = _Mac(_key(secret_b32), hashlib.sha1)
+    keyed = _keyed(_key(secret_b32), hashlib.sha1)
     first = max(current_step - past, 0)
     # Every step is compared, matched or not, so the time taken does not say where a code matched.
     return tuple(
         step
         for step in range(current_step + future, first - 1, -1)
-        if hmac.compare_digest(candidate, _hotp(mac, step, digits))
+        if hmac.compare_digest(candidate, _hotp(keyed, step, digits))
     )
 
 
