@@ -203,6 +203,10 @@ class Storage:
         """The record, or None when absent or expired."""
         raise NotImplementedError  # pragma: no cover
 
+    async def has_records(self, kind: str) -> bool:
+        """Whether any live record of `kind` exists (a read that stops at the first)."""
+        raise NotImplementedError  # pragma: no cover
+
     async def record_put(
         self,
         kind: str,

@@ -4,8 +4,9 @@ A COMMIT costs more than the statements before it (it writes every changed page 
 load many requests write in the same iteration. Each write is queued with a future; the first one of
 an iteration schedules `flush` with `call_soon`, which runs them all, in order, in one BEGIN IMMEDIATE
 … COMMIT, each inside a SAVEPOINT of its own so that a failing write is rolled back alone and the others
-stay. Only then are the futures resolved: no caller goes on before its write is committed, and a failed
-COMMIT fails every write of the batch.
+stay. A write of one statement needs no savepoint: SQLite undoes a failed statement by itself and the
+transaction goes on. Only then are the futures resolved: no caller goes on before its write is
+committed, and a failed COMMIT fails every write of the batch.
 
 The statements run inside `flush`, not when queued, so the write lock is held only while SQLite works,
 as before, and reads never see a write that is not committed.
@@ -30,52 +31,53 @@ class GroupCommit:
     def __init__(self, connection: Callable[[], sqlite3.Connection], writers: threading.Lock) -> None:
         self._connection = connection
         self._writers = writers
-        self._queued: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._queued: list[tuple[Work, bool, asyncio.Future[Any]]] = []
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in the next batch and return its result once the batch is committed."""
+    async def run(self, work: Callable[[sqlite3.Connection], T], *, one_statement: bool = False) -> T:
+        """Run `work` in the next batch and return its result once the batch is committed.
+        `one_statement`: the work runs a single statement, whose failure SQLite undoes by itself."""
         loop = asyncio.get_running_loop()
         if not self._queued:
             loop.call_soon(self.flush)
         future: asyncio.Future[T] = loop.create_future()
-        self._queued.append((work, future))
+        self._queued.append((work, one_statement, future))
         return await future
 
     def flush(self) -> None:
         """Run and commit the queued writes now (a cancelled caller's write is dropped)."""
-        batch = [(work, future) for work, future in self._queued if not future.cancelled()]
+        batch = [queued for queued in self._queued if not queued[2].cancelled()]
         self._queued = []
         if not batch:
             return
         try:
             with self._writers, unavailable():
-                outcomes = _commit(self._connection(), [work for work, _ in batch])
+                outcomes = _commit(self._connection(), [(work, one) for work, one, _ in batch])
         except Exception as error:
             if len(batch) == 1:
-                batch[0][1].set_exception(error)
+                batch[0][2].set_exception(error)
                 return
-            for _, future in batch:
+            for _, _, future in batch:
                 # One exception per caller: a raised exception collects its raiser's traceback.
                 failed = StorageUnavailable(f"SQLite could not commit a batch of writes: {error}")
                 failed.__cause__ = error
                 future.set_exception(failed)
             return
-        for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+        for (_, _, future), (result, error) in zip(batch, outcomes, strict=True):
             if error is None:
                 future.set_result(result)
             else:
                 future.set_exception(error)
 
 
-def _commit(db: sqlite3.Connection, works: list[Work]) -> list[tuple[Any, Exception | None]]:
+def _commit(db: sqlite3.Connection, works: list[tuple[Work, bool]]) -> list[tuple[Any, Exception | None]]:
     """Each work's result or its own error, all committed in one transaction, or raise."""
     db.execute("BEGIN IMMEDIATE")
     try:
         if len(works) == 1:
             # Alone in its batch, a write's error is the batch's: no savepoint needed.
-            outcomes: list[tuple[Any, Exception | None]] = [(works[0](db), None)]
+            outcomes: list[tuple[Any, Exception | None]] = [(works[0][0](db), None)]
         else:
-            outcomes = [_attempt(db, work) for work in works]
+            outcomes = [_attempt(db, work, one_statement) for work, one_statement in works]
         db.execute("COMMIT")
     except BaseException:
         # SQLite rolls back by itself after some errors (disk full, I/O).
@@ -85,8 +87,9 @@ def _commit(db: sqlite3.Connection, works: list[Work]) -> list[tuple[Any, Except
     return outcomes
 
 
-def _attempt(db: sqlite3.Connection, work: Work) -> tuple[Any, Exception | None]:
-    db.execute("SAVEPOINT write")
+def _attempt(db: sqlite3.Connection, work: Work, one_statement: bool) -> tuple[Any, Exception | None]:
+    if not one_statement:
+        db.execute("SAVEPOINT write")
     try:
         with unavailable():
             result = work(db)
@@ -94,8 +97,10 @@ def _attempt(db: sqlite3.Connection, work: Work) -> tuple[Any, Exception | None]
         if not db.in_transaction:
             # SQLite gave up the whole transaction (disk full, I/O error): the batch fails.
             raise
-        db.execute("ROLLBACK TO write")
-        db.execute("RELEASE write")
+        if not one_statement:
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
         return None, error
-    db.execute("RELEASE write")
+    if not one_statement:
+        db.execute("RELEASE write")
     return result, None

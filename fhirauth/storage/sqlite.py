@@ -187,7 +187,7 @@ class SQLiteStorage(Storage):
             for write in writes:
                 _apply(db, write)
 
-        await self._batches.run(apply_all)
+        await self._batches.run(apply_all, one_statement=len(writes) == 1 and _is_insert(writes[0]))
 
     async def search(self, resource_type: str, query: Query) -> Page:
         page, count, params = self._search_sql(resource_type, query)
@@ -227,6 +227,13 @@ class SQLiteStorage(Storage):
             {"kind": kind, "key": key, "now": self._now()},
         )
         return _record(*rows[0]) if rows else None
+
+    async def has_records(self, kind: str) -> bool:
+        rows = self._fetch(
+            f"SELECT 1 FROM records WHERE kind = :kind AND {_LIVE_RECORD} LIMIT 1",
+            {"kind": kind, "now": self._now()},
+        )
+        return bool(rows)
 
     async def record_put(
         self,
@@ -279,7 +286,7 @@ class SQLiteStorage(Storage):
         def purge(db: sqlite3.Connection) -> int:
             return db.execute("DELETE FROM records WHERE expires_at <= ?", (to_micros(now),)).rowcount
 
-        return await self._batches.run(purge)
+        return await self._batches.run(purge, one_statement=True)
 
     async def all_resources(self, resource_type: str | None = None) -> list[Document]:
         if resource_type is None:
@@ -304,7 +311,7 @@ class SQLiteStorage(Storage):
 
     async def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         """One write statement, committed with the other writes of this event-loop iteration."""
-        return await self._batches.run(lambda db: db.execute(sql, params).fetchall())
+        return await self._batches.run(lambda db: db.execute(sql, params).fetchall(), one_statement=True)
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
@@ -395,6 +402,11 @@ def _in_wal_mode(db: sqlite3.Connection) -> bool:
     return bool(mode == "wal")
 
 
+def _is_insert(write: Write) -> bool:
+    """Whether `_apply` writes `write` with one statement (the others archive first)."""
+    return isinstance(write, Create) and write.over_tombstone_version is None
+
+
 def _apply(db: sqlite3.Connection, write: Write) -> None:
     document = write.document
     resource_type, id = document["resourceType"], document["id"]
@@ -402,7 +414,7 @@ def _apply(db: sqlite3.Connection, write: Write) -> None:
     deleted = isinstance(write, Delete)
     text = _dumps(document)
     try:
-        if isinstance(write, Create) and write.over_tombstone_version is None:
+        if _is_insert(write):
             if not db.execute(_INSERT_CURRENT, (resource_type, id, version, deleted, text)).rowcount:
                 raise AlreadyExists(resource_type, id)
             return

@@ -33,6 +33,9 @@ old step comes with the state read, and the first compare-and-set replaces it. A
 absent or still of that shape has the old lock read too, and the old counter when a failure needs
 its count; both are carried over (a lock in force and the failures towards NIST's cap still hold)
 and deleted. A counter that a success makes irrelevant is left to its own one-year expiry.
+Only the old layout wrote those two kinds, and old workers are stopped before new ones start
+(README, "Two-factor authentication"): a store that holds none of them when a guard first looks never will, and
+its users' first attempts skip the two reads.
 """
 
 from __future__ import annotations
@@ -166,9 +169,11 @@ class _State:
         )
 
     @classmethod
-    def of_old_layout(cls, user_id: str, last_step: Record | None, lock: Record | None) -> _State:
+    def of_old_layout(
+        cls, user_id: str, last_step: Record | None, lock: Record | None, *, counters: bool = True
+    ) -> _State:
         """The old last step (absent or `{"step"}`) and lock; the counter named by the lock's
-        generation is left unread."""
+        generation is left unread (none, when the store holds no `counters`)."""
         until = lock.document.get("lockedUntil") if lock is not None else None
         generation = int(lock.document["generation"]) if lock is not None else 0
         return cls(
@@ -177,7 +182,7 @@ class _State:
             locked_until=datetime.fromisoformat(until) if until else None,
             rev=last_step.rev if last_step is not None else None,
             legacy=((LEGACY_LOCK, user_id),) if lock is not None else (),
-            unread_counter=f"{user_id}/{generation}",
+            unread_counter=f"{user_id}/{generation}" if counters else None,
         )
 
 
@@ -185,6 +190,8 @@ class AttemptGuard:
     def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
+        # Whether the store held records of the old layout when first asked; None before that.
+        self._old_layout: bool | None = None
 
     async def verify_totp(
         self, user_id: str, secret_b32: str, code: str, *, past: int, future: int, policy: LockoutPolicy
@@ -285,7 +292,16 @@ class AttemptGuard:
         record = await self._storage.record_get(STATE, user_id)
         if record is not None and "failures" in record.document:
             return _State.of(record)
+        if not await self._old_layout_present():
+            return _State.of_old_layout(user_id, record, None, counters=False)
         return _State.of_old_layout(user_id, record, await self._storage.record_get(LEGACY_LOCK, user_id))
+
+    async def _old_layout_present(self) -> bool:
+        if self._old_layout is None:
+            self._old_layout = await self._storage.has_records(
+                LEGACY_LOCK
+            ) or await self._storage.has_records(LEGACY_FAILURES)
+        return self._old_layout
 
     async def _count_old_failures(self, state: _State, counter_key: str) -> _State:
         counter = await self._storage.record_get(LEGACY_FAILURES, counter_key)

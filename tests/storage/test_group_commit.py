@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from fhirauth.clock import ManualClock
-from fhirauth.storage.base import AlreadyExists, Create, Document, Record, StorageUnavailable, Stored
+from fhirauth.storage.base import (
+    AlreadyExists,
+    Create,
+    Document,
+    Index,
+    Record,
+    Replace,
+    StorageUnavailable,
+    Stored,
+)
 from fhirauth.storage.sqlite import SQLiteStorage
 
 
@@ -77,11 +86,40 @@ async def test_a_failing_write_leaves_the_others_of_its_batch_committed_and_itse
     assert results[0] is None and results[2] is None
     assert isinstance(results[1], AlreadyExists) and results[1].id == "taken"
     assert statements.count("COMMIT") == 1
+    assert statements.count("SAVEPOINT write") == 1
     assert await sqlite.get("User", "before") == Stored(user("before"))
     assert await sqlite.get("User", "after") == Stored(user("after"))
     assert await sqlite.get("User", "half") is None
     assert await sqlite.get("User", "taken") == Stored(user("taken"))
     assert await sqlite.history("User", "half") == []
+
+
+async def test_a_failing_statement_is_undone_alone_without_a_savepoint(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "x.db"), ManualClock())
+    await storage.start([Index("User", "email", unique=True)])
+    await storage.write([Create(user("ann", email="ann@example.org"))])
+    assert storage._connection is not None
+    statements: list[str] = []
+    storage._connection.set_trace_callback(statements.append)
+    results = await asyncio.gather(
+        storage.write([Create(user("before"))]),
+        # One INSERT, refused by the unique index after SQLite began it: SQLite undoes it by itself.
+        storage.write([Create(user("copy", email="ann@example.org"))]),
+        storage.record_set("code", "c1", {"user": "u1"}),
+        # Two statements (archive, update): inside a savepoint, whose rollback takes both back.
+        storage.write([Replace(user("ann", email="ann@example.org") | {"meta": {"versionId": "2"}}, 1)]),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None and results[3] is None
+    assert isinstance(results[1], AlreadyExists) and results[1].id == "copy"
+    assert statements.count("COMMIT") == 1
+    assert statements.count("SAVEPOINT write") == 1
+    assert await storage.get("User", "copy") is None
+    assert await storage.history("User", "copy") == []
+    assert await storage.get("User", "before") == Stored(user("before"))
+    assert await storage.record_get("code", "c1") == Record({"user": "u1"}, 1)
+    assert [s.version for s in await storage.history("User", "ann")] == [2, 1]
+    await storage.close()
 
 
 async def test_a_write_alone_in_its_batch_fails_as_before(sqlite: SQLiteStorage) -> None:

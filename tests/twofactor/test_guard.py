@@ -284,6 +284,10 @@ class CountingSQLite(InterleavingSQLite):
         self.calls.append(f"get {kind}")
         return await super().record_get(kind, key)
 
+    async def has_records(self, kind: str) -> bool:
+        self.calls.append(f"any {kind}")
+        return await super().has_records(kind)
+
     async def record_put(self, kind: str, key: str, document: Any, **options: Any) -> int | None:
         self.calls.append(f"put {kind}")
         return await super().record_put(kind, key, document, **options)
@@ -340,13 +344,38 @@ async def test_an_accepted_code_costs_one_read_and_one_compare_and_set(clock: Ma
     guard = AttemptGuard(storage, clock)
     storage.calls = []
     assert (await verify(guard, current_code(clock, -1))).accepted
-    # A user's first attempt looks for a lock of the old layout once.
-    assert storage.calls == ["get totp-step", "get 2fa-lock", "put totp-step"]
+    # The guard's first look finds no record of the old layout in the store: it never looks again.
+    assert storage.calls == ["get totp-step", "any 2fa-lock", "any 2fa-failures", "put totp-step"]
     storage.calls = []
     assert (await verify(guard, current_code(clock))).accepted
     assert storage.calls == ["get totp-step", "put totp-step"]
     storage.calls = []
     assert (await verify(guard, wrong_code(clock))).reason is Reason.INVALID
+    assert storage.calls == ["get totp-step", "put totp-step"]
+    storage.calls = []
+    assert (await verify(guard, wrong_code(clock), user="user-2")).reason is Reason.INVALID
+    assert storage.calls == ["get totp-step", "put totp-step"]
+    await storage.close()
+
+
+async def test_a_store_with_records_of_the_old_layout_has_them_read_at_each_first_attempt(
+    clock: ManualClock,
+) -> None:
+    storage = CountingSQLite(":memory:", clock)
+    await storage.start([])
+    await storage.record_incr("2fa-failures", "someone/0", expires_at=START + timedelta(days=365))
+    guard = AttemptGuard(storage, clock)
+    storage.calls = []
+    assert (await verify(guard, current_code(clock))).accepted
+    assert storage.calls == [
+        "get totp-step",
+        "any 2fa-lock",
+        "any 2fa-failures",
+        "get 2fa-lock",
+        "put totp-step",
+    ]
+    storage.calls = []
+    assert (await verify(guard, current_code(clock))).reason is Reason.REPLAYED
     assert storage.calls == ["get totp-step", "put totp-step"]
     # A first failure needs the old layout's failure count too.
     storage.calls = []
