@@ -18,7 +18,7 @@ from fhirauth.auth.pkce import CodeChallenge
 from fhirauth.auth.sessions import SessionService
 from fhirauth.clock import Clock
 from fhirauth.resources.service import new_id
-from fhirauth.security import random_token, token_hash
+from fhirauth.security import issued_token, token_hash
 from fhirauth.storage.base import Storage
 
 Document = dict[str, Any]
@@ -61,7 +61,7 @@ class AuthorizationCodes:
         challenge: CodeChallenge | None,
         parent_id: str | None,
     ) -> str:
-        code = random_token()
+        code = issued_token()
         doc: Document = {"client": client_id, "user": user_id, "redirect_uri": redirect_uri}
         if scope:
             doc["scope"] = scope

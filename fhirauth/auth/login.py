@@ -15,7 +15,7 @@ from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.clock import Clock
 from fhirauth.ratelimit import Limit, RateLimiter
 from fhirauth.resources.service import ResourceService
-from fhirauth.security import random_token, token_hash
+from fhirauth.security import issued_token, token_hash
 from fhirauth.storage.base import Filter, Query, Storage
 
 Document = dict[str, Any]
@@ -162,7 +162,7 @@ class PendingLogins:
         self._clock = clock
 
     async def create(self, user_id: str, continuation: str) -> str:
-        pending_id = random_token()
+        pending_id = issued_token()
         document = {"user": user_id, "continuation": continuation, "webhookSent": False}
         expires_at = self._clock() + timedelta(seconds=PENDING_LOGIN_SECONDS)
         await self._storage.record_put(

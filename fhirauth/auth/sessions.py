@@ -14,7 +14,7 @@ from fhirauth.auth.principal import Principal
 from fhirauth.clock import Clock, isoformat
 from fhirauth.errors import PreconditionFailed
 from fhirauth.resources.service import ResourceService, new_id
-from fhirauth.security import random_token, token_hash
+from fhirauth.security import issued_token, token_hash
 from fhirauth.storage.base import Filter, Found, Query, Stored
 
 Document = dict[str, Any]
@@ -58,7 +58,7 @@ class SessionService:
         self, user: Document, *, max_age: int, ip: str | None
     ) -> tuple[str, Document]:
         """A new sign-in: the cookie token (returned once, stored as its hash) and its Session."""
-        token = random_token()
+        token = issued_token()
         now = self._clock()
         session: Document = {
             "resourceType": "Session",

@@ -16,7 +16,7 @@ from fhirauth.clock import Clock, isoformat
 from fhirauth.errors import PreconditionFailed
 from fhirauth.notify import Notifier
 from fhirauth.resources.service import ResourceService, new_id
-from fhirauth.security import random_token, secrets_equal, token_hash
+from fhirauth.security import issued_token, secrets_equal, token_hash
 from fhirauth.storage.base import Filter, Query
 
 Document = dict[str, Any]
@@ -99,7 +99,7 @@ class Signups:
         if await self._user_with_email(email) is not None:
             await self._notifier.send(email, EXISTING_ACCOUNT_SUBJECT, self._existing_account_text(email))
             return None
-        token = random_token()
+        token = issued_token()
         expires = self._clock() + timedelta(seconds=REGISTRATION_SECONDS)
         registration = await self._resources.create(
             "Registration",

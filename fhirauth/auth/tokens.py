@@ -19,7 +19,7 @@ from fhirauth.auth.sessions import SessionService, reference
 from fhirauth.clock import Clock, isoformat
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import new_id
-from fhirauth.security import random_token, token_hash
+from fhirauth.security import issued_token, token_hash
 
 Document = dict[str, Any]
 
@@ -188,9 +188,9 @@ class TokenIssuer:
             access_token = await self._keys.sign(claims)
             fields["jti"] = jti
         else:
-            access_token = random_token()
+            access_token = issued_token()
         fields["access_token"] = token_hash(access_token)
-        refresh_token = random_token() if config.refresh_token else None
+        refresh_token = issued_token() if config.refresh_token else None
         if refresh_token is not None:
             fields["refresh_token"] = token_hash(refresh_token)
             if config.refresh_token_expiration is not None:

@@ -22,7 +22,7 @@ from tests.api.pages_support import (
     set_cookies,
 )
 
-LINK = re.compile(r"(http://testserver/auth/signup/confirm/([A-Za-z0-9.-]+)\?token=([A-Za-z0-9_-]+))")
+LINK = re.compile(r"(http://testserver/auth/signup/confirm/([A-Za-z0-9.-]+)\?token=([A-Za-z0-9._-]+))")
 NEW_PASSWORD = "a new password 1"
 WEB_QUERY = urlencode(
     {

@@ -19,7 +19,7 @@ from support.server import ROOT_CLIENT_SECRET, LiveServer, LiveServerFactory
 CALLBACK = "http://127.0.0.1:9/cb"
 SPA = "http://127.0.0.1:9/auth"
 PASSWORD = "correct horse battery staple"
-LINK = re.compile(r"(http://127\.0\.0\.1:\d+/auth/signup/confirm/[A-Za-z0-9.-]+\?token=[A-Za-z0-9_-]+)")
+LINK = re.compile(r"(http://127\.0\.0\.1:\d+/auth/signup/confirm/[A-Za-z0-9.-]+\?token=[A-Za-z0-9._-]+)")
 
 
 @pytest.fixture

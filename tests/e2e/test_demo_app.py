@@ -28,7 +28,7 @@ from fhirauth.twofactor import totp
 DEMO_SEED = REPO_ROOT / "seed" / "demo.json"
 EMAIL = "dana@example.org"
 PASSWORD = "dana's long password"
-LINK = re.compile(r"(http://127\.0\.0\.1:\d+/auth/signup/confirm/[A-Za-z0-9.-]+\?token=[A-Za-z0-9_-]+)")
+LINK = re.compile(r"(http://127\.0\.0\.1:\d+/auth/signup/confirm/[A-Za-z0-9.-]+\?token=[A-Za-z0-9._-]+)")
 SMS = re.compile(r"\[demo SMS gateway\] code for dana@example\.org: (\d{6})")
 
 

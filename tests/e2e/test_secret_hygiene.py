@@ -330,7 +330,7 @@ class Story:
         # Sign-up through the pages, with the link from the console e-mail.
         assert self._form("/auth/signup", email="dan@example.org").status_code == 200
         link = re.findall(
-            r"(https?://[^\s]+/auth/signup/confirm/([A-Za-z0-9.-]+)\?token=([A-Za-z0-9_-]+))", self.console()
+            r"(https?://[^\s]+/auth/signup/confirm/([A-Za-z0-9.-]+)\?token=([A-Za-z0-9._-]+))", self.console()
         )[-1]
         s.add("sign-up link token", link[2])
         confirm = self._form(
