@@ -127,7 +127,8 @@ class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
-        self._leases: dict[str, _Lease] = {}
+        # By (limit name, key): the stored record's key, a hash, is only needed to refill.
+        self._leases: dict[tuple[str, str], _Lease] = {}
 
     async def hit(self, limit: Limit, key: str) -> None:
         """Count one request under `key`; raise RateLimited when it is over the limit.
@@ -138,14 +139,14 @@ class RateLimiter:
         rate = limit.rate
         if rate is None:
             return
-        record_key = _record_key(limit.name, key)
         share = max(1, rate.count // _SHARES_PER_WINDOW)
         if share == 1:
-            await self._count_one(limit, rate, record_key)
+            await self._count_one(limit, rate, _record_key(limit.name, key))
             return
-        lease = self._leases.get(record_key)
+        lease_key = (limit.name, key)
+        lease = self._leases.get(lease_key)
         if lease is None:
-            lease = self._leases[record_key] = _Lease()
+            lease = self._leases[lease_key] = _Lease()
             if len(self._leases) > _MAX_LEASES:
                 # Losing a lease costs at most `share` early refusals; the oldest is the likeliest spent.
                 del self._leases[next(iter(self._leases))]
@@ -154,7 +155,7 @@ class RateLimiter:
         async with lease.refilling:
             # Whoever held the lock may have refilled the lease meanwhile.
             if not lease.spend(self._clock()):
-                await self._refill(limit, rate, record_key, share, lease)
+                await self._refill(limit, rate, lease_key, share, lease)
 
     async def _count_one(self, limit: Limit, rate: Rate, record_key: str) -> None:
         now = self._clock()
@@ -164,9 +165,12 @@ class RateLimiter:
         if count > rate.count:
             raise await self._refusal(limit, record_key, now, first=count == rate.count + 1)
 
-    async def _refill(self, limit: Limit, rate: Rate, record_key: str, share: int, lease: _Lease) -> None:
+    async def _refill(
+        self, limit: Limit, rate: Rate, lease_key: tuple[str, str], share: int, lease: _Lease
+    ) -> None:
         """Lease a new share for this request and the ones after it; a share straddling the limit
         grants only what is left of it."""
+        record_key = _record_key(*lease_key)
         now = self._clock()
         first_pending = lease.reached_limit and lease.ends is not None and now < lease.ends
         window_ends = now + timedelta(seconds=rate.seconds)
@@ -181,7 +185,7 @@ class RateLimiter:
         lease.remaining = granted - 1
         lease.reached_limit = count > rate.count
         # Renewed leases move to the back of the eviction order.
-        self._leases[record_key] = self._leases.pop(record_key, lease)
+        self._leases[lease_key] = self._leases.pop(lease_key, lease)
 
     async def _window_end(self, record_key: str) -> datetime | None:
         record = await self._storage.record_get(RATE_KIND, record_key)

@@ -96,10 +96,11 @@ class SecretFields:
                 _set(doc, path, self._box.encrypt(_normalise_base32(value), aad=doc["id"]))
             elif not self._readable(value, doc["id"]):
                 raise Invalid(f"{path} is encrypted for another user or another master secret", path)
-        for pattern in HIDDEN.get(resource_type, ()):
-            for path in _concrete(previous, pattern):
-                if _get(doc, path) is None:
-                    self._keep(doc, previous, path)
+        if previous is not None:
+            for pattern in HIDDEN.get(resource_type, ()):
+                for path in _concrete(previous, pattern):
+                    if _get(doc, path) is None:
+                        self._keep(doc, previous, path)
         return doc
 
     @staticmethod
