@@ -8,7 +8,7 @@ from fhirauth.auth.grants.base import TokenRequest
 from fhirauth.auth.grants.password import PasswordGrantCheck
 from fhirauth.auth.oauth_errors import InvalidGrant
 from fhirauth.twofactor.guard import Reason
-from fhirauth.twofactor.service import TwoFactorService, status_of
+from fhirauth.twofactor.service import TwoFactorService, is_enabled
 
 # Keycloak's direct grant reads `totp` or `otp`; Aidbox's reset endpoint uses `totp`.
 CODE_PARAMETERS = ("totp", "otp")
@@ -16,7 +16,7 @@ CODE_PARAMETERS = ("totp", "otp")
 
 def require_second_factor(two_factor: TwoFactorService) -> PasswordGrantCheck:
     async def check(request: TokenRequest, user: dict[str, Any]) -> None:
-        if not status_of(user).enabled:
+        if not is_enabled(user):
             return
         code = next((request.params[p] for p in CODE_PARAMETERS if request.params.get(p)), None)
         if code is None:

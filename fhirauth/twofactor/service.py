@@ -103,9 +103,14 @@ class Status:
     recovery_codes_left: int
 
 
+def is_enabled(user: Document) -> bool:
+    """`status_of(user).enabled`, for the checks on every sign-in that need nothing else."""
+    return (user.get("twoFactor") or {}).get("enabled") is True
+
+
 def status_of(user: Document) -> Status:
     two_factor = user.get("twoFactor") or {}
-    enabled = two_factor.get("enabled") is True
+    enabled = is_enabled(user)
     return Status(
         enabled=enabled,
         pending=not enabled and bool(two_factor.get("secretKey")),
@@ -229,7 +234,7 @@ class TwoFactorService:
         """`verify` for a User document the caller has just read."""
         config = await self.config()
         user_id = user["id"]
-        if not status_of(user).enabled:
+        if not is_enabled(user):
             return Verdict(Reason.INVALID)
         code = code.strip()
         if _looks_like_recovery_code(code):
@@ -253,7 +258,7 @@ class TwoFactorService:
     async def require(self, user: Document, code: str, *, ip: str | None = None) -> None:
         """`verify_user` for a user who must have 2FA on, raising the demo app's refusals
         (not_enabled and wrong_token 422, lockout 429). Also a step-up check on its own."""
-        if not status_of(user).enabled:
+        if not is_enabled(user):
             raise not_enabled()
         verdict = await self.verify_user(user, code, ip=ip)
         if verdict.reason is Reason.LOCKED:
