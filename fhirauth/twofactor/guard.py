@@ -33,9 +33,10 @@ old step comes with the state read, and the first compare-and-set replaces it. A
 absent or still of that shape has the old lock read too, and the old counter when a failure needs
 its count; both are carried over (a lock in force and the failures towards NIST's cap still hold)
 and deleted. A counter that a success makes irrelevant is left to its own one-year expiry.
-Only the old layout wrote those two kinds, and old workers are stopped before new ones start
-(README, "Two-factor authentication"): a store that holds none of them when a guard first looks never will, and
-its users' first attempts skip the two reads.
+Only the old layout wrote those two kinds, and old workers are to be stopped before new ones start
+(README, "Two-factor authentication"): a guard that finds none of them skips the two reads at its
+users' first attempts, and looks again a minute later, so records that an old worker still running
+beside it writes are missed for a minute at most.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ from fhirauth.twofactor.totp import decide, matching_steps, step_at
 STATE = "totp-step"
 LEGACY_LOCK = "2fa-lock"
 LEGACY_FAILURES = "2fa-failures"
+
+# How long an answer to "does the store hold records of the old layout?" is used before asking again.
+OLD_LAYOUT_RECHECK = timedelta(minutes=1)
 
 # NIST SP 800-63B §5.2.2: no more than 100 consecutive failed attempts on one account, whatever
 # the AuthConfig's maxAttempts and however many lockouts they are spread over.
@@ -190,8 +194,8 @@ class AttemptGuard:
     def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
-        # Whether the store held records of the old layout when first asked; None before that.
-        self._old_layout: bool | None = None
+        # Whether the store held records of the old layout, and when that was asked.
+        self._old_layout: tuple[bool, datetime] | None = None
 
     async def verify_totp(
         self, user_id: str, secret_b32: str, code: str, *, past: int, future: int, policy: LockoutPolicy
@@ -297,11 +301,13 @@ class AttemptGuard:
         return _State.of_old_layout(user_id, record, await self._storage.record_get(LEGACY_LOCK, user_id))
 
     async def _old_layout_present(self) -> bool:
-        if self._old_layout is None:
-            self._old_layout = await self._storage.has_records(
-                LEGACY_LOCK
-            ) or await self._storage.has_records(LEGACY_FAILURES)
-        return self._old_layout
+        now = self._clock()
+        if self._old_layout is None or now - self._old_layout[1] >= OLD_LAYOUT_RECHECK:
+            present = await self._storage.has_records(LEGACY_LOCK) or await self._storage.has_records(
+                LEGACY_FAILURES
+            )
+            self._old_layout = (present, now)
+        return self._old_layout[0]
 
     async def _count_old_failures(self, state: _State, counter_key: str) -> _State:
         counter = await self._storage.record_get(LEGACY_FAILURES, counter_key)

@@ -128,6 +128,15 @@ class Secrets:
         return found
 
 
+_ISSUED_TOKENS = (
+    "access token",
+    "refresh token",
+    "authorization code",
+    "session cookie",
+    "sign-up link token",
+)
+
+
 def _forms(kind: str, value: str) -> set[str]:
     forms = {value}
     if kind == "TOTP secret":
@@ -136,6 +145,9 @@ def _forms(kind: str, value: str) -> set[str]:
         forms |= {value.replace("-", ""), value.upper()}
     if kind == "Authorization header":
         forms.add(value.split(" ", 1)[1])
+    if kind in _ISSUED_TOKENS and "." in value:
+        # An issued token's random part after the time (a JWT's claims and signature): the secret.
+        forms.add(value.partition(".")[2])
     return forms | {quote(form, safe="") for form in forms} | {quote_plus(form) for form in forms}
 
 

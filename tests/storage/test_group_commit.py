@@ -122,6 +122,30 @@ async def test_a_failing_statement_is_undone_alone_without_a_savepoint(tmp_path:
     await storage.close()
 
 
+async def test_a_longer_write_failing_after_its_first_statement_is_undone_whole(tmp_path: Path) -> None:
+    storage = SQLiteStorage(str(tmp_path / "x.db"), ManualClock())
+    await storage.start([Index("User", "email", unique=True)])
+    await storage.write(
+        [Create(user("ann", email="ann@example.org")), Create(user("bob", email="bob@x.org"))]
+    )
+    bob_v2 = user("bob", email="ann@example.org") | {"meta": {"versionId": "2"}}
+    results = await asyncio.gather(
+        storage.record_set("code", "c1", {}),
+        # Archives version 1, then the update is refused by the unique index: both are undone.
+        storage.write([Replace(bob_v2, 1)]),
+        storage.record_set("code", "c2", {}),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], AlreadyExists) and results[1].id == "bob"
+    assert await storage.get("User", "bob") == Stored(user("bob", email="bob@x.org"))
+    assert [s.document for s in await storage.history("User", "bob")] == [user("bob", email="bob@x.org")]
+    assert storage._connection is not None
+    archived = storage._connection.execute("SELECT count(*) FROM history WHERE id = 'bob'").fetchone()
+    assert archived == (0,)
+    await storage.close()
+
+
 async def test_a_write_alone_in_its_batch_fails_as_before(sqlite: SQLiteStorage) -> None:
     await sqlite.write([Create(user("taken"))])
     with pytest.raises(AlreadyExists):

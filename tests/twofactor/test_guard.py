@@ -358,6 +358,29 @@ async def test_an_accepted_code_costs_one_read_and_one_compare_and_set(clock: Ma
     await storage.close()
 
 
+async def test_records_of_the_old_layout_written_later_are_read_after_a_minute(clock: ManualClock) -> None:
+    # An old worker still running beside a new one (against the upgrade rule) writes a lock.
+    storage = CountingSQLite(":memory:", clock)
+    await storage.start([])
+    guard = AttemptGuard(storage, clock)
+    storage.calls = []
+    assert (await verify(guard, current_code(clock), user="user-0")).accepted
+    until = START + timedelta(minutes=10)
+    await storage.record_set(
+        "2fa-lock", USER, {"generation": 1, "lockedUntil": isoformat(until), "failures": 5}
+    )
+    clock.advance(59)
+    storage.calls = []
+    # Within the minute the guard goes by its earlier look, and misses the lock.
+    assert (await verify(guard, current_code(clock), user="user-2")).accepted
+    assert storage.calls == ["get totp-step", "put totp-step"]
+    clock.advance(1)
+    storage.calls = []
+    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=until)
+    assert storage.calls == ["get totp-step", "any 2fa-lock", "get 2fa-lock"]
+    await storage.close()
+
+
 async def test_a_store_with_records_of_the_old_layout_has_them_read_at_each_first_attempt(
     clock: ManualClock,
 ) -> None:
