@@ -41,7 +41,7 @@ def token_hash(token: str) -> str:
     token (a JWT, one issued before that shape) is hashed alone.
     """
     digest = hashlib.sha256(token.encode()).hexdigest()
-    if len(token) == _ISSUED_CHARS and _ISSUED.fullmatch(token):
+    if len(token) == _ISSUED_CHARS and token[_TIME_CHARS - 1] == "." and _ISSUED.fullmatch(token):
         return token[:_TIME_CHARS] + digest
     return digest
 

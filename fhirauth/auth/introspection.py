@@ -7,7 +7,6 @@ from typing import Any
 
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.sessions import SessionService
-from fhirauth.security import token_hash
 
 Document = dict[str, Any]
 
@@ -21,11 +20,12 @@ class Introspection:
 
     async def introspect(self, token: str, hint: str | None) -> Document:
         """RFC 7662 §2.2: unknown, expired, revoked and orphaned tokens all answer just `active: false`."""
-        found = await self._sessions.find_by_token(token, hint, with_user=True)
-        if found is None or found.document.get("active") is not True:
+        held = await self._sessions.find_by_token(token, hint, with_user=True)
+        if held is None or held[1].document.get("active") is not True:
             return dict(INACTIVE)
+        field, found = held
         session = found.document
-        is_refresh = session.get("refresh_token") == token_hash(token)
+        is_refresh = field == "refresh_token"
         if is_refresh:
             exp = session.get("refresh_token_exp")
             if isinstance(exp, int) and exp <= self._sessions.now():
@@ -39,7 +39,7 @@ class Introspection:
 
     def _claims(self, session: Document, principal: Principal, is_refresh: bool) -> Document:
         # The Session is written when its current tokens are issued (at start or at the last refresh).
-        issued = datetime.fromisoformat(session["meta"]["lastUpdated"].replace("Z", "+00:00"))
+        issued = datetime.fromisoformat(session["meta"]["lastUpdated"])
         body: Document = {"active": True}
         if principal.client_id is not None:
             body["client_id"] = principal.client_id

@@ -81,8 +81,11 @@ class SessionService:
     async def _lookup(self, field: str, token: str, *, with_user: bool) -> Found | None:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
+        return await self._find_hash(field, token_hash(token), with_user=with_user)
+
+    async def _find_hash(self, field: str, digest: str, *, with_user: bool) -> Found | None:
         follow = "user" if with_user else None
-        return await self._resources.storage.find_one("Session", field, token_hash(token), follow=follow)
+        return await self._resources.storage.find_one("Session", field, digest, follow=follow)
 
     async def find_by_access_token(self, token: str) -> Document | None:
         """The Session of an access token (or browser cookie token), live or not."""
@@ -152,27 +155,32 @@ class SessionService:
         ):
             await self.end_by_id(parent_id)
 
-    async def find_by_token(self, token: str, hint: str | None, *, with_user: bool = False) -> Found | None:
-        """The Session holding `token` as its access or refresh token (and its User, if asked for);
-        `hint` says which to try first."""
+    async def find_by_token(
+        self, token: str, hint: str | None, *, with_user: bool = False
+    ) -> tuple[str, Found] | None:
+        """The Session holding `token` as its access or refresh token (and its User, if asked for),
+        with the field that holds it; `hint` says which to try first."""
+        if not token or len(token) > MAX_TOKEN_CHARS:
+            return None
         fields = (
             ("refresh_token", "access_token")
             if hint == "refresh_token"
             else ("access_token", "refresh_token")
         )
+        digest = token_hash(token)
         for field in fields:
-            found = await self._lookup(field, token, with_user=with_user)
+            found = await self._find_hash(field, digest, with_user=with_user)
             if found is not None:
-                return found
+                return field, found
         return None
 
     async def revoke(self, token: str, hint: str | None, client: Document) -> None:
         """RFC 7009: end the Session of an access or refresh token issued to `client` (the root client
         may revoke any). Unknown tokens and other clients' tokens are ignored, as §2.2 asks."""
-        found = await self.find_by_token(token, hint)
-        if found is None:
+        held = await self.find_by_token(token, hint)
+        if held is None:
             return
-        session = found.document
+        session = held[1].document
         if client["id"] != self._clients.root_id and _ref_id(session, "client") != client["id"]:
             return
         await self.end(session)
