@@ -11,6 +11,9 @@ from typing import Literal
 from oauth_data import CLIENT_AUTH, JWT_CLIENT_AUTH, OAuthRuns
 
 MINIMAL = "minimal app: GET /User/{id}"
+# The same app under fhirauth's HTTP protocol (one socket write per response, fhirauth/http/protocol.py):
+# for the ratios of like to like, beside the targets' reference, which is plain uvicorn.
+MINIMAL_ONE_WRITE = "minimal app, one write per response: GET /User/{id}"
 ARGON2 = "argon2id verify, in-process, 2 threads"
 ROOT = "root"
 FORM = "application/x-www-form-urlencoded"
@@ -34,7 +37,7 @@ class AtLeast:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    server: Literal["minimal", "fhirauth"]
+    server: Literal["minimal", "minimal-one-write", "fhirauth"]
     dataset: str
     method: str = "GET"
     path: str = "/"
@@ -101,6 +104,7 @@ PASSWORD_GRANT = "POST /auth/token password"
 # (each gets a fresh server process), so writes come last in their group.
 SCENARIOS = (
     Scenario(MINIMAL, "minimal", "1k", paths="user-paths.txt"),
+    Scenario(MINIMAL_ONE_WRITE, "minimal-one-write", "1k", paths="user-paths.txt"),
     Scenario("GET /User/{id}", "fhirauth", "1k", paths="user-paths.txt", goal=AtLeast(0.40, MINIMAL)),
     Scenario(
         "GET /User?email= (1k users)", "fhirauth", "1k", paths="email-paths.txt", goal=AtLeast(0.30, MINIMAL)

@@ -124,13 +124,18 @@ def fhirauth_server(
 
 
 @contextmanager
-def minimal_server(*, workers: int, workdir: Path) -> Iterator[tuple[str, Process]]:
+def minimal_server(*, workers: int, workdir: Path, one_write: bool = False) -> Iterator[tuple[str, Process]]:
+    """The minimal app under uvicorn's defaults (uvloop and httptools when installed, as `fhirauth serve`
+    has); with `one_write`, under fhirauth's HTTP protocol instead (httptools, one write a response)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # uvicorn's defaults pick uvloop and httptools when installed, as `fhirauth serve` does.
     command = [sys.executable, "-m", "uvicorn", "minimal_app:app", "--app-dir", str(BENCH_DIR)]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"]
-    process = Process("minimal", command, workdir=workdir, env=os.environ)
+    env = dict(os.environ)
+    if one_write:
+        command += ["--http", "fhirauth.http.protocol:CoalescingHttpToolsProtocol"]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    process = Process("minimal", command, workdir=workdir, env=env)
     try:
         wait_http(f"{url}/User/warmup", process)
         yield url, process

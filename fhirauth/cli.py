@@ -71,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=settings.trust_proxy_headers,
+        http="fhirauth.http.protocol:CoalescingHttpToolsProtocol",
     )
     return 0
 
