@@ -21,10 +21,12 @@ class Introspection:
     async def introspect(self, token: str, hint: str | None) -> Document:
         """RFC 7662 §2.2: unknown, expired, revoked and orphaned tokens all answer just `active: false`."""
         held = await self._sessions.find_by_token(token, hint, with_user=True)
-        if held is None or held[1].document.get("active") is not True:
+        if held is None:
             return dict(INACTIVE)
         field, found = held
         session = found.document
+        if session.get("active") is not True:
+            return dict(INACTIVE)
         is_refresh = field == "refresh_token"
         if is_refresh:
             exp = session.get("refresh_token_exp")

@@ -30,6 +30,13 @@ def reference(resource_type: str, id: str) -> dict[str, str]:
     return {"resourceType": resource_type, "id": id}
 
 
+def _digest(token: str) -> str | None:
+    """The stored form of a presented token; None for one that no Session can hold."""
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        return None
+    return token_hash(token)
+
+
 def _ref_id(session: Document, field: str) -> str | None:
     ref = session.get(field)
     return ref.get("id") if isinstance(ref, dict) else None
@@ -75,15 +82,11 @@ class SessionService:
         return token, await self.create(session)
 
     async def _find(self, field: str, token: str) -> Document | None:
-        found = await self._lookup(field, token, with_user=False)
+        digest = _digest(token)
+        found = await self._lookup(field, digest, with_user=False) if digest is not None else None
         return found.document if found is not None else None
 
-    async def _lookup(self, field: str, token: str, *, with_user: bool) -> Found | None:
-        if not token or len(token) > MAX_TOKEN_CHARS:
-            return None
-        return await self._find_hash(field, token_hash(token), with_user=with_user)
-
-    async def _find_hash(self, field: str, digest: str, *, with_user: bool) -> Found | None:
+    async def _lookup(self, field: str, digest: str, *, with_user: bool) -> Found | None:
         follow = "user" if with_user else None
         return await self._resources.storage.find_one("Session", field, digest, follow=follow)
 
@@ -101,7 +104,8 @@ class SessionService:
 
     async def resolve(self, token: str) -> Principal | None:
         """Who a bearer token (opaque, JWT or browser cookie token) speaks for; None if nobody."""
-        found = await self._lookup("access_token", token, with_user=True)
+        digest = _digest(token)
+        found = await self._lookup("access_token", digest, with_user=True) if digest is not None else None
         if found is None or not self.is_live(found.document):
             return None
         return await self.principal(found.document, user=found.referenced)
@@ -160,16 +164,16 @@ class SessionService:
     ) -> tuple[str, Found] | None:
         """The Session holding `token` as its access or refresh token (and its User, if asked for),
         with the field that holds it; `hint` says which to try first."""
-        if not token or len(token) > MAX_TOKEN_CHARS:
+        digest = _digest(token)
+        if digest is None:
             return None
         fields = (
             ("refresh_token", "access_token")
             if hint == "refresh_token"
             else ("access_token", "refresh_token")
         )
-        digest = token_hash(token)
         for field in fields:
-            found = await self._find_hash(field, digest, with_user=with_user)
+            found = await self._lookup(field, digest, with_user=with_user)
             if found is not None:
                 return field, found
         return None

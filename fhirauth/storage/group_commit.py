@@ -18,7 +18,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from fhirauth.storage.base import StorageUnavailable
 from fhirauth.storage.sqlite_errors import unavailable
@@ -27,11 +27,18 @@ T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], Any]
 
 
+class _Queued(NamedTuple):
+    work: Work
+    # The work runs a single statement, whose failure SQLite undoes by itself: no savepoint.
+    one_statement: bool
+    future: asyncio.Future[Any]
+
+
 class GroupCommit:
     def __init__(self, connection: Callable[[], sqlite3.Connection], writers: threading.Lock) -> None:
         self._connection = connection
         self._writers = writers
-        self._queued: list[tuple[Work, bool, asyncio.Future[Any]]] = []
+        self._queued: list[_Queued] = []
 
     async def run(self, work: Callable[[sqlite3.Connection], T], *, one_statement: bool = False) -> T:
         """Run `work` in the next batch and return its result once the batch is committed.
@@ -40,44 +47,44 @@ class GroupCommit:
         if not self._queued:
             loop.call_soon(self.flush)
         future: asyncio.Future[T] = loop.create_future()
-        self._queued.append((work, one_statement, future))
+        self._queued.append(_Queued(work, one_statement, future))
         return await future
 
     def flush(self) -> None:
         """Run and commit the queued writes now (a cancelled caller's write is dropped)."""
-        batch = [queued for queued in self._queued if not queued[2].cancelled()]
+        batch = [queued for queued in self._queued if not queued.future.cancelled()]
         self._queued = []
         if not batch:
             return
         try:
             with self._writers, unavailable():
-                outcomes = _commit(self._connection(), [(work, one) for work, one, _ in batch])
+                outcomes = _commit(self._connection(), batch)
         except Exception as error:
             if len(batch) == 1:
-                batch[0][2].set_exception(error)
+                batch[0].future.set_exception(error)
                 return
-            for _, _, future in batch:
+            for queued in batch:
                 # One exception per caller: a raised exception collects its raiser's traceback.
                 failed = StorageUnavailable(f"SQLite could not commit a batch of writes: {error}")
                 failed.__cause__ = error
-                future.set_exception(failed)
+                queued.future.set_exception(failed)
             return
-        for (_, _, future), (result, error) in zip(batch, outcomes, strict=True):
+        for queued, (result, error) in zip(batch, outcomes, strict=True):
             if error is None:
-                future.set_result(result)
+                queued.future.set_result(result)
             else:
-                future.set_exception(error)
+                queued.future.set_exception(error)
 
 
-def _commit(db: sqlite3.Connection, works: list[tuple[Work, bool]]) -> list[tuple[Any, Exception | None]]:
+def _commit(db: sqlite3.Connection, works: list[_Queued]) -> list[tuple[Any, Exception | None]]:
     """Each work's result or its own error, all committed in one transaction, or raise."""
     db.execute("BEGIN IMMEDIATE")
     try:
         if len(works) == 1:
             # Alone in its batch, a write's error is the batch's: no savepoint needed.
-            outcomes: list[tuple[Any, Exception | None]] = [(works[0][0](db), None)]
+            outcomes: list[tuple[Any, Exception | None]] = [(works[0].work(db), None)]
         else:
-            outcomes = [_attempt(db, work, one_statement) for work, one_statement in works]
+            outcomes = [_attempt(db, queued.work, queued.one_statement) for queued in works]
         db.execute("COMMIT")
     except BaseException:
         # SQLite rolls back by itself after some errors (disk full, I/O).
