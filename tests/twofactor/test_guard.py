@@ -246,7 +246,17 @@ def test_workers_sharing_a_file_accept_one_code_once(tmp_path: Path, clock: Manu
     code = current_code(clock)
     wrong = wrong_code(clock)
     roomy = LockoutPolicy(max_attempts=1000, lockout_seconds=300)
-    barrier = threading.Barrier(4)
+
+    # Four connections creating a new file at once can meet "database is locked" (rarely, under load),
+    # which `fhirauth serve` retries in the background; here the file exists before the workers start.
+    async def create() -> None:
+        store = SQLiteStorage(path, clock)
+        await store.start([])
+        await store.close()
+
+    asyncio.run(create())
+    # A worker that fails before the barrier must fail the test, not hang it.
+    barrier = threading.Barrier(4, timeout=30)
     results: list[Verdict] = []
     lock = threading.Lock()
 
