@@ -80,14 +80,14 @@ _HISTORY = """SELECT version, deleted, doc FROM resources WHERE type = :type AND
     ORDER BY version DESC"""
 
 _LIVE_RECORD = "(expires_at IS NULL OR expires_at > :now)"
+# A create stores rev 1 and a swap rev + 1, so `record_put` knows the new rev from the count of changed
+# rows: RETURNING would cost more than the write (SQLite gathers its rows in a temporary table first).
 _CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
     VALUES (:kind, :key, 1, :expires_at, :doc)
     ON CONFLICT (kind, key) DO UPDATE SET rev = 1, expires_at = excluded.expires_at, doc = excluded.doc
-    WHERE NOT {_LIVE_RECORD}
-    RETURNING rev"""
+    WHERE NOT {_LIVE_RECORD}"""
 _SWAP_RECORD = f"""UPDATE records SET rev = rev + 1, expires_at = :expires_at, doc = :doc
-    WHERE kind = :kind AND key = :key AND rev = :rev AND {_LIVE_RECORD}
-    RETURNING rev"""
+    WHERE kind = :kind AND key = :key AND rev = :rev AND {_LIVE_RECORD}"""
 _SET_RECORD = """INSERT INTO records (kind, key, rev, expires_at, doc)
     VALUES (:kind, :key, 1, :expires_at, :doc)
     ON CONFLICT (kind, key) DO UPDATE SET
@@ -252,8 +252,9 @@ class SQLiteStorage(Storage):
             "doc": _dumps(document),
             "now": self._now(),
         }
-        rows = await self._change(_CREATE_RECORD if expected_rev is None else _SWAP_RECORD, params)
-        return int(rows[0][0]) if rows else None
+        if expected_rev is None:
+            return 1 if await self._changed(_CREATE_RECORD, params) else None
+        return expected_rev + 1 if await self._changed(_SWAP_RECORD, params) else None
 
     async def record_set(
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
@@ -312,6 +313,10 @@ class SQLiteStorage(Storage):
     async def _change(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> list[Any]:
         """One write statement, committed with the other writes of this event-loop iteration."""
         return await self._batches.run(lambda db: db.execute(sql, params).fetchall(), one_statement=True)
+
+    async def _changed(self, sql: str, params: Sequence[Any] | dict[str, Any]) -> int:
+        """`_change` for a statement that returns no rows: how many rows it changed."""
+        return await self._batches.run(lambda db: db.execute(sql, params).rowcount, one_statement=True)
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
