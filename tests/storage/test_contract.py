@@ -520,6 +520,35 @@ async def test_record_put_with_a_rev_compares_and_sets(storage: Storage) -> None
     assert await storage.record_put("login", "k", {"step": 3}, expected_rev=2) == 3
 
 
+async def test_record_put_returns_the_rev_it_stored_even_over_an_expired_record(
+    storage: Storage, clock: ManualClock
+) -> None:
+    expires_at = clock() + timedelta(seconds=5)
+    await storage.record_put("login", "k", {"step": 1}, expected_rev=None, expires_at=expires_at)
+    assert await storage.record_put("login", "k", {"step": 2}, expected_rev=1, expires_at=expires_at) == 2
+    clock.advance(5)
+    assert await storage.record_put("login", "k", {"step": 3}, expected_rev=None) == 1
+    assert await storage.record_get("login", "k") == Record({"step": 3}, 1, None)
+    assert await storage.record_put("login", "k", {"step": 4}, expected_rev=2) is None
+    assert await storage.record_put("login", "k", {"step": 4}, expected_rev=1) == 2
+
+
+async def test_record_puts_racing_in_one_go_each_get_their_own_answer(storage: Storage) -> None:
+    # Issued together, so a backend that commits writes in batches runs them in one batch.
+    created = await asyncio.gather(
+        *(storage.record_put("login", "k", {"by": n}, expected_rev=None) for n in range(3)),
+        storage.record_put("login", "other", {"by": 3}, expected_rev=None),
+    )
+    assert sorted(created[:3], key=str) == [1, None, None] and created[3] == 1
+    swapped = await asyncio.gather(
+        *(storage.record_put("login", "k", {"by": n}, expected_rev=1) for n in range(3)),
+        storage.record_put("login", "other", {"by": 3}, expected_rev=1),
+    )
+    assert sorted(swapped[:3], key=str) == [2, None, None] and swapped[3] == 2
+    assert await storage.record_get("login", "k") == Record({"by": swapped.index(2)}, 2, None)
+    assert await storage.record_get("login", "other") == Record({"by": 3}, 2, None)
+
+
 async def test_record_put_with_a_rev_on_an_absent_record_fails(storage: Storage) -> None:
     assert await storage.record_put("login", "k", {"step": 2}, expected_rev=1) is None
     assert await storage.record_get("login", "k") is None
