@@ -82,11 +82,13 @@ class SessionService:
         return token, await self.create(session)
 
     async def _find(self, field: str, token: str) -> Document | None:
-        digest = _digest(token)
-        found = await self._lookup(field, digest, with_user=False) if digest is not None else None
+        found = await self._lookup(field, _digest(token), with_user=False)
         return found.document if found is not None else None
 
-    async def _lookup(self, field: str, digest: str, *, with_user: bool) -> Found | None:
+    async def _lookup(self, field: str, digest: str | None, *, with_user: bool) -> Found | None:
+        """The Session whose `field` holds `digest`; None for a token no Session can hold (no digest)."""
+        if digest is None:
+            return None
         follow = "user" if with_user else None
         return await self._resources.storage.find_one("Session", field, digest, follow=follow)
 
@@ -104,8 +106,7 @@ class SessionService:
 
     async def resolve(self, token: str) -> Principal | None:
         """Who a bearer token (opaque, JWT or browser cookie token) speaks for; None if nobody."""
-        digest = _digest(token)
-        found = await self._lookup("access_token", digest, with_user=True) if digest is not None else None
+        found = await self._lookup("access_token", _digest(token), with_user=True)
         if found is None or not self.is_live(found.document):
             return None
         return await self.principal(found.document, user=found.referenced)
