@@ -190,7 +190,7 @@ class OriginsPerApp:
         self._origins: AllowedOrigins | None = None
 
     def of(self, scope: Scope) -> AllowedOrigins:
-        services = scope["app"].state.services
+        services = scope["app"].state["services"]
         if self._origins is None or self._origins.resources is not services.resources:
             self._origins = AllowedOrigins(services.resources, services.clock)
         return self._origins

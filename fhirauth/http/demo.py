@@ -12,8 +12,8 @@ from starlette.routing import Route
 from fhirauth.errors import BadRequest, Forbidden
 from fhirauth.http.bodies import read_bytes, read_document
 from fhirauth.http.render import json_response
+from fhirauth.http.rest import services_of
 from fhirauth.http.security_headers import page_policy
-from fhirauth.services import Services
 from fhirauth.twofactor.qr import qr_svg
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
@@ -48,7 +48,7 @@ async def qr(request: Request) -> Response:
 
 async def webhook_receiver(request: Request) -> Response:
     """Receives `{user, token}` from the 2FA webhook and prints it, like an SMS gateway would send it."""
-    services: Services = request.app.state.services
+    services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     if principal is None or principal.kind == "user":
         raise Forbidden("The webhook receiver takes a client's Basic credentials")

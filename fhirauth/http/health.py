@@ -5,12 +5,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fhirauth.http.render import json_response
+from fhirauth.http.rest import services_of
 from fhirauth.storage.base import StorageUnavailable
 
 
 async def health(request: Request) -> Response:
     try:
-        await request.app.state.services.storage.ping()
+        await services_of(request).storage.ping()
     except StorageUnavailable:
         return json_response({"status": "unavailable", "storage": "unreachable"}, 503)
     return json_response({"status": "ok"})

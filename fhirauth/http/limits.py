@@ -132,8 +132,9 @@ async def check_address_limit(scope: Scope) -> None:
     limit = limit_for(scope["method"], _route_path(scope))
     if limit is None:
         return
-    services: Services | None = getattr(scope["app"].state, "services", None)
-    if services is None:
+    try:
+        services: Services = scope["app"].state["services"]
+    except KeyError:
         return
     address = client_address(scope, services.settings.trust_proxy_headers)
     await services.rate_limiter.hit(limit(services.rate_limits), address_key(address))
