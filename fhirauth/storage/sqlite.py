@@ -79,29 +79,33 @@ _HISTORY = """SELECT version, deleted, doc FROM resources WHERE type = :type AND
     UNION SELECT version, deleted, doc FROM history WHERE type = :type AND id = :id
     ORDER BY version DESC"""
 
-_LIVE_RECORD = "(expires_at IS NULL OR expires_at > :now)"
+# The record statements take numbered parameters, always in this order: ?1 kind, ?2 key, ?3 now,
+# ?4 expires_at, ?5 doc, ?6 rev (or amount). The sqlite3 module binds a named parameter by building
+# its name as a string and looking it up: a write of six cost 7,000 instructions more than by number.
+_LIVE_RECORD = "(expires_at IS NULL OR expires_at > ?3)"
+_GET_RECORD = f"SELECT rev, expires_at, doc FROM records WHERE kind = ?1 AND key = ?2 AND {_LIVE_RECORD}"
+_ANY_RECORD = f"SELECT 1 FROM records WHERE kind = ?1 AND {_LIVE_RECORD} LIMIT 1"
 # A create stores rev 1 and a swap rev + 1, so `record_put` knows the new rev from the count of changed
 # rows: RETURNING would cost more than the write (SQLite gathers its rows in a temporary table first).
-_CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
-    VALUES (:kind, :key, 1, :expires_at, :doc)
+_CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc) VALUES (?1, ?2, 1, ?4, ?5)
     ON CONFLICT (kind, key) DO UPDATE SET rev = 1, expires_at = excluded.expires_at, doc = excluded.doc
     WHERE NOT {_LIVE_RECORD}"""
-_SWAP_RECORD = f"""UPDATE records SET rev = rev + 1, expires_at = :expires_at, doc = :doc
-    WHERE kind = :kind AND key = :key AND rev = :rev AND {_LIVE_RECORD}"""
-_SET_RECORD = """INSERT INTO records (kind, key, rev, expires_at, doc)
-    VALUES (:kind, :key, 1, :expires_at, :doc)
+_SWAP_RECORD = f"""UPDATE records SET rev = rev + 1, expires_at = ?4, doc = ?5
+    WHERE kind = ?1 AND key = ?2 AND rev = ?6 AND {_LIVE_RECORD}"""
+_SET_RECORD = """INSERT INTO records (kind, key, rev, expires_at, doc) VALUES (?1, ?2, 1, ?4, ?5)
     ON CONFLICT (kind, key) DO UPDATE SET
         rev = rev + 1, expires_at = excluded.expires_at, doc = excluded.doc"""
 # A counter's rev is its count and its document is {"count": rev}.
 _INCREMENT_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc)
-    VALUES (:kind, :key, :amount, :expires_at, json_object('count', :amount))
+    VALUES (?1, ?2, ?6, ?4, json_object('count', ?6))
     ON CONFLICT (kind, key) DO UPDATE SET
-        rev = CASE WHEN {_LIVE_RECORD} THEN rev + :amount ELSE :amount END,
+        rev = CASE WHEN {_LIVE_RECORD} THEN rev + ?6 ELSE ?6 END,
         expires_at = CASE WHEN {_LIVE_RECORD} THEN expires_at ELSE excluded.expires_at END,
-        doc = json_object('count', CASE WHEN {_LIVE_RECORD} THEN rev + :amount ELSE :amount END)
+        doc = json_object('count', CASE WHEN {_LIVE_RECORD} THEN rev + ?6 ELSE ?6 END)
     RETURNING rev"""
-_TAKE_RECORD = f"""DELETE FROM records WHERE kind = :kind AND key = :key AND {_LIVE_RECORD}
-    RETURNING rev, expires_at, doc"""
+_TAKE_RECORD = (
+    f"DELETE FROM records WHERE kind = ?1 AND key = ?2 AND {_LIVE_RECORD} RETURNING rev, expires_at, doc"
+)
 
 
 class SQLiteStorage(Storage):
@@ -222,17 +226,12 @@ class SQLiteStorage(Storage):
         return [detail for *_ids, detail in rows]
 
     async def record_get(self, kind: str, key: str) -> Record | None:
-        rows = self._fetch(
-            f"SELECT rev, expires_at, doc FROM records WHERE kind = :kind AND key = :key AND {_LIVE_RECORD}",
-            {"kind": kind, "key": key, "now": self._now()},
-        )
+        rows = self._fetch(_GET_RECORD, (kind, key, self._now()))
         return _record(*rows[0]) if rows else None
 
     async def has_records(self, kind: str) -> bool:
-        rows = self._fetch(
-            f"SELECT 1 FROM records WHERE kind = :kind AND {_LIVE_RECORD} LIMIT 1",
-            {"kind": kind, "now": self._now()},
-        )
+        # ?2 stands unused: the parameters keep their one order.
+        rows = self._fetch(_ANY_RECORD, (kind, None, self._now()))
         return bool(rows)
 
     async def record_put(
@@ -244,40 +243,25 @@ class SQLiteStorage(Storage):
         expected_rev: int | None,
         expires_at: datetime | None = None,
     ) -> int | None:
-        params = {
-            "kind": kind,
-            "key": key,
-            "rev": expected_rev,
-            "expires_at": to_micros_or_none(expires_at),
-            "doc": _dumps(document),
-            "now": self._now(),
-        }
+        params = (kind, key, self._now(), to_micros_or_none(expires_at), _dumps(document))
         if expected_rev is None:
             return 1 if await self._changed(_CREATE_RECORD, params) else None
-        return expected_rev + 1 if await self._changed(_SWAP_RECORD, params) else None
+        return expected_rev + 1 if await self._changed(_SWAP_RECORD, (*params, expected_rev)) else None
 
     async def record_set(
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
     ) -> None:
         expiry = to_micros_or_none(expires_at)
-        await self._change(
-            _SET_RECORD, {"kind": kind, "key": key, "expires_at": expiry, "doc": _dumps(document)}
-        )
+        await self._change(_SET_RECORD, (kind, key, None, expiry, _dumps(document)))
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
         check_amount(amount)
-        params = {
-            "kind": kind,
-            "key": key,
-            "expires_at": to_micros(expires_at),
-            "now": self._now(),
-            "amount": amount,
-        }
+        params = (kind, key, self._now(), to_micros(expires_at), None, amount)
         ((count,),) = await self._change(_INCREMENT_RECORD, params)
         return int(count)
 
     async def record_take(self, kind: str, key: str) -> Record | None:
-        rows = await self._change(_TAKE_RECORD, {"kind": kind, "key": key, "now": self._now()})
+        rows = await self._change(_TAKE_RECORD, (kind, key, self._now()))
         return _record(*rows[0]) if rows else None
 
     async def record_delete(self, kind: str, key: str) -> None:
