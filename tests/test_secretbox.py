@@ -57,6 +57,24 @@ def test_tampering_fails() -> None:
         box.decrypt(TOTP_SECRET, aad="user-1")
 
 
+def test_values_not_in_the_sealed_form_fail() -> None:
+    box = SecretBox([NEW])
+    prefix, kid, payload = box.encrypt(TOTP_SECRET, aad="user-1").split(":")
+    assert box.decrypt(f"{prefix}:{kid}:{payload}", aad="user-1") == TOTP_SECRET
+    not_sealed = [
+        f"{prefix}:{kid}:{payload}:{payload}",
+        f"{kid}:{payload}",
+        f"fa2:{kid}:{payload}",
+        # Base64 decoders skip characters outside the alphabet by default; this one must not.
+        f"{prefix}:{kid}:{payload[:8]}$.{payload[8:]}",
+        f"{prefix}:{kid}:{payload[:8]}é{payload[9:]}",
+        f"{prefix}:{kid}:",
+    ]
+    for value in not_sealed:
+        with pytest.raises(SecretBoxError):
+            box.decrypt(value, aad="user-1")
+
+
 def test_unknown_key_id_fails() -> None:
     sealed = SecretBox([OLD]).encrypt(TOTP_SECRET, aad="user-1")
     with pytest.raises(SecretBoxError, match="key id"):
