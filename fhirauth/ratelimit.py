@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from fhirauth.clock import Clock
-from fhirauth.storage.base import Storage
+from fhirauth.storage.base import Storage, StorageUnavailable
 
 if TYPE_CHECKING:
     from fhirauth.settings import Settings
@@ -115,6 +115,9 @@ class _Lease:
     # This process's last share crossed the limit: its next refusal is the window's first.
     reached_limit: bool = False
     refilling: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Refills that failed on storage: how a request waiting for the lock learns that the one before it
+    # failed.
+    failed_refills: int = 0
 
     def spend(self, now: datetime) -> bool:
         if self.remaining < 1 or self.ends is None or now >= self.ends:
@@ -152,10 +155,20 @@ class RateLimiter:
                 del self._leases[next(iter(self._leases))]
         if lease.spend(self._clock()):
             return
+        failed_refills = lease.failed_refills
         async with lease.refilling:
             # Whoever held the lock may have refilled the lease meanwhile.
-            if not lease.spend(self._clock()):
+            if lease.spend(self._clock()):
+                return
+            if lease.failed_refills != failed_refills:
+                # Storage failed the refill this request waited for. Trying again, each waiter in turn,
+                # answered the k-th one after k storage timeouts (3 s in a MongoDB outage, measured).
+                raise StorageUnavailable("storage failed the rate limit refill this request waited for")
+            try:
                 await self._refill(limit, rate, lease_key, share, lease)
+            except StorageUnavailable:
+                lease.failed_refills += 1
+                raise
 
     async def _count_one(self, limit: Limit, rate: Rate, record_key: str) -> None:
         now = self._clock()

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 import pytest
 from support.interleaving import InterleavingSQLite
 from support.mongo import drop_database, with_database
+from support.server import free_port
 
 from fhirauth import ratelimit
 from fhirauth.clock import ManualClock
 from fhirauth.ratelimit import RATE_KIND, Limit, Rate, RateLimited, RateLimiter, _record_key
 from fhirauth.storage.backends import open_storage
-from fhirauth.storage.base import Storage
+from fhirauth.storage.base import Storage, StorageUnavailable
 
 START = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
 # 1,000 a minute: shares of 10.
@@ -197,3 +198,31 @@ async def test_the_oldest_lease_goes_when_there_are_too_many(
     # "a" lost its lease (nine requests of its share) and leases again.
     assert await granted(limiter, 1, key="a") == 1
     assert await stored_count(storage, key="a") == 20
+
+
+async def test_requests_waiting_for_a_refill_that_storage_failed_fail_with_it(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MongoDB at a port nobody listens on: each call fails after its server selection timeout.
+    storage = open_storage(f"mongodb://127.0.0.1:{free_port()}/rate", clock)
+    refills = 0
+    record_incr = storage.record_incr
+
+    async def counted(kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
+        nonlocal refills
+        refills += 1
+        return await record_incr(kind, key, expires_at=expires_at, amount=amount)
+
+    monkeypatch.setattr(storage, "record_incr", counted)
+    limiter = RateLimiter(storage, clock)
+    waiting = await asyncio.gather(
+        *(limiter.hit(LARGE, "198.51.100.1") for _ in range(4)), return_exceptions=True
+    )
+    # One storage timeout for all four: in turn, the fourth answered after four of them.
+    assert [type(outcome) for outcome in waiting] == [StorageUnavailable] * 4
+    assert refills == 1
+    # A request that comes after the failure asks storage again.
+    with pytest.raises(StorageUnavailable):
+        await limiter.hit(LARGE, "198.51.100.1")
+    assert refills == 2
+    await storage.close()
