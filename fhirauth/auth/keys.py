@@ -104,6 +104,9 @@ class SigningKeys:
         self._rev: int | None = None
         self._read_at: datetime | None = None
         self._loading = asyncio.Lock()
+        # Loads that failed on storage: how a caller waiting for the lock learns that the one before it
+        # failed.
+        self._failed_loads = 0
         # Its own pool, one thread per core: anyio's to_thread costs more per call (a capacity limiter
         # and a checkpoint around the handoff), and a sign is short enough for that to show.
         self._signers = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="jwt-sign")
@@ -114,10 +117,19 @@ class SigningKeys:
         Workers starting together race to create it: the create-only put lets exactly one win, and
         the others read the winner's set.
         """
+        failed_loads = self._failed_loads
         async with self._loading:
             if not self._stale():
                 return
-            record = await self._record()
+            if self._failed_loads != failed_loads:
+                # Trying again, each waiter in turn, answered the k-th one after k storage timeouts
+                # (a worker that never loaded the keys, in a MongoDB outage).
+                raise StorageUnavailable("storage failed the signing key load this call waited for")
+            try:
+                record = await self._record()
+            except StorageUnavailable:
+                self._failed_loads += 1
+                raise
             if record.rev != self._rev:
                 self._keys = [_open_entry(self._box, entry) for entry in record.document["keys"]]
                 self._rev = record.rev

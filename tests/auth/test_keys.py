@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+from support.server import free_port
 
 from fhirauth.auth import keys
 from fhirauth.auth.keys import KEY, KIND, SigningKeys
 from fhirauth.clock import ManualClock
 from fhirauth.secretbox import SecretBox, SecretBoxError, is_encrypted
 from fhirauth.services import Services
+from fhirauth.storage.backends import open_storage
+from fhirauth.storage.base import Record, StorageUnavailable
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
@@ -86,3 +89,35 @@ async def test_signatures_are_made_off_the_event_loop_and_verify(
     assert signed_on and threading.get_ident() not in signed_on
     published = KeySet.import_key_set(await services.keys.jwks())
     assert [jwt.decode(token, published, algorithms=["RS256"]).claims for token in tokens] == claims
+
+
+async def test_callers_waiting_for_a_first_load_that_storage_failed_fail_with_it(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MongoDB at a port nobody listens on: each call fails after its server selection timeout.
+    storage = open_storage(f"mongodb://127.0.0.1:{free_port()}/keys", clock)
+    reads = 0
+    record_get = storage.record_get
+
+    async def counted(kind: str, key: str) -> Record | None:
+        nonlocal reads
+        reads += 1
+        return await record_get(kind, key)
+
+    monkeypatch.setattr(storage, "record_get", counted)
+    signing_keys = SigningKeys(storage, SecretBox(["keys-test-master-secret"]), clock)
+    waiting = await asyncio.gather(
+        signing_keys.load(),
+        signing_keys.jwks(),
+        signing_keys.sign({"sub": "ann"}),
+        signing_keys.jwks(),
+        return_exceptions=True,
+    )
+    # One storage timeout for all four: in turn, the fourth answered after four of them.
+    assert [type(outcome) for outcome in waiting] == [StorageUnavailable] * 4
+    assert reads == 1
+    # A caller that comes after the failure asks storage again.
+    with pytest.raises(StorageUnavailable):
+        await signing_keys.jwks()
+    assert reads == 2
+    await storage.close()
