@@ -1,10 +1,17 @@
-"""The 2FA check against the minimal app in alternating short runs: `.venv/bin/python bench/interleave.py
-[--at REV ...] [--rounds 5] [--duration 3]`.
+"""Issue 4's two-factor targets in alternating short runs: `.venv/bin/python bench/interleave.py
+[--compare check|password] [--at REV ...] [--rounds 5] [--duration S]`.
 
 On a shared 2-core machine the minimal app's rate moves by ±8 % from one run to the next and by 2×
-over an hour, so one run of each (run.py) can put a scenario that sits near its target on either side
-of it. Here every run of the check follows a run of the minimal app of its own, seconds apart, and
-each pair gives a ratio: the spread of the ratios shows the noise, and their median is the answer.
+over an hour, and Argon2id's cost drifts by as much, so one run of each (run.py) can put a scenario
+that sits near its target on either side of it. Here every measured run follows a run of its
+reference, seconds apart, and each pair gives a ratio: the spread of the ratios shows the noise, and
+their median is the answer.
+
+* `check` (default): the 2FA check (`POST /app/auth/two-factor/verify`, each request a different
+  user's first check) against the minimal app; target ≥ 25 %.
+* `password`: the password grant with `totp` against the same grant without it, on the same server;
+  target ≥ 95 %.
+
 With several commits (`--at A --at B`), each gets a server and a copy of the same seeded store, and
 the rounds alternate their order (A B, B A, ...), so a drift of the machine does not favour one.
 """
@@ -16,20 +23,20 @@ import shutil
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from datasets import DATASETS
-from oauth_data import RATE_LIMIT_ENV, OAuthRuns
+from oauth_data import RATE_LIMIT_ENV, OAuthDataset, OAuthRuns
 from run import append_results, checkout_source, exported_source, log, machine, seed, settle
-from scenarios import VERIFY_CAP
+from scenarios import FORM, PASSWORD_TOTP_CAP, VERIFY_CAP
 from servers import Process, fhirauth_server, minimal_server
 from wrk import CONNECTIONS, THREADS, WrkResult, run_wrk
 
-CHECK_PATH = "/app/auth/two-factor/verify"
-# The users of one warm-up run: it loads each server's code and caches before the first round.
+# Seconds of unrecorded load on every server before the first round: code paths and caches warm.
 WARMUP_SECONDS = 2
 
 
@@ -40,70 +47,99 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Server:
+    code: str
+    url: str
+    process: Process
+    runs: OAuthRuns
+
+
+@dataclass(frozen=True)
 class Pair:
     round: int
     code: str
-    minimal: Run
-    check: Run
+    reference: Run
+    measured: Run
 
     @property
     def ratio(self) -> float:
-        return self.check.result.rps / self.minimal.result.rps
+        return self.measured.result.rps / self.reference.result.rps
 
     @property
     def cpu_ratio(self) -> float:
-        return self.minimal.cpu_ms / self.check.cpu_ms
+        return self.reference.cpu_ms / self.measured.cpu_ms
 
 
-def timed(process: Process, url: str, seconds: float, script_args: list[str]) -> Run:
+@dataclass(frozen=True)
+class Comparison:
+    measured: str
+    reference: str
+    target: float
+    seconds: int
+    # How many one-use 2FA users a measured run of one second is given.
+    users_per_second: int
+
+
+COMPARISONS = {
+    "check": Comparison("2FA check", "minimal app", 0.25, 3, VERIFY_CAP),
+    "password": Comparison("password + totp grant", "password grant", 0.95, 10, PASSWORD_TOTP_CAP),
+}
+
+
+def timed(process: Process, url: str, seconds: int, script_args: list[str]) -> Run:
     settle(process)
     before = process.cpu_seconds()
     result = run_wrk(url, duration=seconds, script_args=script_args)
     return Run(result, 1000 * (process.cpu_seconds() - before) / max(result.requests, 1))
 
 
-def render(pairs: list[Pair], codes: list[str], header: str) -> str:
+def _form_lines(lines: Path) -> list[str]:
+    return ["method=POST", f"lines={lines}", f"type={FORM}"]
+
+
+def render(comparison: Comparison, pairs: list[Pair], codes: list[str], header: str) -> str:
+    reference, measured = comparison.reference, comparison.measured
     lines = [
         header,
         "",
-        "| round | fhirauth | minimal req/s | minimal CPU/req | 2FA check req/s | check CPU/req | refused | vs minimal, req/s | vs minimal, CPU |",
+        f"| round | fhirauth | {reference} req/s | CPU/req | {measured} req/s | CPU/req | refused "
+        f"| vs {reference}, req/s | vs {reference}, CPU |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in pairs:
         lines.append(
-            f"| {p.round} | {p.code} | {p.minimal.result.rps:,.0f} | {p.minimal.cpu_ms:.3f} ms "
-            f"| {p.check.result.rps:,.0f} | {p.check.cpu_ms:.3f} ms | {p.check.result.non_2xx} "
+            f"| {p.round} | {p.code} | {p.reference.result.rps:,.0f} | {p.reference.cpu_ms:.3f} ms "
+            f"| {p.measured.result.rps:,.0f} | {p.measured.cpu_ms:.3f} ms | {p.measured.result.non_2xx} "
             f"| {p.ratio:.1%} | {p.cpu_ratio:.1%} |"
         )
-    lines += [
-        "",
-        "| fhirauth | 2FA check vs minimal, req/s: median (min–max) | CPU: median | target (issue 4) |",
-    ]
+    lines += ["", f"| fhirauth | vs {reference}, req/s: median (min–max) | CPU: median | target (issue 4) |"]
     lines.append("|---|---:|---:|---|")
     for code in codes:
         ratios = [p.ratio for p in pairs if p.code == code]
-        cpu = [p.cpu_ratio for p in pairs if p.code == code]
         median = statistics.median(ratios)
+        verdict = "met" if median >= comparison.target else "**missed**"
         lines.append(
-            f"| {code} | {median:.1%} ({min(ratios):.1%}–{max(ratios):.1%}) | {statistics.median(cpu):.1%} "
-            f"| ≥ 25% of minimal: {'met' if median >= 0.25 else '**missed**'} |"
+            f"| {code} | {median:.1%} ({min(ratios):.1%}–{max(ratios):.1%}) "
+            f"| {statistics.median(p.cpu_ratio for p in pairs if p.code == code):.1%} "
+            f"| ≥ {comparison.target:.0%} of the {reference}: {verdict} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--compare", choices=list(COMPARISONS), default="check")
     parser.add_argument("--at", metavar="REV", action="append", help="a commit to measure (repeatable)")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=3, help="seconds of load per run")
+    parser.add_argument("--duration", type=int, help="seconds of load per run (check 3, password 10)")
     args = parser.parse_args()
+    comparison = COMPARISONS[args.compare]
+    seconds = args.duration or comparison.seconds
     dataset = DATASETS["oauth"]
-    needed = (WARMUP_SECONDS + args.rounds * args.duration) * VERIFY_CAP
-    if needed > dataset.users:
-        print(
-            f"interleave: {args.rounds} rounds of {args.duration} s need {needed:,} 2FA users",
-            file=sys.stderr,
-        )
+    assert isinstance(dataset, OAuthDataset)
+    needed = (WARMUP_SECONDS + args.rounds * seconds) * comparison.users_per_second
+    if needed > dataset.totp_users:
+        print(f"interleave: {args.rounds} rounds of {seconds} s need {needed:,} 2FA users", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="fhirauth-interleave-") as tmp, ExitStack() as stack:
         work = Path(tmp)
@@ -120,46 +156,61 @@ def main() -> int:
         seeded.mkdir()
         log(f"seeding {dataset.users:,} users")
         seed(f"sqlite:///{seeded}/store.db", dataset.bundles(data), work, sources[0][0])
-        servers: list[tuple[str, str, Process, OAuthRuns]] = []
+        servers = []
         for n, (source, code) in enumerate(sources):
             store = work / f"store-{n}"
             shutil.copytree(seeded, store)
+            storage = f"sqlite:///{store}/store.db"
             url, process = stack.enter_context(
-                fhirauth_server(
-                    f"sqlite:///{store}/store.db",
-                    workers=1,
-                    workdir=work,
-                    source=source,
-                    extra_env=RATE_LIMIT_ENV,
-                )
+                fhirauth_server(storage, workers=1, workdir=work, source=source, extra_env=RATE_LIMIT_ENV)
             )
-            servers.append((code, url, process, OAuthRuns(data)))
-        minimal_url, minimal = stack.enter_context(minimal_server(workers=1, workdir=work))
-        minimal_args = [f"paths={DATASETS['1k'].prepare(work / 'paths') / 'user-paths.txt'}"]
+            servers.append(Server(code, url, process, OAuthRuns(data)))
 
-        def check(server: tuple[str, str, Process, OAuthRuns], seconds: int) -> Run:
-            _, url, process, runs = server
-            lines = runs.bearer_code_lines(seconds * VERIFY_CAP, "interleave-lines.txt")
-            return timed(process, url + CHECK_PATH, seconds, ["method=POST", f"lines={lines}"])
+        reference: Callable[[Server, int], Run]
+        measured: Callable[[Server, int], Run]
+        if args.compare == "check":
+            minimal_url, minimal = stack.enter_context(minimal_server(workers=1, workdir=work))
+            paths = DATASETS["1k"].prepare(work / "paths") / "user-paths.txt"
 
-        timed(minimal, minimal_url + "/", WARMUP_SECONDS, minimal_args)
+            def reference(server: Server, seconds: int) -> Run:
+                return timed(minimal, minimal_url + "/", seconds, [f"paths={paths}"])
+
+            def measured(server: Server, seconds: int) -> Run:
+                lines = server.runs.bearer_code_lines(seconds * VERIFY_CAP, "interleave-lines.txt")
+                url = server.url + "/app/auth/two-factor/verify"
+                return timed(server.process, url, seconds, ["method=POST", f"lines={lines}"])
+
+        else:
+
+            def reference(server: Server, seconds: int) -> Run:
+                lines = data / "password-grant-lines.txt"
+                return timed(server.process, server.url + "/auth/token", seconds, _form_lines(lines))
+
+            def measured(server: Server, seconds: int) -> Run:
+                lines = server.runs.password_totp_lines(seconds * PASSWORD_TOTP_CAP)
+                return timed(server.process, server.url + "/auth/token", seconds, _form_lines(lines))
+
         for server in servers:
-            check(server, WARMUP_SECONDS)
+            reference(server, WARMUP_SECONDS)
+            measured(server, WARMUP_SECONDS)
         now = datetime.now(UTC)
         described = machine()
         pairs = []
         for round in range(1, args.rounds + 1):
             for server in servers if round % 2 else reversed(servers):
-                reference = timed(minimal, minimal_url + "/", args.duration, minimal_args)
-                pairs.append(Pair(round, server[0], reference, check(server, args.duration)))
-                log(f"round {round}, {server[0]}: {pairs[-1].ratio:.1%} of minimal")
+                pair = Pair(round, server.code, reference(server, seconds), measured(server, seconds))
+                pairs.append(pair)
+                log(
+                    f"round {round}, {server.code}: {comparison.measured} {pair.ratio:.1%} of the {comparison.reference}"
+                )
         header = (
-            f"## {now:%Y-%m-%d %H:%M} UTC, sqlite, interleaved: the 2FA check at "
-            f"{', '.join(code for code, *_ in servers)}\n\n"
-            f"{described}. `bench/interleave.py`: the minimal app, then the check, {args.rounds} rounds "
-            f"of {args.duration} s each (wrk -t{THREADS} -c{CONNECTIONS}), 1 uvicorn worker each."
+            f"## {now:%Y-%m-%d %H:%M} UTC, sqlite, interleaved: the {comparison.measured} against the "
+            f"{comparison.reference}, fhirauth {', '.join(s.code for s in servers)}\n\n"
+            f"{described}. `bench/interleave.py --compare {args.compare}`: the {comparison.reference}, then "
+            f"the {comparison.measured}, {args.rounds} rounds of {seconds} s each (wrk -t{THREADS} "
+            f"-c{CONNECTIONS}), 1 uvicorn worker each."
         )
-        text = render(pairs, [code for code, *_ in servers], header)
+        text = render(comparison, pairs, [s.code for s in servers], header)
         print(text)
         log(f"appended to {append_results('sqlite', text, now)}")
     return 0
