@@ -3,9 +3,10 @@
 
 On a shared 2-core machine the minimal app's rate moves by ±8 % from one run to the next and by 2×
 over an hour, and Argon2id's cost drifts by as much, so one run of each (run.py) can put a scenario
-that sits near its target on either side of it. Here every measured run follows a run of its
-reference, seconds apart, and each pair gives a ratio: the spread of the ratios shows the noise, and
-their median is the answer.
+that sits near its target on either side of it. Here every measured run is paired with a run of
+its reference seconds apart (the reference first in odd rounds, second in even ones, so that a
+machine slowing down or speeding up under load favours neither), and each pair gives a ratio: the spread of the
+ratios shows the noise, and their median is the answer.
 
 * `check` (default): the 2FA check (`POST /app/auth/two-factor/verify`, each request a different
   user's first check) against the minimal app; target ≥ 25 %.
@@ -198,7 +199,11 @@ def main() -> int:
         pairs = []
         for round in range(1, args.rounds + 1):
             for server in servers if round % 2 else reversed(servers):
-                pair = Pair(round, server.code, reference(server, seconds), measured(server, seconds))
+                if round % 2:
+                    pair = Pair(round, server.code, reference(server, seconds), measured(server, seconds))
+                else:
+                    later = measured(server, seconds)
+                    pair = Pair(round, server.code, reference(server, seconds), later)
                 pairs.append(pair)
                 log(
                     f"round {round}, {server.code}: {comparison.measured} {pair.ratio:.1%} of the {comparison.reference}"
@@ -206,8 +211,8 @@ def main() -> int:
         header = (
             f"## {now:%Y-%m-%d %H:%M} UTC, sqlite, interleaved: the {comparison.measured} against the "
             f"{comparison.reference}, fhirauth {', '.join(s.code for s in servers)}\n\n"
-            f"{described}. `bench/interleave.py --compare {args.compare}`: the {comparison.reference}, then "
-            f"the {comparison.measured}, {args.rounds} rounds of {seconds} s each (wrk -t{THREADS} "
+            f"{described}. `bench/interleave.py --compare {args.compare}`: the {comparison.reference} and "
+            f"the {comparison.measured} in turn (ABBA), {args.rounds} rounds of {seconds} s each (wrk -t{THREADS} "
             f"-c{CONNECTIONS}), 1 uvicorn worker each."
         )
         text = render(comparison, pairs, [s.code for s in servers], header)
