@@ -265,6 +265,7 @@ def create_app(
             if starting is not None:
                 starting.cancel()
             await services.twofactor.close()
+            await services.keys.close()
             await storage.close()
 
     app = App(

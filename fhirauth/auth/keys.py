@@ -6,14 +6,17 @@ key in front with compare-and-set: it is published at once and signs from `signs
 keys it replaces get `retires` = `signsFrom` + the longest access-token lifetime: they stay in
 /.well-known/jwks.json until every token they signed has expired, then leave (pruned from the record
 by the next rotation). Running servers re-read the record at most RELOAD_SECONDS apart, when they
-sign or publish; they never verify their own JWTs by signature (a bearer token is found by its hash),
-so the JWKS is for outside verifiers only.
+sign or publish: a request that finds the set read longer ago waits for the read, and from
+REFRESH_SECONDS on one read in the background renews it while requests use the set held. They never
+verify their own JWTs by signature (a bearer token is found by its hash), so the JWKS is for outside
+verifiers only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,10 +32,17 @@ from fhirauth.storage.base import Record, Storage, StorageUnavailable
 
 Document = dict[str, Any]
 
+log = logging.getLogger("fhirauth.keys")
+
 KIND = "signing-key"
 KEY = "rs256"
 ALGORITHM = "RS256"
 RELOAD_SECONDS = 10
+# A worker that serves requests renews its set in the background from this age, so none of them waits
+# for the read (in a MongoDB outage, one server-selection timeout). RELOAD_SECONDS stays the hard bound
+# that rotation relies on: a set past it is read again before it answers, because an idle worker's set
+# may predate a rotation, and published as it is, lack the key another server already signs with.
+REFRESH_SECONDS = RELOAD_SECONDS / 2
 PUBLISH_AHEAD_SECONDS = 2 * RELOAD_SECONDS
 # Verifiers commonly accept a JWT up to a minute past `exp` (clock leeway); a replaced key stays as long.
 VERIFIER_LEEWAY_SECONDS = 60
@@ -104,6 +114,7 @@ class SigningKeys:
         self._rev: int | None = None
         self._read_at: datetime | None = None
         self._loading = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
         # Loads that failed on storage: how a caller waiting for the lock learns that the one before it
         # failed.
         self._failed_loads = 0
@@ -117,9 +128,15 @@ class SigningKeys:
         Workers starting together race to create it: the create-only put lets exactly one win, and
         the others read the winner's set.
         """
+        await self._load(timedelta(seconds=RELOAD_SECONDS))
+
+    async def _load(self, older_than: timedelta | None) -> None:
+        """Read the key set if the one held was read `older_than` ago or longer; if None, read it anyway
+        (after a write of ours, which a load that read before it and finished while we waited would hide).
+        """
         failed_loads = self._failed_loads
         async with self._loading:
-            if not self._stale():
+            if older_than is not None and not self._older_than(older_than):
                 return
             if self._failed_loads != failed_loads:
                 # Trying again, each waiter in turn, answered the k-th one after k storage timeouts
@@ -135,8 +152,8 @@ class SigningKeys:
                 self._rev = record.rev
             self._read_at = self._clock()
 
-    def _stale(self) -> bool:
-        return self._read_at is None or self._clock() - self._read_at >= timedelta(seconds=RELOAD_SECONDS)
+    def _older_than(self, age: timedelta) -> bool:
+        return self._read_at is None or self._clock() - self._read_at >= age
 
     async def _record(self) -> Record:
         record = await self._storage.record_get(KIND, KEY)
@@ -149,17 +166,41 @@ class SigningKeys:
         return record
 
     async def _current(self) -> list[_Key]:
-        if self._stale():
+        if self._older_than(timedelta(seconds=RELOAD_SECONDS)):
             try:
                 await self.load()
             except StorageUnavailable:
                 if not self._keys:
                     raise
                 # An outage must not take the published keys down with it: the last set read serves
-                # until storage answers again (asked once per RELOAD_SECONDS meanwhile).
+                # until storage answers again (asked at most once per REFRESH_SECONDS meanwhile).
                 self._read_at = self._clock()
+        elif self._older_than(timedelta(seconds=REFRESH_SECONDS)) and self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh())
         now = self._clock()
         return [key for key in self._keys if key.published(now)]
+
+    async def _refresh(self) -> None:
+        try:
+            await self._load(timedelta(seconds=REFRESH_SECONDS))
+        except StorageUnavailable:
+            # The set held keeps serving, and the next request to try again is one REFRESH_SECONDS from
+            # now, not the next one to come: a storage that is down gets one read per REFRESH_SECONDS
+            # from a busy worker, and its requests never reach RELOAD_SECONDS and wait.
+            self._read_at = self._clock()
+        except Exception:
+            # Not an outage (the stored set does not open, say): the set held must not pass for fresh,
+            # so the requests after RELOAD_SECONDS read it themselves and fail with it, as they did
+            # before reads moved to the background. The traceback names no key material.
+            log.exception("reloading the signing key set failed")
+        finally:
+            self._refreshing = None
+
+    async def close(self) -> None:
+        """Stop a background reload in flight, before storage closes under it."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            await asyncio.wait([self._refreshing])
 
     async def sign(self, claims: Document) -> str:
         now = self._clock()
@@ -247,5 +288,4 @@ class SigningKeys:
         raise RuntimeError("The signing key set kept changing while being restored; try again")
 
     async def _reload_now(self) -> None:
-        self._read_at = None
-        await self.load()
+        await self._load(None)

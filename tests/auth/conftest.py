@@ -48,7 +48,9 @@ async def services(
         url = with_database(request.getfixturevalue("mongo_uri"), f"oauth{uuid.uuid4().hex[:12]}")
     storage = open_storage(url, clock)
     await storage.start(INDEXES)
-    yield build_services(oauth_settings(url), storage, clock)
+    services = build_services(oauth_settings(url), storage, clock)
+    yield services
+    await services.keys.close()
     await storage.close()
     if backend == "mongo":
         drop_database(url)

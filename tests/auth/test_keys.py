@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -12,12 +13,12 @@ from joserfc.jwk import KeySet, RSAKey
 from support.server import free_port
 
 from fhirauth.auth import keys
-from fhirauth.auth.keys import KEY, KIND, SigningKeys
+from fhirauth.auth.keys import KEY, KIND, REFRESH_SECONDS, RELOAD_SECONDS, SigningKeys
 from fhirauth.clock import ManualClock
 from fhirauth.secretbox import SecretBox, SecretBoxError, is_encrypted
 from fhirauth.services import Services
 from fhirauth.storage.backends import open_storage
-from fhirauth.storage.base import Record, StorageUnavailable
+from fhirauth.storage.base import Record, Storage, StorageUnavailable
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
@@ -121,3 +122,109 @@ async def test_callers_waiting_for_a_first_load_that_storage_failed_fail_with_it
         await signing_keys.jwks()
     assert reads == 2
     await storage.close()
+
+
+class _Reads:
+    """Counts a storage's key set reads; holds them while `gate` is clear, and waits for them to end."""
+
+    def __init__(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch, first: Record | None = None
+    ) -> None:
+        self.started = 0
+        self.finished = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+        record_get = storage.record_get
+
+        async def counted(kind: str, key: str) -> Record | None:
+            self.started += 1
+            try:
+                await self.gate.wait()
+                # The first read answers from elsewhere: keys loaded before storage went down.
+                if first is not None and self.started == 1:
+                    return first
+                return await record_get(kind, key)
+            finally:
+                self.finished += 1
+
+        monkeypatch.setattr(storage, "record_get", counted)
+
+    async def settled(self) -> None:
+        async with asyncio.timeout(5):
+            while self.finished < self.started:
+                await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_busy_worker_signs_and_publishes_at_once_with_the_keys_it_holds_while_storage_is_down(
+    services: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await services.keys.load()
+    loaded = await services.storage.record_get(KIND, KEY)
+    # MongoDB at a port nobody listens on: each read fails after its server selection timeout.
+    storage = open_storage(f"mongodb://127.0.0.1:{free_port()}/keys", clock)
+    reads = _Reads(storage, monkeypatch, first=loaded)
+    signing_keys = SigningKeys(storage, services.box, clock)
+    published = await signing_keys.jwks()
+    (kid,) = [key["kid"] for key in published["keys"]]
+    verifier = KeySet.import_key_set(published)
+    # A request a second, twice through the reload interval: before, the one at RELOAD_SECONDS waited
+    # for the failed read.
+    for second in range(1, 2 * RELOAD_SECONDS + 1):
+        clock.advance(1)
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            signing_keys.sign({"sub": "ann"}), signing_keys.jwks(), signing_keys.sign({"sub": "bob"})
+        )
+        assert time.perf_counter() - started < 0.3, second
+        assert answers[1] == published
+        assert {jwt.decode(token, verifier).header["kid"] for token in answers[::2]} == {kid}
+        await reads.settled()
+    # The load, then one background read each REFRESH_SECONDS, however many requests found the set old.
+    assert reads.started == 1 + 2 * RELOAD_SECONDS // REFRESH_SECONDS
+    await signing_keys.close()
+    await storage.close()
+
+
+async def test_a_stale_worker_signs_at_once_and_publishes_another_workers_rotation_once_reread(
+    services: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = SigningKeys(services.storage, services.box, clock)
+    idle = SigningKeys(services.storage, services.box, clock)
+    (old,) = (await worker.jwks())["keys"]
+    assert await idle.jwks() == {"keys": [old]}
+    rotation = await services.keys.rotate(600)
+    reads = _Reads(services.storage, monkeypatch)
+    reads.gate.clear()
+    clock.advance(REFRESH_SECONDS)
+    # The background read is held: the requests answer from the set held, and start no other read.
+    token = await worker.sign({"sub": "ann"})
+    assert jwt.decode(token, KeySet.import_key_set({"keys": [old]})).header["kid"] == old["kid"]
+    assert await worker.jwks() == {"keys": [old]}
+    assert reads.started == 1
+    reads.gate.set()
+    await reads.settled()
+    # Newest first, the old key still published for the tokens it signed.
+    assert [key["kid"] for key in (await worker.jwks())["keys"]] == [rotation.kid, old["kid"]]
+    assert reads.started == 1
+    # A worker whose set is RELOAD_SECONDS old reads before it answers: a set that old may lack the key
+    # another server has started signing with.
+    clock.advance(RELOAD_SECONDS - REFRESH_SECONDS)
+    assert [key["kid"] for key in (await idle.jwks())["keys"]] == [rotation.kid, old["kid"]]
+    assert reads.started == 2
+    await worker.close()
+
+
+async def test_closing_cancels_a_background_read_in_flight(
+    services: Services, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published = await services.keys.jwks()
+    reads = _Reads(services.storage, monkeypatch)
+    reads.gate.clear()
+    clock.advance(REFRESH_SECONDS)
+    assert await services.keys.jwks() == published
+    await asyncio.sleep(0)
+    assert reads.started == 1
+    await services.keys.close()
+    assert reads.finished == 1
+    reads.gate.set()
