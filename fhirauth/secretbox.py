@@ -43,13 +43,15 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+# The URL-safe alphabet onto the standard one, and the standard one's own "+", "/" and "=" onto a
+# character no alphabet has: a sealed value is unpadded URL-safe Base64, and nothing else opens.
+_FROM_URLSAFE = bytes.maketrans(b"-_+/=", b"+/***")
 
 
 def _b64decode(text: str) -> bytes:
     """Strict: a character outside the alphabet is an error, not skipped (as base64's decoders do)."""
-    padded = (text + "=" * (-len(text) % 4)).encode("ascii")
-    return binascii.a2b_base64(padded.translate(_FROM_URLSAFE), strict_mode=True)
+    data = text.encode("ascii").translate(_FROM_URLSAFE)
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4), strict_mode=True)
 
 
 class _Key:

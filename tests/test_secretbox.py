@@ -61,6 +61,11 @@ def test_values_not_in_the_sealed_form_fail() -> None:
     box = SecretBox([NEW])
     prefix, kid, payload = box.encrypt(TOTP_SECRET, aad="user-1").split(":")
     assert box.decrypt(f"{prefix}:{kid}:{payload}", aad="user-1") == TOTP_SECRET
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    # Sealed again until the standard alphabet writes these bytes differently.
+    while "+" not in (standard := base64.standard_b64encode(raw).decode()) and "/" not in standard:
+        prefix, kid, payload = box.encrypt(TOTP_SECRET, aad="user-1").split(":")
+        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     not_sealed = [
         f"{prefix}:{kid}:{payload}:{payload}",
         f"{kid}:{payload}",
@@ -68,6 +73,10 @@ def test_values_not_in_the_sealed_form_fail() -> None:
         # Base64 decoders skip characters outside the alphabet by default; this one must not.
         f"{prefix}:{kid}:{payload[:8]}$.{payload[8:]}",
         f"{prefix}:{kid}:{payload[:8]}é{payload[9:]}",
+        # The same bytes in other Base64 dialects: the standard alphabet, padding written out.
+        f"{prefix}:{kid}:{standard}",
+        f"{prefix}:{kid}:{payload}=",
+        f"{prefix}:{kid}:{payload}==",
         f"{prefix}:{kid}:",
     ]
     for value in not_sealed:
