@@ -72,3 +72,12 @@ async def test_a_client_gone_mid_body_is_a_disconnect() -> None:
     with pytest.raises(ClientDisconnect):
         await read_bytes(request, 100)
     assert left == [chunk(b"cd", False)]
+
+
+async def test_a_body_read_once_is_there_for_starlette_again() -> None:
+    request, left = request_of([chunk(b"ab", True), chunk(b"cd", False)])
+    assert await read_bytes(request, 100) == b"abcd"
+    assert left == []
+    # No message is left to receive: these answer from what was read, rather than wait for one.
+    assert await request.body() == b"abcd"
+    assert [part async for part in request.stream()] == [b"abcd", b""]
