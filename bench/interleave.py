@@ -197,16 +197,16 @@ def main() -> int:
         now = datetime.now(UTC)
         described = machine()
         pairs = []
-        for round in range(1, args.rounds + 1):
-            for server in servers if round % 2 else reversed(servers):
-                if round % 2:
-                    pair = Pair(round, server.code, reference(server, seconds), measured(server, seconds))
+        for number in range(1, args.rounds + 1):
+            for server in servers if number % 2 else reversed(servers):
+                if number % 2:
+                    pair = Pair(number, server.code, reference(server, seconds), measured(server, seconds))
                 else:
-                    later = measured(server, seconds)
-                    pair = Pair(round, server.code, reference(server, seconds), later)
+                    measured_first = measured(server, seconds)
+                    pair = Pair(number, server.code, reference(server, seconds), measured_first)
                 pairs.append(pair)
                 log(
-                    f"round {round}, {server.code}: {comparison.measured} {pair.ratio:.1%} of the {comparison.reference}"
+                    f"round {number}, {server.code}: {comparison.measured} {pair.ratio:.1%} of the {comparison.reference}"
                 )
         header = (
             f"## {now:%Y-%m-%d %H:%M} UTC, sqlite, interleaved: the {comparison.measured} against the "

@@ -22,6 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Scope
 
 from fhirauth.clock import Clock
+from fhirauth.http.rest import services_in
 from fhirauth.resources.service import ResourceService
 from fhirauth.storage.base import Query, StorageError
 
@@ -190,7 +191,7 @@ class OriginsPerApp:
         self._origins: AllowedOrigins | None = None
 
     def of(self, scope: Scope) -> AllowedOrigins:
-        services = scope["app"].state["services"]
+        services = services_in(scope)
         if self._origins is None or self._origins.resources is not services.resources:
             self._origins = AllowedOrigins(services.resources, services.clock)
         return self._origins

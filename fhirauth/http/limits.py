@@ -23,9 +23,8 @@ from starlette.types import Scope
 
 from fhirauth.http.html import error_page
 from fhirauth.http.render import NO_STORE, json_response
-from fhirauth.http.rest import services_of
+from fhirauth.http.rest import services_in, services_of
 from fhirauth.ratelimit import Limit, RateLimited, RateLimits
-from fhirauth.services import Services
 
 log = logging.getLogger("fhirauth.limits")
 
@@ -133,7 +132,7 @@ async def check_address_limit(scope: Scope) -> None:
     if limit is None:
         return
     try:
-        services: Services = scope["app"].state["services"]
+        services = services_in(scope)
     except KeyError:
         return
     address = client_address(scope, services.settings.trust_proxy_headers)

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import BadRequest
@@ -23,9 +24,14 @@ Document = dict[str, Any]
 
 
 def services_of(request: Request) -> Services:
+    return services_in(request.scope)
+
+
+def services_in(scope: Scope) -> Services:
+    """The app's Services (KeyError before its lifespan has built them)."""
     # By key: State's attribute access first fails the normal lookup and builds an AttributeError,
     # ten times the cost of the dict lookup behind it, and most requests ask more than once.
-    services: Services = request.app.state["services"]
+    services: Services = scope["app"].state["services"]
     return services
 
 

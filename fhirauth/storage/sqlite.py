@@ -252,6 +252,7 @@ class SQLiteStorage(Storage):
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
     ) -> None:
         expiry = to_micros_or_none(expires_at)
+        # ?3 stands unused, as in has_records.
         await self._change(_SET_RECORD, (kind, key, None, expiry, _dumps(document)))
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:
