@@ -43,6 +43,8 @@ RELOAD_SECONDS = 10
 # that rotation relies on: a set past it is read again before it answers, because an idle worker's set
 # may predate a rotation, and published as it is, lack the key another server already signs with.
 REFRESH_SECONDS = RELOAD_SECONDS / 2
+_RELOAD = timedelta(seconds=RELOAD_SECONDS)
+_REFRESH = timedelta(seconds=REFRESH_SECONDS)
 PUBLISH_AHEAD_SECONDS = 2 * RELOAD_SECONDS
 # Verifiers commonly accept a JWT up to a minute past `exp` (clock leeway); a replaced key stays as long.
 VERIFIER_LEEWAY_SECONDS = 60
@@ -128,7 +130,7 @@ class SigningKeys:
         Workers starting together race to create it: the create-only put lets exactly one win, and
         the others read the winner's set.
         """
-        await self._load(timedelta(seconds=RELOAD_SECONDS))
+        await self._load(_RELOAD)
 
     async def _load(self, older_than: timedelta | None) -> None:
         """Read the key set if the one held was read `older_than` ago or longer; if None, read it anyway
@@ -166,28 +168,23 @@ class SigningKeys:
         return record
 
     async def _current(self) -> list[_Key]:
-        if self._older_than(timedelta(seconds=RELOAD_SECONDS)):
+        if self._older_than(_RELOAD):
             try:
                 await self.load()
             except StorageUnavailable:
                 if not self._keys:
                     raise
-                # An outage must not take the published keys down with it: the last set read serves
-                # until storage answers again (asked at most once per REFRESH_SECONDS meanwhile).
-                self._read_at = self._clock()
-        elif self._older_than(timedelta(seconds=REFRESH_SECONDS)) and self._refreshing is None:
+                self._hold_through_outage()
+        elif self._older_than(_REFRESH) and self._refreshing is None:
             self._refreshing = asyncio.create_task(self._refresh())
         now = self._clock()
         return [key for key in self._keys if key.published(now)]
 
     async def _refresh(self) -> None:
         try:
-            await self._load(timedelta(seconds=REFRESH_SECONDS))
+            await self._load(_REFRESH)
         except StorageUnavailable:
-            # The set held keeps serving, and the next request to try again is one REFRESH_SECONDS from
-            # now, not the next one to come: a storage that is down gets one read per REFRESH_SECONDS
-            # from a busy worker, and its requests never reach RELOAD_SECONDS and wait.
-            self._read_at = self._clock()
+            self._hold_through_outage()
         except Exception:
             # Not an outage (the stored set does not open, say): the set held must not pass for fresh,
             # so the requests after RELOAD_SECONDS read it themselves and fail with it, as they did
@@ -195,6 +192,13 @@ class SigningKeys:
             log.exception("reloading the signing key set failed")
         finally:
             self._refreshing = None
+
+    def _hold_through_outage(self) -> None:
+        """Count a read that storage failed as made. An outage must not take the published keys down
+        with it: the set held keeps serving, and the next try is REFRESH_SECONDS from now, not the next
+        request's, so a storage that is down gets one read per REFRESH_SECONDS from a busy worker and
+        its requests never reach RELOAD_SECONDS and wait."""
+        self._read_at = self._clock()
 
     async def close(self) -> None:
         """Stop a background reload in flight, before storage closes under it."""
