@@ -9,13 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from fhirauth.errors import BadRequest
+from fhirauth.errors import BadRequest, Issue
 from fhirauth.resources.secrets import refuse_secret_path
 from fhirauth.storage.base import Filter, Query
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
 MAX_PAGE = 100_000
+# Bounds far above any real client's search, and far below what a backend refuses with an error of
+# its own: SQLite nests one AND per filter (its expression depth stops at 1000) and takes at most 2000
+# ORDER BY terms, MongoDB at most 32 sort keys. Values bind one or two SQL parameters each.
+MAX_PARAMETERS = 100
+MAX_SORT_KEYS = 10
+MAX_VALUES = 1000
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
 _INTEGER = re.compile(r"^-?\d{1,15}$")
 _IGNORED = {"_format", "_total"}
@@ -44,6 +50,10 @@ def _int_param(name: str, raw: str, low: int, high: int) -> int:
     return int(raw)
 
 
+def _too_costly(diagnostics: str, name: str) -> BadRequest:
+    return BadRequest(diagnostics, issues=[Issue(diagnostics, "too-costly", (name,))])
+
+
 def _candidates(raw: str) -> tuple[Any, ...]:
     """Query strings carry text; stored values may be booleans or numbers, so try each reading."""
     values: list[Any] = []
@@ -58,7 +68,8 @@ def _candidates(raw: str) -> tuple[Any, ...]:
 
 def parse(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchRequest:
     filters: list[Filter] = []
-    sort: list[tuple[str, bool]] = []
+    sort: dict[str, bool] = {}
+    values = 0
     count, page = DEFAULT_COUNT, 1
     elements: tuple[str, ...] = ()
     for name, raw in params:
@@ -68,19 +79,27 @@ def parse(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchReques
             page = _int_param(name, raw, 1, MAX_PAGE)
         elif name == "_sort":
             for key in filter(None, raw.split(",")):
-                descending = key.startswith("-")
-                sort.append((_path(resource_type, key.lstrip("-")), descending))
+                # A key after its first mention cannot change the order.
+                sort.setdefault(_path(resource_type, key.lstrip("-")), key.startswith("-"))
+                if len(sort) > MAX_SORT_KEYS:
+                    raise _too_costly(f"At most {MAX_SORT_KEYS} sort keys are allowed", name)
         elif name == "_elements":
             elements = tuple(_path(resource_type, e) for e in filter(None, raw.split(",")))
-        elif name == "_id":
-            filters.append(Filter("id", tuple(filter(None, raw.split(",")))))
         elif name in _IGNORED:
             continue
-        elif name.startswith("_"):
+        elif name.startswith("_") and name != "_id":
             raise BadRequest(f"Unsupported search parameter '{name}'", name)
         else:
-            filters.append(Filter(_path(resource_type, name), _candidates(raw)))
-    query = Query(filters=tuple(filters), sort=tuple(sort), offset=(page - 1) * count, limit=count)
+            if len(filters) == MAX_PARAMETERS:
+                raise _too_costly(f"At most {MAX_PARAMETERS} search parameters are allowed", name)
+            values += raw.count(",") + 1
+            if values > MAX_VALUES:
+                raise _too_costly(f"At most {MAX_VALUES} search values are allowed in all", name)
+            if name == "_id":
+                filters.append(Filter("id", tuple(filter(None, raw.split(",")))))
+            else:
+                filters.append(Filter(_path(resource_type, name), _candidates(raw)))
+    query = Query(filters=tuple(filters), sort=tuple(sort.items()), offset=(page - 1) * count, limit=count)
     return SearchRequest(query=query, count=count, page=page, elements=elements)
 
 

@@ -3,6 +3,7 @@ it): each now answers the 4xx OperationOutcome the document promises, on every b
 
 from __future__ import annotations
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -81,3 +82,91 @@ def test_integers_beyond_32_bits_render_as_yaml(api: TestClient) -> None:
     found = api.get("/User", params={"_format": "yaml", "data.big": "1099511627776"})
     assert found.status_code == 200
     assert "total: 1\n" in found.text
+
+
+def _users(api: TestClient) -> None:
+    for index in range(3):
+        body = {"resourceType": "User", "email": f"u{index}@example.org", "data": {"rank": index}}
+        assert api.put(f"/User/u{index}", json=body).status_code == 201
+
+
+def _too_costly(res: httpx2.Response, diagnostics: str, expression: str) -> None:
+    assert res.status_code == 400, res.text
+    assert res.json() == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": "too-costly",
+                "diagnostics": diagnostics,
+                "expression": [expression],
+            }
+        ],
+    }
+
+
+_TOO_MANY_PARAMETERS = "At most 100 search parameters are allowed"
+_TOO_MANY_SORT_KEYS = "At most 10 sort keys are allowed"
+_TOO_MANY_VALUES = "At most 1000 search values are allowed in all"
+
+
+@pytest.mark.parametrize(
+    ("query", "diagnostics", "expression"),
+    [
+        # SQLite: "Expression tree is too large (maximum depth 1000)".
+        ("&".join(f"email=a{i}" for i in range(1000)), _TOO_MANY_PARAMETERS, "email"),
+        ("&".join(f"a{i}=x" for i in range(1000)), _TOO_MANY_PARAMETERS, "a100"),
+        ("&".join(f"a{i}=x" for i in range(101)), _TOO_MANY_PARAMETERS, "a100"),
+        # SQLite: "too many terms in ORDER BY clause"; MongoDB allows 32 sort keys.
+        ("_sort=" + ",".join(f"a{i}" for i in range(2000)), _TOO_MANY_SORT_KEYS, "_sort"),
+        ("_sort=" + ",".join(f"-a{i}" for i in range(11)), _TOO_MANY_SORT_KEYS, "_sort"),
+        ("&".join(f"_sort=a{i}" for i in range(11)), _TOO_MANY_SORT_KEYS, "_sort"),
+        ("_id=" + ",".join(f"i{i}" for i in range(1001)), _TOO_MANY_VALUES, "_id"),
+        (
+            "email=" + ",".join(str(i) for i in range(600)) + "&data.rank=" + ",".join(map(str, range(401))),
+            _TOO_MANY_VALUES,
+            "data.rank",
+        ),
+    ],
+)
+def test_a_search_too_large_for_the_backend_is_refused_with_its_limit(
+    api: TestClient, query: str, diagnostics: str, expression: str
+) -> None:
+    _users(api)
+    _too_costly(api.get(f"/User?{query}"), diagnostics, expression)
+
+
+def test_a_search_at_the_limits_runs(api: TestClient) -> None:
+    _users(api)
+    filters = "&".join(["email=u0@example.org,u1@example.org", *["data.rank=0,1"] * 99])
+    res = api.get(f"/User?{filters}&_sort=-data.rank")
+    assert res.status_code == 200, res.text
+    assert [e["resource"]["id"] for e in res.json()["entry"]] == ["u1", "u0"]
+    sort = ",".join(["-data.rank", *(f"a{i}" for i in range(9))])
+    assert [e["resource"]["id"] for e in api.get(f"/User?_sort={sort}").json()["entry"]] == ["u2", "u1", "u0"]
+    ids = ",".join([*(f"i{i}" for i in range(997)), "u0", "u1", "u2"])
+    assert api.get(f"/User?_id={ids}").json()["total"] == 3
+
+
+def test_a_repeated_sort_key_sorts_by_its_first_mention(api: TestClient) -> None:
+    _users(api)
+    res = api.get("/User?_sort=-data.rank,data.rank,-data.rank,email")
+    assert [e["resource"]["id"] for e in res.json()["entry"]] == ["u2", "u1", "u0"]
+
+
+def test_the_limits_hold_for_conditional_creates_alone_and_in_bundles(api: TestClient) -> None:
+    _users(api)
+    many = "&".join(f"a{i}=x" for i in range(101))
+    body = {"resourceType": "User", "email": "new@example.org"}
+    created = api.post("/User", json=body, headers={"If-None-Exist": many})
+    _too_costly(created, _TOO_MANY_PARAMETERS, "a100")
+    entry = {"request": {"method": "POST", "url": "User", "ifNoneExist": many}, "resource": body}
+    batch = api.post("/", json={"resourceType": "Bundle", "type": "batch", "entry": [entry]})
+    assert batch.status_code == 200
+    response = batch.json()["entry"][0]["response"]
+    assert response["status"] == "400"
+    assert response["outcome"]["issue"][0]["diagnostics"] == f"Bundle.entry[0]: {_TOO_MANY_PARAMETERS}"
+    transaction = api.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    assert transaction.status_code == 400
+    assert transaction.json()["issue"][0]["diagnostics"] == f"Bundle.entry[0]: {_TOO_MANY_PARAMETERS}"
+    assert api.get("/User").json()["total"] == 3
