@@ -1,6 +1,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+# fhirauth/schemas links to ../schemas: the wheel takes the schemas from there.
 COPY fhirauth ./fhirauth
 COPY schemas ./schemas
 RUN pip install --no-cache-dir --prefix=/install .
@@ -8,10 +9,8 @@ RUN pip install --no-cache-dir --prefix=/install .
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/fhirauth --create-home fhirauth
 COPY --from=build /install /usr/local
-COPY schemas /usr/local/share/fhirauth/schemas
 COPY seed /usr/local/share/fhirauth/seed
-ENV FHIRAUTH_SCHEMAS_DIR=/usr/local/share/fhirauth/schemas \
-    FHIRAUTH_STORAGE=sqlite:////var/lib/fhirauth/fhirauth.db \
+ENV FHIRAUTH_STORAGE=sqlite:////var/lib/fhirauth/fhirauth.db \
     FHIRAUTH_HOST=0.0.0.0 \
     FHIRAUTH_PORT=8080
 USER fhirauth

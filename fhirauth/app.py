@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from fhirauth.twofactor.webhook import WebhookSender
 
 log = logging.getLogger("fhirauth")
 
-SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS_DIR = files("fhirauth") / "schemas"
 
 INDEXES = (
     Index("User", "email"),
@@ -78,12 +79,11 @@ INDEXES = (
 )
 
 
-def schemas_dir(settings: Settings) -> Path:
-    return Path(settings.schemas_dir) if settings.schemas_dir else SCHEMAS_DIR
-
-
 # Compiling the schemas takes a good part of a second; a process (a test session) needs them once.
-_load_schemas = functools.cache(SchemaRegistry.from_directory)
+@functools.cache
+def _load_schemas(directory: str | None) -> SchemaRegistry:
+    """The schemas in FHIRAUTH_SCHEMAS_DIR, or else the package's own."""
+    return SchemaRegistry.from_directory(Path(directory) if directory else SCHEMAS_DIR)
 
 
 def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
@@ -94,7 +94,7 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
     passwords = PasswordHasher()
     resources = ResourceService(
         storage,
-        _load_schemas(schemas_dir(settings)),
+        _load_schemas(settings.schemas_dir),
         SecretFields(passwords, box),
         clock,
         base_url=settings.base_url.rstrip("/"),

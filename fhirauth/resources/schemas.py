@@ -1,4 +1,5 @@
-"""The JSON Schemas in `schemas/`: loaded and compiled once, every violation reported as an Issue."""
+"""The JSON Schemas in `schemas/` (in the package as `fhirauth/schemas`): loaded and compiled once,
+every violation reported as an Issue."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError  # type: ignore[import-untyped]
@@ -239,15 +240,20 @@ class SchemaRegistry:
         self.types: frozenset[str] = frozenset(self._schemas)
 
     @classmethod
-    def from_directory(cls, path: Path) -> SchemaRegistry:
-        """Load `<Type>.json` for every type; a malformed schema fails here, at start-up."""
+    def from_directory(cls, path: Traversable) -> SchemaRegistry:
+        """Load `<Type>.json` for every type; a malformed schema fails here, at start-up.
+
+        `path` is a directory, or the package's own schemas as `importlib.resources` finds them.
+        """
         schemas: dict[str, dict[str, Any]] = {}
-        for file in sorted(path.glob("*.json")):
+        files = [entry for entry in path.iterdir() if entry.name.endswith(".json")] if path.is_dir() else []
+        for file in sorted(files, key=lambda file: file.name):
+            resource_type = file.name.removesuffix(".json")
             schema = json.loads(file.read_text(encoding="utf-8"))
             _Validator.check_schema(schema)
-            if schema.get("properties", {}).get("resourceType") != {"const": file.stem}:
-                raise ValueError(f"{file}: properties.resourceType must be {{'const': {file.stem!r}}}")
-            schemas[file.stem] = schema
+            if schema.get("properties", {}).get("resourceType") != {"const": resource_type}:
+                raise ValueError(f"{file}: properties.resourceType must be {{'const': {resource_type!r}}}")
+            schemas[resource_type] = schema
         if not schemas:
             raise ValueError(f"No resource schemas in {path}")
         return cls(schemas)
