@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -14,25 +15,40 @@ from fhirauth.http.limits import client_ip
 from fhirauth.http.render import json_response
 from fhirauth.http.rest import services_of
 from fhirauth.http.route import EdgeRoute
-from fhirauth.twofactor.service import Locked, TwoFactorError
+from fhirauth.twofactor.service import (
+    Locked,
+    TwoFactorError,
+    require_first_party,
+    sign_in_of,
+)
 
 Document = dict[str, Any]
 
 
-async def _user_and_body(request: Request) -> tuple[Document, Document]:
-    """The User document of the bearer token (read in this request) and the JSON body."""
+@dataclass(frozen=True)
+class _Caller:
+    user: Document
+    sign_in: str
+    body: Document
+
+
+async def _caller(request: Request) -> _Caller:
+    """The signed-in user of a first-party client's bearer token (read in this request), the sign-in
+    the token belongs to, and the JSON body. A token of another client is refused (FirstPartyRequired)
+    before the body is read."""
     services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
-    if principal is None or principal.user is None:
+    if principal is None or principal.user is None or principal.session is None:
         raise NotAuthenticated(
             "A signed-in user's bearer token is required",
             headers={"WWW-Authenticate": 'Bearer realm="fhirauth"'},
         )
+    require_first_party(principal.client)
     raw = await read_bytes(request, services.settings.max_body_bytes)
     body = parse_document(raw, media_type(request)) if raw.strip() else {}
     if not isinstance(body, dict):
         raise BadRequest("Expected a JSON object")
-    return principal.user, body
+    return _Caller(principal.user, sign_in_of(principal.session), body)
 
 
 def _token(body: Document) -> str:
@@ -54,28 +70,29 @@ def refusal(request: Request, error: TwoFactorError) -> Response:
 
 
 async def request_enrollment(request: Request) -> Response:
-    user, body = await _user_and_body(request)
-    user_id = user["id"]
     services = services_of(request)
-    transport = body.get("transport")
-    if transport is not None and not isinstance(transport, str):
-        raise BadRequest("'transport' must be a string", "transport")
     try:
-        enrollment = await services.twofactor.begin_enrollment(user_id, transport or None)
+        caller = await _caller(request)
+        transport = caller.body.get("transport")
+        if transport is not None and not isinstance(transport, str):
+            raise BadRequest("'transport' must be a string", "transport")
+        enrollment = await services.twofactor.begin_enrollment(
+            caller.user["id"], transport or None, sign_in=caller.sign_in
+        )
     except TwoFactorError as error:
         return refusal(request, error)
     if transport:
-        enrolled = (await services.twofactor.user(user_id)).document
+        enrolled = (await services.twofactor.user(caller.user["id"])).document
         await services.twofactor.send_code(enrolled, ip=client_ip(request))
         return json_response({})
     return json_response({"uri": enrollment.uri})
 
 
 async def confirm(request: Request) -> Response:
-    user, body = await _user_and_body(request)
     try:
+        caller = await _caller(request)
         codes = await services_of(request).twofactor.confirm_enrollment(
-            user["id"], _token(body), ip=client_ip(request)
+            caller.user["id"], _token(caller.body), sign_in=caller.sign_in, ip=client_ip(request)
         )
     except TwoFactorError as error:
         return refusal(request, error)
@@ -84,9 +101,11 @@ async def confirm(request: Request) -> Response:
 
 
 async def disable(request: Request) -> Response:
-    user, body = await _user_and_body(request)
     try:
-        await services_of(request).twofactor.disable(user["id"], _token(body), ip=client_ip(request))
+        caller = await _caller(request)
+        await services_of(request).twofactor.disable(
+            caller.user["id"], _token(caller.body), ip=client_ip(request)
+        )
     except TwoFactorError as error:
         return refusal(request, error)
     return json_response({})
@@ -95,19 +114,19 @@ async def disable(request: Request) -> Response:
 async def verify(request: Request) -> Response:
     """Step-up: the signed-in user proves the second factor again before a sensitive action; an
     accepted code is spent like any other. Not an Aidbox operation."""
-    user, body = await _user_and_body(request)
     try:
-        await services_of(request).twofactor.require(user, _token(body), ip=client_ip(request))
+        caller = await _caller(request)
+        await services_of(request).twofactor.require(caller.user, _token(caller.body), ip=client_ip(request))
     except TwoFactorError as error:
         return refusal(request, error)
     return json_response({})
 
 
 async def recovery_codes(request: Request) -> Response:
-    user, body = await _user_and_body(request)
     try:
+        caller = await _caller(request)
         codes = await services_of(request).twofactor.regenerate_recovery_codes(
-            user["id"], _token(body), ip=client_ip(request)
+            caller.user["id"], _token(caller.body), ip=client_ip(request)
         )
     except TwoFactorError as error:
         return refusal(request, error)

@@ -16,12 +16,15 @@ from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
 from fhirauth.http.rest import services_of
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg
-from fhirauth.twofactor.service import Locked, TwoFactorError, status_of
+from fhirauth.twofactor.service import Locked, TwoFactorError, sign_in_of, status_of
 
 Document = dict[str, Any]
 
 SETTINGS = "/auth/two-factor"
 _WRONG_CODE = "That code did not work. Check the time on your phone and try the newest code."
+_SETUP_EXPIRED = (
+    "This setup was started elsewhere or took too long. Scan the new code and enter a code from it."
+)
 _NOTICES = {
     "enabled": "Two-factor authentication is on.",
     "disabled": "Two-factor authentication is off.",
@@ -31,6 +34,14 @@ _NOTICES = {
 async def _signed_in_user(request: Request) -> Document | None:
     principal = await browser_session(request)
     return principal.user if principal is not None else None
+
+
+async def _user_and_sign_in(request: Request) -> tuple[Document, str] | None:
+    """The signed-in user of this browser and the sign-in a pending secret is bound to."""
+    principal = await browser_session(request)
+    if principal is None or principal.user is None or principal.session is None:
+        return None
+    return principal.user, sign_in_of(principal.session)
 
 
 def _to_login() -> Response:
@@ -74,10 +85,10 @@ async def settings_page(request: Request) -> Response:
 
 
 async def _enable_form(
-    request: Request, user: Document, *, error: str | None = None, status: int = 200
+    request: Request, user: Document, sign_in: str, *, error: str | None = None, status: int = 200
 ) -> Response:
     try:
-        enrollment = await services_of(request).twofactor.begin_enrollment(user["id"])
+        enrollment = await services_of(request).twofactor.begin_enrollment(user["id"], sign_in=sign_in)
     except TwoFactorError:
         return RedirectResponse(SETTINGS, 302)
     grouped = " ".join(enrollment.secret[i : i + 4] for i in range(0, len(enrollment.secret), 4))
@@ -91,27 +102,31 @@ async def _enable_form(
 
 
 async def enable_page(request: Request) -> Response:
-    user = await _signed_in_user(request)
-    if user is None:
+    signed_in = await _user_and_sign_in(request)
+    if signed_in is None:
         return _to_login()
-    return await _enable_form(request, user)
+    return await _enable_form(request, *signed_in)
 
 
 @page
 async def enable(request: Request) -> Response:
-    user = await _signed_in_user(request)
-    if user is None:
+    signed_in = await _user_and_sign_in(request)
+    if signed_in is None:
         return _to_login()
+    user, sign_in = signed_in
     form = await checked_form(request)
     try:
         codes = await services_of(request).twofactor.confirm_enrollment(
-            user["id"], form.get("code", ""), ip=client_ip(request)
+            user["id"], form.get("code", ""), sign_in=sign_in, ip=client_ip(request)
         )
     except Locked as error:
         return await _locked_page(request, error)
     except TwoFactorError as error:
         if error.error == "wrong_token":
-            return await _enable_form(request, user, error=_WRONG_CODE, status=400)
+            return await _enable_form(request, user, sign_in, error=_WRONG_CODE, status=400)
+        if error.error == "not_requested":
+            # Expired, or pending for another sign-in: this one gets a key of its own to scan.
+            return await _enable_form(request, user, sign_in, error=_SETUP_EXPIRED, status=400)
         return RedirectResponse(SETTINGS, 302)
     if not codes:
         return RedirectResponse(f"{SETTINGS}?done=enabled", 303)

@@ -17,7 +17,8 @@ HASHED = {"User": ("password",), "Client": ("secret",)}
 ENCRYPTED = {"User": ("twoFactor.secretKey",)}
 # Server-managed values: stored as written by the server (digests, token hashes), never returned.
 HIDDEN = {
-    "User": ("twoFactor.recoveryCodes",),
+    # pending: which sign-in a pending TOTP secret belongs to, and until when.
+    "User": ("twoFactor.recoveryCodes", "twoFactor.pending"),
     "Session": ("access_token", "refresh_token", "authorization_code", "code_challenge"),
     "Registration": ("token",),
     # An SMTP provider's password must be readable to log in to the server, but no caller needs it back.

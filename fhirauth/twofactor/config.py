@@ -9,6 +9,7 @@ from fhirauth.twofactor.guard import LockoutPolicy
 
 DEFAULT_ISSUER = "fhirauth"
 DEFAULT_WEBHOOK_TIMEOUT_MS = 5000
+DEFAULT_PENDING_SECRET_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class TwoFactorConfig:
     lockout: LockoutPolicy = LockoutPolicy(max_attempts=5, lockout_seconds=300)
     recovery_codes: bool = True
     webhook: Webhook | None = None
+    pending_secret_seconds: int = DEFAULT_PENDING_SECRET_SECONDS
 
     @classmethod
     def from_auth_config(cls, auth_config: dict[str, Any]) -> TwoFactorConfig:
@@ -40,6 +42,7 @@ class TwoFactorConfig:
                 lockout_seconds=int(raw.get("lockoutSeconds", 300)),
             ),
             recovery_codes=bool(raw.get("recoveryCodes", True)),
+            pending_secret_seconds=int(raw.get("pendingSecretSeconds", DEFAULT_PENDING_SECRET_SECONDS)),
             webhook=Webhook(
                 endpoint=hook["endpoint"],
                 timeout_ms=int(hook.get("timeout", DEFAULT_WEBHOOK_TIMEOUT_MS)),

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from fhirauth.auth.login import has_two_factor
 from fhirauth.clock import Clock
 from fhirauth.errors import NotFound, PreconditionFailed
 from fhirauth.resources.secrets import SecretFields
 from fhirauth.resources.service import ResourceService
+from fhirauth.security import secrets_equal
 from fhirauth.storage.base import Stored
 from fhirauth.twofactor import totp
 from fhirauth.twofactor.config import TwoFactorConfig
@@ -80,6 +82,39 @@ def not_enabled() -> TwoFactorError:
     return TwoFactorError("not_enabled", "2FA is not enabled")
 
 
+def not_set_up() -> TwoFactorError:
+    return TwoFactorError("not_set_up", "2FA is enabled but not set up; an administrator must reset it")
+
+
+class FirstPartyRequired(TwoFactorError):
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "first_party_client_required", "Two-factor operations need a token issued to a first-party client"
+        )
+
+
+def require_first_party(client: Document | None) -> None:
+    """Only a first-party client's token manages a user's second factor: enrolment hands out the
+    secret, and the other operations spend codes and count toward the lockout that guards sign-in.
+    A browser cookie sent as a bearer token names no client."""
+    if client is None or client.get("first_party") is not True:
+        raise FirstPartyRequired()
+
+
+def sign_in_of(session: Document) -> str:
+    """The sign-in a Session speaks for, to which a pending secret is bound: the browser sign-in a
+    first-party token came from (its `parent`, which it shares as it shares the sign-out), else the
+    Session itself (a browser sign-in, a password grant; a refresh keeps the Session)."""
+    parent = session.get("parent")
+    if isinstance(parent, dict) and isinstance(parent.get("id"), str):
+        parent_id: str = parent["id"]
+        return parent_id
+    session_id: str = session["id"]
+    return session_id
+
+
 class Locked(TwoFactorError):
     status = 429
 
@@ -103,14 +138,16 @@ class Status:
     recovery_codes_left: int
 
 
-def is_enabled(user: Document) -> bool:
-    """`status_of(user).enabled`, for the checks on every sign-in that need nothing else."""
-    return (user.get("twoFactor") or {}).get("enabled") is True
+def enabled_without_secret(user: Document) -> bool:
+    """2FA on with no secret to check a code against (an administrator's write, an import). No sign-in
+    succeeds until an administrator resets 2FA: letting the password alone enrol a new secret would be
+    the bypass that turning 2FA on was meant to close."""
+    return has_two_factor(user) and not isinstance(user["twoFactor"].get("secretKey"), str)
 
 
 def status_of(user: Document) -> Status:
     two_factor = user.get("twoFactor") or {}
-    enabled = is_enabled(user)
+    enabled = has_two_factor(user)
     return Status(
         enabled=enabled,
         pending=not enabled and bool(two_factor.get("secretKey")),
@@ -159,8 +196,11 @@ class TwoFactorService:
 
     # Enrolment
 
-    async def begin_enrollment(self, user_id: str, transport: str | None = None) -> Enrollment:
-        """Create the pending secret, or return the one already pending (a reload shows the same QR)."""
+    async def begin_enrollment(
+        self, user_id: str, transport: str | None = None, *, sign_in: str
+    ) -> Enrollment:
+        """Create a pending secret for `sign_in`, or return the one it already has (a reload shows the
+        same QR). One pending for another sign-in, or expired, is replaced, never shown."""
         config = await self.config()
         for _ in range(_SAVE_RETRIES):
             stored = await self.user(user_id)
@@ -168,7 +208,12 @@ class TwoFactorService:
             status = status_of(user)
             if status.enabled:
                 raise already_enabled()
-            if status.pending and (transport is None or transport == status.transport):
+            now = int(self._clock().timestamp())
+            if (
+                status.pending
+                and (transport is None or transport == status.transport)
+                and _pending_for(user["twoFactor"], sign_in, now)
+            ):
                 secret = self._secrets.reveal_totp_secret(user)
                 assert secret is not None
                 break
@@ -177,6 +222,8 @@ class TwoFactorService:
             updated["twoFactor"] = {
                 "enabled": False,
                 "secretKey": self._secrets.seal_totp_secret(user_id, secret),
+                # Counted from creation: a reload neither stretches it nor writes.
+                "pending": {"session": sign_in, "exp": now + config.pending_secret_seconds},
             }
             if transport:
                 updated["twoFactor"]["transport"] = transport
@@ -187,15 +234,21 @@ class TwoFactorService:
         account = user.get("email") or user_id
         return Enrollment(provisioning_uri(secret, account, config.issuer), secret, account)
 
-    async def confirm_enrollment(self, user_id: str, code: str, *, ip: str | None = None) -> list[str]:
-        """Turn 2FA on with a code from the pending secret; returns the recovery codes to show once."""
+    async def confirm_enrollment(
+        self, user_id: str, code: str, *, sign_in: str, ip: str | None = None
+    ) -> list[str]:
+        """Turn 2FA on with a code from the secret pending for `sign_in`; returns the recovery codes to
+        show once. A secret pending for another sign-in, or expired, is not requested: its code is
+        not even checked."""
         config = await self.config()
         stored = await self.user(user_id)
         status = status_of(stored.document)
         if status.enabled:
             raise already_enabled()
-        if not status.pending:
+        now = int(self._clock().timestamp())
+        if not status.pending or not _pending_for(stored.document["twoFactor"], sign_in, now):
             raise not_requested()
+        sealed = stored.document["twoFactor"]["secretKey"]
         secret = self._secrets.reveal_totp_secret(stored.document)
         assert secret is not None
         verdict = await self._guard.verify_totp(
@@ -210,9 +263,13 @@ class TwoFactorService:
             current = await self.user(user_id)
             if status_of(current.document).enabled:
                 raise already_enabled()
+            # Another sign-in may have replaced the secret while the code was checked.
+            if not secrets_equal((current.document.get("twoFactor") or {}).get("secretKey") or "", sealed):
+                raise not_requested()
             updated = copy.deepcopy(current.document)
             updated["twoFactor"]["enabled"] = True
             updated["twoFactor"]["recoveryCodes"] = [recovery.digest(c) for c in codes]
+            updated["twoFactor"].pop("pending", None)
             if await self._save(updated, current.version) is not None:
                 break
         else:
@@ -234,8 +291,10 @@ class TwoFactorService:
         """`verify` for a User document the caller has just read."""
         config = await self.config()
         user_id = user["id"]
-        if not is_enabled(user):
+        if not has_two_factor(user):
             return Verdict(Reason.INVALID)
+        if enabled_without_secret(user):
+            raise not_set_up()
         code = code.strip()
         if _looks_like_recovery_code(code):
             verdict = await self._guard.attempt(
@@ -258,7 +317,7 @@ class TwoFactorService:
     async def require(self, user: Document, code: str, *, ip: str | None = None) -> None:
         """`verify_user` for a user who must have 2FA on, raising the demo app's refusals
         (not_enabled and wrong_token 422, lockout 429). Also a step-up check on its own."""
-        if not is_enabled(user):
+        if not has_two_factor(user):
             raise not_enabled()
         verdict = await self.verify_user(user, code, ip=ip)
         if verdict.reason is Reason.LOCKED:
@@ -322,7 +381,7 @@ class TwoFactorService:
         """Deliver the current code through the webhook, if one is configured. False when it failed."""
         config = await self.config()
         status = status_of(user)
-        if config.webhook is None or not (status.enabled or status.pending):
+        if config.webhook is None or not (status.enabled or status.pending) or enabled_without_secret(user):
             return False
         secret = self._secrets.reveal_totp_secret(user)
         assert secret is not None
@@ -390,6 +449,16 @@ class TwoFactorService:
         user = (await self.user(user_id)).document
         if user.get("email"):
             await self._notify.send(user["email"], subject, text)
+
+
+def _pending_for(two_factor: Document, sign_in: str, now: int) -> bool:
+    """Whether the pending secret was made for `sign_in` and has not expired. One stored before
+    secrets were bound (no `pending`) belongs to no sign-in."""
+    pending = two_factor.get("pending")
+    if not isinstance(pending, dict):
+        return False
+    exp = pending.get("exp")
+    return pending.get("session") == sign_in and isinstance(exp, int) and now < exp
 
 
 def _switched_off(two_factor: Document) -> Document:

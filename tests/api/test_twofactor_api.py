@@ -29,8 +29,15 @@ def setup(api: TestClient) -> None:
             },
         },
     )
+    # The JSON 2FA operations answer only first-party clients' tokens.
     api.put(
-        "/Client/app", json={"resourceType": "Client", "secret": "app-secret", "grant_types": ["password"]}
+        "/Client/app",
+        json={
+            "resourceType": "Client",
+            "first_party": True,
+            "secret": "app-secret",
+            "grant_types": ["password"],
+        },
     )
     api.put("/User/ann", json={"resourceType": "User", "email": "ann@example.org", "password": PASSWORD})
 

@@ -502,8 +502,12 @@ def _two_factor(path: str) -> Document:
     responses = {
         "200": {"description": "Done", "content": _content(ref(answer), ["application/json"])},
         **_outcomes((400, 401, 413, 415, 503)),
+        "403": {
+            "description": "The token was not issued to a first-party client",
+            "content": _content(ref("TwoFactorError"), ["application/json"]),
+        },
         "422": {
-            "description": "Refused: wrong code, not enrolled, already on",
+            "description": "Refused: wrong code, nothing pending for this sign-in (none, expired, or another's), already on",
             "content": _content(ref("TwoFactorError"), ["application/json"]),
         },
         "429": {
