@@ -64,10 +64,10 @@ async def _dataset(services: Services, clock: ManualClock) -> list[str]:
     )
     await services.resources.create("User", {"id": "ann", "email": "ann@example.org", "password": PASSWORD})
     await services.resources.create("User", {"id": "bob", "password": PASSWORD})
-    secret = (await services.twofactor.begin_enrollment("bob")).secret
+    secret = (await services.twofactor.begin_enrollment("bob", sign_in="bob-session")).secret
     await services.keys.load()
     return await services.twofactor.confirm_enrollment(
-        "bob", totp.code_at(secret, totp.step_at(clock().timestamp()))
+        "bob", totp.code_at(secret, totp.step_at(clock().timestamp())), sign_in="bob-session"
     )
 
 

@@ -93,14 +93,16 @@ async def test_rotation_moves_every_secret_to_the_new_master_secret(
     recovery: dict[str, list[str]] = {}
     for user_id in ("ann", "bob"):
         await old.resources.create("User", {"id": user_id, "email": f"{user_id}@example.org"})
-        enrolled[user_id] = (await old.twofactor.begin_enrollment(user_id)).secret
-        recovery[user_id] = await old.twofactor.confirm_enrollment(user_id, _code(enrolled[user_id], clock))
+        enrolled[user_id] = (await old.twofactor.begin_enrollment(user_id, sign_in=user_id)).secret
+        recovery[user_id] = await old.twofactor.confirm_enrollment(
+            user_id, _code(enrolled[user_id], clock), sign_in=user_id
+        )
     # An imported Aidbox secret, a pending enrolment, and a user without 2FA.
     await old.resources.create(
         "User", {"id": "cat", "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}}
     )
     await old.resources.create("User", {"id": "dan"})
-    pending = (await old.twofactor.begin_enrollment("dan")).secret
+    pending = (await old.twofactor.begin_enrollment("dan", sign_in="dan")).secret
     await old.resources.create("User", {"id": "eve"})
     jwks = await old.keys.jwks()
     old_kid = old.box.primary_kid
@@ -139,7 +141,7 @@ async def test_rotation_moves_every_secret_to_the_new_master_secret(
         assert (await new.twofactor.verify(user_id, _code(secret, clock))).reason is Reason.ACCEPTED
     assert (await new.twofactor.verify("bob", recovery["bob"][0])).reason is Reason.ACCEPTED
     assert (await new.twofactor.verify("ann", recovery["ann"][9])).reason is Reason.ACCEPTED
-    assert await new.twofactor.confirm_enrollment("dan", _code(pending, clock)) != []
+    assert await new.twofactor.confirm_enrollment("dan", _code(pending, clock), sign_in="dan") != []
     assert await new.keys.jwks() == jwks
     new_form_field = Csrf.from_box(both.box).field_for(csrf_cookie)
     Csrf.from_box(new.box).check(csrf_cookie, new_form_field)

@@ -314,6 +314,9 @@ def test_the_demo_policy_gives_a_user_nothing_on_the_resource_api(api: TestClien
 def test_a_signed_in_user_needs_no_policy_for_own_endpoints(api: TestClient) -> None:
     ann, _ = setup_users(api)
     assert api.get("/auth/userinfo", headers=ann).json()["id"] == "ann"
+    # The JSON 2FA operations also need the token's client to be first-party, and no policy.
+    spa = {"resourceType": "Client", "first_party": True, "grant_types": ["password"]}
+    assert api.put("/Client/spa", json=spa).status_code == 200
     assert "uri" in api.post("/app/auth/two-factor/request", json={}, headers=ann).json()
     assert api.delete("/Session", headers=ann).status_code == 204
     assert api.get("/auth/userinfo", headers=ann).status_code == 401

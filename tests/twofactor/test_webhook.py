@@ -337,7 +337,10 @@ def test_the_json_request_with_a_transport_sends_the_pending_code(
     site.put(
         "/User/bob", json={"resourceType": "User", "email": "bob@example.org", "password": "pw-of-bob-123"}
     )
-    site.put("/Client/app", json={"resourceType": "Client", "secret": "s", "grant_types": ["password"]})
+    site.put(
+        "/Client/app",
+        json={"resourceType": "Client", "first_party": True, "secret": "s", "grant_types": ["password"]},
+    )
     token = site.post(
         "/auth/token",
         data={
