@@ -242,12 +242,15 @@ class AccessControl:
         """The root client may do everything, whatever the policies say."""
         return principal is not None and principal.is_root
 
+    async def allows(self, principal: Principal | None, request: Document) -> bool:
+        if self.unrestricted(principal):
+            return True
+        policies = await self.policies()
+        return any(policy.allows(request) for policy in policies.applicable(principal))
+
     async def authorize(self, principal: Principal | None, request: Document) -> None:
         """Return when the request is allowed; raise 401 (anonymous) or 403 (known caller) otherwise."""
-        if self.unrestricted(principal):
-            return
-        policies = await self.policies()
-        if any(policy.allows(request) for policy in policies.applicable(principal)):
+        if await self.allows(principal, request):
             return
         if principal is None:
             raise unauthenticated("Authentication required")

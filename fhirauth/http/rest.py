@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import Scope
 
 from fhirauth.auth.principal import Principal
@@ -15,6 +17,7 @@ from fhirauth.errors import BadRequest
 from fhirauth.http.bodies import media_type, read_document, read_resource
 from fhirauth.http.render import body_response, location_header, version_headers
 from fhirauth.http.route import EdgeRoute
+from fhirauth.resources.bundles import EntryAuthorizer
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
@@ -40,17 +43,36 @@ _HIDDEN_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def policy_request(request: Request, principal: Principal | None, body: Any = None) -> Document:
-    """The request as AccessPolicy engines see it (Aidbox's request object).
+    """The request as AccessPolicy engines see it (Aidbox's request object)."""
+    return _request_object(
+        request,
+        principal,
+        method=request.method,
+        path=request.url.path,
+        query_string=request.url.query,
+        params={**dict(request.query_params), **request.path_params},
+        body=body,
+    )
 
-    `user`, `client`, `body` and `remote-addr` are absent, not null, when there is none: a
-    json-schema policy's `required: ["user"]` must not be met by an anonymous request.
-    """
+
+def _request_object(
+    request: Request,
+    principal: Principal | None,
+    *,
+    method: str,
+    path: str,
+    query_string: str,
+    params: dict[str, Any],
+    body: Any,
+) -> Document:
+    """`user`, `client`, `body` and `remote-addr` are absent, not null, when there is none: a
+    json-schema policy's `required: ["user"]` must not be met by an anonymous request."""
     seen: Document = {
-        "request-method": request.method.lower(),
-        "uri": request.url.path,
+        "request-method": method.lower(),
+        "uri": path,
         "scheme": request.url.scheme,
-        "query-string": request.url.query,
-        "params": {**dict(request.query_params), **request.path_params},
+        "query-string": query_string,
+        "params": params,
         "headers": {k: v for k, v in request.headers.items() if k not in _HIDDEN_HEADERS},
     }
     if principal is not None and principal.user:
@@ -62,6 +84,36 @@ def policy_request(request: Request, principal: Principal | None, body: Any = No
     if request.client is not None:
         seen["remote-addr"] = request.client.host
     return seen
+
+
+def _route_params(path: str) -> dict[str, Any]:
+    """The path parameters the resource routes would give `path`."""
+    scope = {"type": "http", "path": path, "root_path": "", "method": "GET"}
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is not Match.NONE:
+            params: dict[str, Any] = child["path_params"]
+            return params
+    return {}
+
+
+def _entry_authorizer(request: Request, principal: Principal | None) -> EntryAuthorizer:
+    access = services_of(request).access
+
+    async def allowed(method: str, path: str, query: Sequence[tuple[str, str]], body: Any) -> bool:
+        # What `policy_request` gives for the entry sent alone: the same shape, from the same place.
+        seen = _request_object(
+            request,
+            principal,
+            method=method,
+            path=path,
+            query_string=urlencode(query),
+            params={**dict(query), **_route_params(path)},
+            body=body,
+        )
+        return await access.allows(principal, seen)
+
+    return allowed
 
 
 async def guard(request: Request, body: Any = None) -> Principal | None:
@@ -198,8 +250,13 @@ async def vread(request: Request) -> Response:
 async def bundle(request: Request) -> Response:
     services = services_of(request)
     body = await read_document(request, services.settings.max_body_bytes)
-    await guard(request, body)
-    return body_response(request, await services.bundles.process(body))
+    principal = await guard(request, body)
+    result = await services.bundles.process(
+        body,
+        authorize=_entry_authorizer(request, principal),
+        administrator=services.access.unrestricted(principal),
+    )
+    return body_response(request, result)
 
 
 class ResourceTypeConvertor(Convertor[str]):

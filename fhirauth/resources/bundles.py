@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fhirauth.errors import BadRequest, OutcomeError
+from fhirauth.errors import BadRequest, Forbidden, OutcomeError
 from fhirauth.resources.secrets import redact
-from fhirauth.resources.service import Planned, ResourceService, View, Written, new_id
+from fhirauth.resources.service import PatchKind, Planned, ResourceService, View, Written, new_id
 from fhirauth.storage.base import Storage, Stored, Write
 
 Document = dict[str, Any]
 Progress = Callable[[int], None]
+# Whether the caller may send (method, path, query pairs, body) as a request of its own: every entry
+# of a Bundle is authorized as the request it describes.
+EntryAuthorizer = Callable[[str, str, Sequence[tuple[str, str]], Any], Awaitable[bool]]
 
 _REASONS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 # A bare relative path such as `User/u1`, whose urlsplit would be the path alone (no scheme, no
@@ -27,6 +30,25 @@ class Target:
     resource_type: str
     id: str | None
     params: list[tuple[str, str]]
+
+    @property
+    def path(self) -> str:
+        return f"/{self.resource_type}" if self.id is None else f"/{self.resource_type}/{self.id}"
+
+
+@dataclass(frozen=True)
+class EntryRequest:
+    """What an entry asks for, checked for shape: a collection entry is the upsert it stands for."""
+
+    method: str
+    target: Target
+    resource: Any
+    if_match: str | None
+    if_none_exist: str | None
+
+    @property
+    def body(self) -> Any:
+        return self.resource if self.method in ("POST", "PUT", "PATCH") else None
 
 
 def _target(url: Any, index: int) -> Target:
@@ -134,7 +156,17 @@ class BundleProcessor:
     def __init__(self, resources: ResourceService) -> None:
         self.resources = resources
 
-    async def process(self, bundle: Any, progress: Progress | None = None) -> Document:
+    async def process(
+        self,
+        bundle: Any,
+        progress: Progress | None = None,
+        *,
+        authorize: EntryAuthorizer | None = None,
+        administrator: bool = False,
+    ) -> Document:
+        """Run a Bundle's entries; each is authorized by `authorize` first unless the caller is an
+        administrator. Without an administrator or an `authorize`, every entry is refused: a call
+        site that forgets to say who is calling fails closed."""
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise BadRequest("Expected a Bundle", "Bundle")
         kind = bundle.get("type")
@@ -142,11 +174,12 @@ class BundleProcessor:
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise BadRequest("Bundle.entry must be an array of objects", "Bundle.entry")
         entries = self._assign_ids(entries)
+        caller = _Caller(authorize, administrator)
         if kind == "transaction":
-            results = await self._transaction(entries, progress)
+            results = await self._transaction(entries, caller, progress)
             response_type = "transaction-response"
         elif kind in ("batch", "collection"):
-            results = await self._batch(entries, kind, progress)
+            results = await self._batch(entries, kind, caller, progress)
             response_type = "batch-response"
         else:
             raise BadRequest("Bundle.type must be transaction, batch or collection", "Bundle.type")
@@ -174,26 +207,10 @@ class BundleProcessor:
             resolved.append(entry)
         return resolved
 
-    async def _plan(self, entry: Document, index: int, kind: str, view: View) -> tuple[int, Planned | None]:
-        resource = entry.get("resource")
-        request = entry.get("request")
-        if kind == "collection" or request is None:
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
-            if "id" in resource:
-                request = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
-            else:
-                request = {"method": "POST", "url": resource["resourceType"]}
-        if not isinstance(request, dict):
-            raise BadRequest("Entry request must be an object", f"Bundle.entry[{index}].request")
-        method = str(request.get("method", "")).upper()
-        target = _target(request.get("url"), index)
-        if_match = _optional_text(request, "ifMatch", index)
-        if_none_exist = _optional_text(request, "ifNoneExist", index)
-        if method in ("POST", "PUT", "PATCH") and not isinstance(resource, (dict, list)):
-            raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
+    async def _plan(self, request: EntryRequest, view: View) -> tuple[int, Planned | None]:
+        method, target, resource = request.method, request.target, request.resource
         if method == "POST" and target.id is None:
-            condition = target.params or (parse_qsl(if_none_exist) if if_none_exist else [])
+            condition = target.params or (parse_qsl(request.if_none_exist) if request.if_none_exist else [])
             if condition:
                 _, page = await self.resources.search(target.resource_type, [*condition, ("_count", "2")])
                 if len(page.items) > 1:
@@ -205,35 +222,46 @@ class BundleProcessor:
                     resource = {**resource, "id": wanted_id}
             assert isinstance(resource, dict)
             return 201, await self.resources.plan_create(target.resource_type, resource, view)
-        if method == "PUT" and target.id is not None:
-            assert isinstance(resource, dict)
-            plan = await self.resources.plan_update(target.resource_type, target.id, resource, view, if_match)
-            return (201 if plan.written.created else 200), plan
-        if method == "PATCH" and target.id is not None:
-            patch_kind = "json" if isinstance(resource, list) else "merge"
-            return 200, await self.resources.plan_patch(
-                target.resource_type, target.id, resource, patch_kind, view, if_match
+        if method == "PUT":
+            assert isinstance(resource, dict) and target.id is not None
+            plan = await self.resources.plan_update(
+                target.resource_type, target.id, resource, view, request.if_match
             )
-        if method == "DELETE" and target.id is not None:
-            plan = await self.resources.plan_delete(target.resource_type, target.id, view, if_match)
-            return (200 if plan else 204), plan
-        if method == "GET" and kind != "transaction":
-            if target.id is None:
-                raise BadRequest(
-                    "Searches are not supported inside a batch", f"Bundle.entry[{index}].request"
-                )
-            doc = await self.resources.read(target.resource_type, target.id)
-            return 200, Planned(None, _existing(doc), None)
-        raise BadRequest(
-            f"Unsupported entry request {method} {request.get('url')}", f"Bundle.entry[{index}].request"
-        )
+            return (201 if plan.written.created else 200), plan
+        if method == "PATCH":
+            assert target.id is not None
+            patch_kind: PatchKind = "json" if isinstance(resource, list) else "merge"
+            return 200, await self.resources.plan_patch(
+                target.resource_type, target.id, resource, patch_kind, view, request.if_match
+            )
+        if method == "DELETE":
+            assert target.id is not None
+            deletion = await self.resources.plan_delete(
+                target.resource_type, target.id, view, request.if_match
+            )
+            return (200 if deletion else 204), deletion
+        assert method == "GET" and target.id is not None
+        doc = await self.resources.read(target.resource_type, target.id)
+        return 200, Planned(None, _existing(doc), None)
 
-    async def _transaction(self, entries: list[Document], progress: Progress | None) -> list[Document]:
-        view = await _ReadAhead.of(self.resources.storage, entries)
-        planned: list[tuple[int, Planned | None]] = []
+    async def _transaction(
+        self, entries: list[Document], caller: _Caller, progress: Progress | None
+    ) -> list[Document]:
+        # Every entry is read and authorized before anything is planned: one refusal refuses them all.
+        requests = []
         for index, entry in enumerate(entries):
             try:
-                status, plan = await self._plan(entry, index, "transaction", view)
+                request = _entry_request(entry, index, "transaction")
+                await caller.check(request, index)
+            except OutcomeError as error:
+                _point_at_entry(error, index)
+                raise
+            requests.append(request)
+        view = await _ReadAhead.of(self.resources.storage, entries)
+        planned: list[tuple[int, Planned | None]] = []
+        for index, request in enumerate(requests):
+            try:
+                status, plan = await self._plan(request, view)
             except OutcomeError as error:
                 _point_at_entry(error, index)
                 raise
@@ -245,11 +273,15 @@ class BundleProcessor:
         await self.resources.commit([plan for _, plan in planned if plan is not None])
         return [_response(status, plan.written.resource if plan else None) for status, plan in planned]
 
-    async def _batch(self, entries: list[Document], kind: str, progress: Progress | None) -> list[Document]:
+    async def _batch(
+        self, entries: list[Document], kind: str, caller: _Caller, progress: Progress | None
+    ) -> list[Document]:
         results = []
         for index, entry in enumerate(entries):
             try:
-                status, plan = await self._plan(entry, index, kind, View(self.resources.storage))
+                request = _entry_request(entry, index, kind)
+                await caller.check(request, index)
+                status, plan = await self._plan(request, View(self.resources.storage))
                 if plan is not None:
                     await self.resources.commit([plan])
                 results.append(_response(status, plan.written.resource if plan else None))
@@ -259,6 +291,54 @@ class BundleProcessor:
             if progress:
                 progress(1)
         return results
+
+
+@dataclass(frozen=True)
+class _Caller:
+    authorize: EntryAuthorizer | None
+    administrator: bool
+
+    async def check(self, request: EntryRequest, index: int) -> None:
+        if self.administrator:
+            return
+        target = request.target
+        if self.authorize is None or not await self.authorize(
+            request.method, target.path, target.params, request.body
+        ):
+            raise Forbidden(f"Access denied to {request.method} {target.path}", f"Bundle.entry[{index}]")
+
+
+def _entry_request(entry: Document, index: int, kind: str) -> EntryRequest:
+    resource = entry.get("resource")
+    request = entry.get("request")
+    if kind == "collection" or request is None:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
+        if "id" in resource:
+            request = {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}
+        else:
+            request = {"method": "POST", "url": resource["resourceType"]}
+    if not isinstance(request, dict):
+        raise BadRequest("Entry request must be an object", f"Bundle.entry[{index}].request")
+    method = str(request.get("method", "")).upper()
+    target = _target(request.get("url"), index)
+    if_match = _optional_text(request, "ifMatch", index)
+    if_none_exist = _optional_text(request, "ifNoneExist", index)
+    if method in ("POST", "PUT", "PATCH") and not isinstance(resource, (dict, list)):
+        raise BadRequest("Entry has no resource", f"Bundle.entry[{index}].resource")
+    if method == "GET" and kind != "transaction" and target.id is None:
+        raise BadRequest("Searches are not supported inside a batch", f"Bundle.entry[{index}].request")
+    supported = (
+        (method == "POST" and target.id is None and isinstance(resource, dict))
+        or (method == "PUT" and target.id is not None and isinstance(resource, dict))
+        or (method in ("PATCH", "DELETE") and target.id is not None)
+        or (method == "GET" and kind != "transaction")
+    )
+    if not supported:
+        raise BadRequest(
+            f"Unsupported entry request {method} {request.get('url')}", f"Bundle.entry[{index}].request"
+        )
+    return EntryRequest(method, target, resource, if_match, if_none_exist)
 
 
 def _optional_text(request: Document, name: str, index: int) -> str | None:

@@ -35,7 +35,7 @@ def user(**fields: Any) -> dict[str, Any]:
 
 async def transaction(services: Services, *entries: dict[str, Any]) -> list[str]:
     result = await services.bundles.process(
-        {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+        {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}, administrator=True
     )
     return [e["response"]["status"] for e in result["entry"]]
 
