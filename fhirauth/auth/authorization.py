@@ -1,14 +1,14 @@
 """The domain side of /auth/authorize (RFC 6749 §4.1.1, §4.2.1): validate the request, then issue a
 code or (implicit flow) an access token for the signed-in user and say where to redirect.
 
-Two kinds of refusal: before the redirect URI is known to be registered, nothing may redirect
-(`UnsafeAuthorizationRequest`, rendered as an HTML page); after that, errors go back to the client
-(`AuthorizationError.redirect_url()`).
+Two kinds of refusal: before the redirect URI is known to be registered (or, left out, to be the
+client's only one for the flow), nothing may redirect (`UnsafeAuthorizationRequest`, rendered as an
+HTML page); after that, errors go back to the client (`AuthorizationError.redirect_url()`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -16,8 +16,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from fhirauth.auth import pkce, scopes
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.codes import AuthorizationCodes
-from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, redirect_uris
-from fhirauth.auth.oauth_errors import OAuthError
+from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, redirect_uris, sole_redirect_uri
+from fhirauth.auth.oauth_errors import InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedResponseType
 from fhirauth.auth.pkce import CodeChallenge
 from fhirauth.auth.tokens import Issuance, TokenIssuer
 
@@ -25,6 +25,18 @@ Document = dict[str, Any]
 
 # response_type → the flow whose Client.auth block and grant_types entry govern it.
 RESPONSE_TYPES = {"code": AUTHORIZATION_CODE, "token": IMPLICIT}
+# What the request is read for; RFC 6749 §3.1: anything else is ignored, repeated or not.
+PARAMETERS = (
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+)
+# Given twice, these leave the redirect target in doubt, so nothing may redirect.
+_TARGET_PARAMETERS = ("client_id", "redirect_uri")
 
 
 class UnsafeAuthorizationRequest(Exception):
@@ -88,38 +100,39 @@ class AuthorizationService:
         self._codes = codes
         self._tokens = tokens
 
-    async def validate(self, params: Mapping[str, str]) -> AuthorizationRequest:
+    async def validate(
+        self, params: Mapping[str, str], repeated: Collection[str] = ()
+    ) -> AuthorizationRequest:
+        """The request of `params` (first values), `repeated` naming the parameters given more than once."""
+        for name in _TARGET_PARAMETERS:
+            if name in repeated:
+                raise UnsafeAuthorizationRequest(_repeated(name))
         client_id = params.get("client_id")
         if not client_id:
             raise UnsafeAuthorizationRequest("Missing 'client_id'")
         client = await self._clients.get(client_id)
         if client is None:
             raise UnsafeAuthorizationRequest("Unknown or inactive client")
-        redirect_uri = params.get("redirect_uri")
-        if not redirect_uri:
-            raise UnsafeAuthorizationRequest("Missing 'redirect_uri'")
-        response_type = params.get("response_type", "")
+        response_type = "" if "response_type" in repeated else params.get("response_type", "")
         flow = RESPONSE_TYPES.get(response_type)
         flows = [flow] if flow is not None else list(RESPONSE_TYPES.values())
-        # RFC 6749 §3.1.2.4, RFC 9700 §2.1: exact string comparison, never a prefix or pattern.
-        if not any(redirect_uri in redirect_uris(client, each) for each in flows):
-            raise UnsafeAuthorizationRequest("'redirect_uri' is not registered for this client")
         request = AuthorizationRequest(
             client=client,
             response_type=response_type if flow is not None else "code",
-            redirect_uri=redirect_uri,
+            redirect_uri=_redirect_uri(client, params.get("redirect_uri"), flows),
             state=params.get("state") or None,
             continuation_query=urlencode(list(params.items())),
         )
-        if flow is None:
-            raise AuthorizationError(
-                "unsupported_response_type", "'response_type' must be 'code' or 'token'", request
-            )
-        if not ClientRegistry.allows_grant(client, flow):
-            raise AuthorizationError(
-                "unauthorized_client", f"This client may not use the {flow} flow", request
-            )
         try:
+            given_twice = [name for name in PARAMETERS if name in repeated]
+            if given_twice:
+                raise InvalidRequest(_repeated(given_twice[0]))
+            if not response_type:
+                raise InvalidRequest("Missing 'response_type'")
+            if flow is None:
+                raise UnsupportedResponseType("'response_type' must be 'code' or 'token'")
+            if not ClientRegistry.allows_grant(client, flow):
+                raise UnauthorizedClient(f"This client may not use the {flow} flow")
             scope = scopes.requested(params.get("scope"), client)
             challenge = pkce.read_challenge(params, client) if flow == AUTHORIZATION_CODE else None
         except OAuthError as error:
@@ -153,3 +166,25 @@ class AuthorizationService:
                 "expires_in": str(response.expires_in),
             }
         )
+
+
+def _repeated(name: str) -> str:
+    return f"The parameter '{name}' is given more than once."
+
+
+def _redirect_uri(client: Document, given: str | None, flows: list[str]) -> str:
+    """Where this request's answers may go, or UnsafeAuthorizationRequest."""
+    if given:
+        # RFC 6749 §3.1.2.4, RFC 9700 §2.1: exact string comparison, never a prefix or pattern.
+        if not any(given in redirect_uris(client, flow) for flow in flows):
+            raise UnsafeAuthorizationRequest("'redirect_uri' is not registered for this client")
+        return given
+    # RFC 6749 §3.1: an empty parameter counts as left out.
+    sole = sole_redirect_uri(client, flows)
+    if sole is not None:
+        return sole
+    if any(redirect_uris(client, flow) for flow in flows):
+        raise UnsafeAuthorizationRequest(
+            "Missing 'redirect_uri': this client has several registered, so the request must name one"
+        )
+    raise UnsafeAuthorizationRequest("Missing 'redirect_uri': this client has none registered for this flow")

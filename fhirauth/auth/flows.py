@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 Document = dict[str, Any]
@@ -27,3 +28,9 @@ def redirect_uris(client: Document, flow: str) -> list[str]:
     if isinstance(value, list):
         return [uri for uri in value if isinstance(uri, str)]
     return []
+
+
+def sole_redirect_uri(client: Document, flows: Iterable[str]) -> str | None:
+    """The URI a request may leave out (RFC 6749 §3.1.2.3): the only one these flows register, if so."""
+    registered = {uri for flow in flows for uri in redirect_uris(client, flow)}
+    return registered.pop() if len(registered) == 1 else None

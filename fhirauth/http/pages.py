@@ -136,15 +136,8 @@ async def finish_sign_in(request: Request, user: Document, continuation: str) ->
 async def _validated(request: Request, query: str) -> AuthorizationRequest | Response:
     """The authorization request, or the response that ends it (error page or error redirect)."""
     params, repeated = _first_values(parse_qsl(query, keep_blank_values=True))
-    if repeated:
-        # RFC 6749 §3.1: parameters must not repeat; which redirect_uri would we trust?
-        return await error_page(
-            request,
-            f"The parameter '{repeated[0]}' is given more than once.",
-            heading="This sign-in request is not valid",
-        )
     try:
-        return await services_of(request).authorization.validate(params)
+        return await services_of(request).authorization.validate(params, repeated)
     except UnsafeAuthorizationRequest as error:
         # RFC 6749 §4.1.2.1: never redirect to an unverified redirect_uri.
         return await error_page(request, str(error), heading="This sign-in request is not valid")

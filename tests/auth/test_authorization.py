@@ -56,9 +56,72 @@ async def test_missing_or_unknown_client_never_redirects(services: Services) -> 
     assert await refused_unsafely(services, query()) == "Unknown or inactive client"
 
 
-async def test_missing_redirect_uri_never_redirects(services: Services) -> None:
+async def test_missing_redirect_uri_with_one_registered_uses_it(services: Services) -> None:
+    # RFC 6749 §3.1.2.3; §3.1: an empty parameter counts as left out.
+    await confidential_client(services, auth={"authorization_code": {"redirect_uri": [REDIRECT, REDIRECT]}})
+    for params in (query(redirect_uri=""), {k: v for k, v in query().items() if k != "redirect_uri"}):
+        request = await services.authorization.validate(params)
+        assert (request.redirect_uri, request.flow) == (REDIRECT, "authorization_code")
+
+
+async def test_missing_redirect_uri_with_several_or_none_registered_never_redirects(
+    services: Services,
+) -> None:
+    await confidential_client(
+        services, auth={"authorization_code": {"redirect_uri": ["https://a.example/cb", REDIRECT]}}
+    )
+    assert await refused_unsafely(services, query(redirect_uri="")) == (
+        "Missing 'redirect_uri': this client has several registered, so the request must name one"
+    )
+    assert await refused_unsafely(services, query(redirect_uri="", response_type="token")) == (
+        "Missing 'redirect_uri': this client has none registered for this flow"
+    )
+
+
+async def test_missing_redirect_uri_and_an_unknown_response_type_count_every_flow(services: Services) -> None:
     await confidential_client(services)
-    assert await refused_unsafely(services, query(redirect_uri="")) == "Missing 'redirect_uri'"
+    target, values, _ = await redirected_error(services, query(redirect_uri="", response_type="bogus"))
+    assert (target, values["error"]) == (REDIRECT, ["unsupported_response_type"])
+    await confidential_client(
+        services,
+        auth={
+            "authorization_code": {"redirect_uri": REDIRECT},
+            "implicit": {"redirect_uri": "https://app.example/implicit"},
+        },
+    )
+    assert await refused_unsafely(services, query(redirect_uri="", response_type="bogus")) == (
+        "Missing 'redirect_uri': this client has several registered, so the request must name one"
+    )
+
+
+async def test_missing_response_type_is_invalid_request(services: Services) -> None:
+    await confidential_client(services)
+    params = query()
+    del params["response_type"]
+    target, values, where = await redirected_error(services, params)
+    assert (target, where) == (REDIRECT, "query")
+    assert values == {
+        "error": ["invalid_request"],
+        "error_description": ["Missing 'response_type'"],
+        "state": ["s-1"],
+    }
+
+
+async def test_repeated_parameters(services: Services) -> None:
+    await confidential_client(services)
+    for name in ("client_id", "redirect_uri"):
+        with pytest.raises(UnsafeAuthorizationRequest) as unsafe:
+            await services.authorization.validate(query(), repeated={name})
+        assert unsafe.value.description == f"The parameter '{name}' is given more than once."
+    for name in ("response_type", "scope", "state", "code_challenge", "code_challenge_method"):
+        with pytest.raises(AuthorizationError) as caught:
+            await services.authorization.validate(query(), repeated={name})
+        assert (caught.value.error, caught.value.description) == (
+            "invalid_request",
+            f"The parameter '{name}' is given more than once.",
+        )
+    request = await services.authorization.validate(query(), repeated={"foo", "prompt"})
+    assert request.redirect_uri == REDIRECT
 
 
 @pytest.mark.parametrize(

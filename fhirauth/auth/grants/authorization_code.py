@@ -7,7 +7,7 @@ from typing import Any
 
 from fhirauth.auth import pkce
 from fhirauth.auth.codes import AuthorizationCode, AuthorizationCodes
-from fhirauth.auth.flows import AUTHORIZATION_CODE, redirect_uris
+from fhirauth.auth.flows import AUTHORIZATION_CODE, sole_redirect_uri
 from fhirauth.auth.grants.base import Grant, TokenRequest
 from fhirauth.auth.login import is_inactive
 from fhirauth.auth.oauth_errors import InvalidGrant, InvalidRequest
@@ -28,10 +28,10 @@ def check_redirect_uri(given: str | None, code: AuthorizationCode, client: Docum
     """RFC 6749 §4.1.3: the token request repeats the authorization request's redirect URI exactly.
 
     A client with a single registered URI may leave it out (as Aidbox's examples do): the code can
-    only ever have gone there.
+    only ever have gone there (the rule /auth/authorize applies to an authorization request without it).
     """
     if given is None:
-        if redirect_uris(client, AUTHORIZATION_CODE) != [code.redirect_uri]:
+        if sole_redirect_uri(client, [AUTHORIZATION_CODE]) != code.redirect_uri:
             raise InvalidRequest("Missing 'redirect_uri'")
         return
     if given != code.redirect_uri:
