@@ -16,12 +16,16 @@ from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
 from fhirauth.http.rest import services_of
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg
-from fhirauth.twofactor.service import Locked, TwoFactorError, sign_in_of, status_of
+from fhirauth.twofactor.service import Locked, TwoFactorError, enabled_without_secret, sign_in_of, status_of
 
 Document = dict[str, Any]
 
 SETTINGS = "/auth/two-factor"
 _WRONG_CODE = "That code did not work. Check the time on your phone and try the newest code."
+_NOT_SET_UP = (
+    "Two-factor authentication is on for your account but has not been set up. "
+    "Ask an administrator to reset it."
+)
 _SETUP_EXPIRED = (
     "This setup was started elsewhere or took too long. Scan the new code and enter a code from it."
 )
@@ -64,6 +68,12 @@ async def _locked_page(request: Request, error: Locked) -> Response:
     )
     response.headers["Retry-After"] = str(seconds)
     return response
+
+
+async def _not_set_up_page(request: Request) -> Response:
+    return await error_page(
+        request, _NOT_SET_UP, status=403, heading="Two-factor authentication not set up", hint=None
+    )
 
 
 # Settings
@@ -176,6 +186,8 @@ async def disable(request: Request) -> Response:
     except TwoFactorError as error:
         if error.error == "wrong_token":
             return await _code_form(request, "disable", error=_WRONG_CODE, status=400)
+        if error.error == "not_set_up":
+            return await _not_set_up_page(request)
         return RedirectResponse(SETTINGS, 302)
     return RedirectResponse(f"{SETTINGS}?done=disabled", 303)
 
@@ -204,6 +216,8 @@ async def recovery_codes(request: Request) -> Response:
     except TwoFactorError as error:
         if error.error == "wrong_token":
             return await _code_form(request, "recovery-codes", error=_WRONG_CODE, status=400)
+        if error.error == "not_set_up":
+            return await _not_set_up_page(request)
         return RedirectResponse(SETTINGS, 302)
     return await render(request, "two_factor_codes.html", {"codes": codes})
 
@@ -223,6 +237,18 @@ async def _expired(request: Request) -> Response:
     return response
 
 
+async def _refuse_not_set_up(request: Request, pending_id: str, user: Document) -> Response:
+    """The sign-in ends here: no code can be right, and the password alone must not do."""
+    services = services_of(request)
+    await services.pending_logins.take(pending_id)
+    await services.audit.record(
+        "login", "failure", user=user, ip=client_ip(request), detail={"reason": "two-factor-not-set-up"}
+    )
+    response = await _not_set_up_page(request)
+    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
+    return response
+
+
 async def _verify_form(
     request: Request, *, error: str | None = None, notice: str | None = None, status: int = 200
 ) -> Response:
@@ -237,17 +263,20 @@ async def verify_page(request: Request) -> Response:
     pending = await services.pending_logins.get(pending_id) if pending_id else None
     if pending is None or pending_id is None:
         return await _expired(request)
+    user = (await services.twofactor.user(pending.user_id)).document
+    if enabled_without_secret(user):
+        return await _refuse_not_set_up(request, pending_id, user)
     notice = None
     # The first display of the step sends the code once, however often the page is reloaded.
-    if not pending.document.get("webhookSent") and await services.pending_logins.mark(
-        pending_id, webhookSent=True
+    if (
+        not pending.document.get("webhookSent")
+        and await services.pending_logins.mark(pending_id, webhookSent=True)
+        and (await services.twofactor.config()).webhook is not None
     ):
-        user = (await services.twofactor.user(pending.user_id)).document
-        if (await services.twofactor.config()).webhook is not None:
-            sent = await services.twofactor.send_code(user, ip=client_ip(request))
-            notice = (
-                "We sent you a code." if sent else "We could not send you a code; use your authenticator app."
-            )
+        sent = await services.twofactor.send_code(user, ip=client_ip(request))
+        notice = (
+            "We sent you a code." if sent else "We could not send you a code; use your authenticator app."
+        )
     return await _verify_form(request, notice=notice)
 
 
@@ -260,6 +289,8 @@ async def verify(request: Request) -> Response:
     if pending is None or pending_id is None:
         return await _expired(request)
     user = (await services.twofactor.user(pending.user_id)).document
+    if enabled_without_secret(user):
+        return await _refuse_not_set_up(request, pending_id, user)
     if form.get("action") == "resend":
         sent = await services.twofactor.send_code(user, ip=client_ip(request))
         notice = (

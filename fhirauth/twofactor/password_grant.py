@@ -6,9 +6,10 @@ from typing import Any
 
 from fhirauth.auth.grants.base import TokenRequest
 from fhirauth.auth.grants.password import PasswordGrantCheck
+from fhirauth.auth.login import has_two_factor
 from fhirauth.auth.oauth_errors import InvalidGrant
 from fhirauth.twofactor.guard import Reason
-from fhirauth.twofactor.service import TwoFactorService, is_enabled
+from fhirauth.twofactor.service import TwoFactorService, enabled_without_secret, not_set_up
 
 # Keycloak's direct grant reads `totp` or `otp`; Aidbox's reset endpoint uses `totp`.
 CODE_PARAMETERS = ("totp", "otp")
@@ -16,8 +17,10 @@ CODE_PARAMETERS = ("totp", "otp")
 
 def require_second_factor(two_factor: TwoFactorService) -> PasswordGrantCheck:
     async def check(request: TokenRequest, user: dict[str, Any]) -> None:
-        if not is_enabled(user):
+        if not has_two_factor(user):
             return
+        if enabled_without_secret(user):
+            raise InvalidGrant(not_set_up().description)
         code = next((request.params[p] for p in CODE_PARAMETERS if request.params.get(p)), None)
         if code is None:
             raise InvalidGrant("Two-factor authentication code required")
