@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from fhirauth.auth.authorization import AuthorizationError, AuthorizationRequest, UnsafeAuthorizationRequest
@@ -41,7 +41,7 @@ from fhirauth.http.cookies import (
 )
 from fhirauth.http.csrf import CsrfRefused
 from fhirauth.http.forms import BadForm
-from fhirauth.http.html import checked_form, error_page, render, secure_cookies, static
+from fhirauth.http.html import STATIC_DIR, checked_form, error_page, render, secure_cookies, static
 from fhirauth.http.limits import client_ip
 from fhirauth.http.rest import services_of
 from fhirauth.notify import NotificationFailed
@@ -428,6 +428,13 @@ async def signup_confirm(request: Request) -> Response:
     return await finish_sign_in(request, user, continuation or DEFAULT_CONTINUATION)
 
 
+# Browsers ask every origin for /favicon.ico: a 404 is a console error on every page, ours (which link
+# the SVG) and the API's alike. A week, since the icon changes with a release at most.
+async def favicon(request: Request) -> Response:
+    headers = {"Cache-Control": "public, max-age=604800"}
+    return FileResponse(STATIC_DIR / "favicon.ico", media_type="image/x-icon", headers=headers)
+
+
 routes = [
     Route("/auth/authorize", authorize, methods=["GET"]),
     Route("/auth/consent", consent, methods=["POST"]),
@@ -440,4 +447,5 @@ routes = [
     Route("/auth/signup/confirm/{id}", signup_confirm_page, methods=["GET"]),
     Route("/auth/signup/confirm/{id}", signup_confirm, methods=["POST"]),
     static,
+    Route("/favicon.ico", favicon, methods=["GET"]),
 ]
