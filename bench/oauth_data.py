@@ -79,6 +79,8 @@ class OAuthDataset:
         for id, jwt in ((CLIENT_ID, False), (JWT_CLIENT_ID, True)):
             client: dict[str, object] = {
                 "resourceType": "Client",
+                # First-party: the 2FA check goes through the JSON 2FA operations, which answer no other.
+                "first_party": True,
                 "secret": CLIENT_SECRET,
                 "grant_types": ["client_credentials", "password"],
             }

@@ -72,6 +72,8 @@ async def prepare(root: httpx2.AsyncClient, plain: httpx2.AsyncClient, totp_user
     """The soak client, READ_USERS plain users and `totp_users` users with 2FA enabled."""
     client = {
         "resourceType": "Client",
+        # First-party: its users enrol through the JSON 2FA operations, which answer no other.
+        "first_party": True,
         "secret": CLIENT_SECRET,
         "grant_types": ["client_credentials", "password"],
     }

@@ -62,6 +62,8 @@ def test_a_full_dataset_moves_from_sqlite_to_mongodb_and_everyone_signs_in(
             {
                 "resourceType": "Client",
                 "id": "app",
+                # First-party: it enrols a user in 2FA through the JSON operations.
+                "first_party": True,
                 "secret": APP_SECRET,
                 "grant_types": ["password", "client_credentials", "refresh_token"],
                 "auth": {

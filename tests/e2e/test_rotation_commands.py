@@ -56,7 +56,7 @@ def test_the_master_secret_procedure_keeps_every_sign_in_working(
     first = live_server_factory(storage=storage, env=_env(secret=OLD))
     with httpx2.Client(base_url=first.url) as http:
         root = ("root", ROOT_CLIENT_SECRET)
-        client = {"secret": APP_SECRET, "grant_types": ["password"]}
+        client = {"first_party": True, "secret": APP_SECRET, "grant_types": ["password"]}
         assert http.put("/Client/app", json=client, auth=root).status_code == 201
         user = {"email": "ann@example.org", "password": PASSWORD}
         assert http.put("/User/ann", json=user, auth=root).status_code == 201

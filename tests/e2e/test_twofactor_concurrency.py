@@ -68,7 +68,12 @@ def seed_bundle(path: Path) -> Path:
             },
             {
                 "request": {"method": "PUT", "url": "/Client/app"},
-                "resource": {"resourceType": "Client", "secret": "app-secret", "grant_types": ["password"]},
+                "resource": {
+                    "resourceType": "Client",
+                    "first_party": True,
+                    "secret": "app-secret",
+                    "grant_types": ["password"],
+                },
             },
             user("racer", RACER_SECRET),
             user("guesser", GUESSER_SECRET),
