@@ -72,6 +72,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=logs.uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=settings.trust_proxy_headers,
         http="fhirauth.http.protocol:CoalescingHttpToolsProtocol",
+        # h11's bound on a request's line and headers, which fhirauth's httptools protocol applies too.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0
 

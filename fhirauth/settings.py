@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = 1_048_576
+    # A request's line and headers, blank line included; longer ones answer 431 (fhirauth/http/protocol.py).
+    max_header_bytes: int = Field(default=65_536, ge=1024)
     trust_proxy_headers: bool = False
     schemas_dir: str | None = None
     # Rate limits, "N/second|minute|hour|day" or "off"; see README "Abuse limits".

@@ -1,5 +1,10 @@
-"""The HTTP protocol `fhirauth serve` runs: uvicorn's httptools protocol, sending each response in one
-socket write.
+"""The HTTP protocol `fhirauth serve` runs: uvicorn's httptools protocol, bounding each request's line
+and headers, and sending each response in one socket write.
+
+httptools sets no limit on a request's line and headers: it gathers a header in memory until the header
+ends, so one endless header grew a worker by as much as the client sent (300 MB held, then answered 200).
+h11 has such a limit, uvicorn's --h11-max-incomplete-event-size; this protocol applies that same setting
+(`fhirauth serve` sets it from FHIRAUTH_MAX_HEADER_BYTES) and answers 431 past it.
 
 uvicorn writes a response's status line and headers as soon as the app sends `http.response.start`,
 and the body as a second write: two `send` calls and two TCP segments for every small JSON answer,
@@ -13,11 +18,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
 # Past this many bytes held, they are written at once: a long streamed body must reach the socket's
 # own buffer, whose high-water mark is what pauses the app (uvicorn's flow control).
 FLUSH_BYTES = 65536
+# The request line and headers of one request, blank line included, when uvicorn is given no limit.
+DEFAULT_MAX_HEAD_BYTES = 65536
+# After a 431 the connection reads and drops what the client still sends, for this long, before closing:
+# closing a socket with unread input makes the kernel reset the connection, which can destroy the answer
+# before the client has read it.
+LINGER_SECONDS = 2.0
+
+_HEAD_END = b"\r\n\r\n"
+_REFUSAL = (
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 31\r\n"
+    b"connection: close\r\n\r\n"
+    b"Request header fields too large"
+)
 
 
 class CoalescingTransport:
@@ -63,6 +84,95 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
+    """Refuses with 431 a request whose line and headers pass `config.h11_max_incomplete_event_size`.
+
+    The bytes of each request's head are counted as they arrive, and the parser is never given more of
+    one head than the limit, so no more than the limit is held. Each request has its own count: it starts
+    when the request before it is complete, kept alive or pipelined. A read that fits in what is left of
+    the limit goes to the parser whole, the common case at one call; so a head pipelined behind another
+    request in the same read is counted from the next read on (the parser does not tell where in a read a
+    request ends), and can pass the limit by at most that read: 256 KiB at most with asyncio or uvloop.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        limit = config.h11_max_incomplete_event_size
+        self._max_head_bytes = DEFAULT_MAX_HEAD_BYTES if limit is None else limit
+        # Bytes of the current request's head received so far; None from its end to the end of its body.
+        self._head_bytes: int | None = 0
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        head = self._head_bytes
+        if head is None or head + len(data) < self._max_head_bytes:
+            if head is not None:
+                self._head_bytes = head + len(data)
+            super().data_received(data)
+        else:
+            self._receive_in_parts(data)
+
+    def _receive_in_parts(self, data: bytes) -> None:
+        """Feeds the parser a read that may hold more than the rest of the limit, a head at a time."""
+        start, size = 0, len(data)
+        while start < size:
+            if self._head_bytes is None:
+                end = size
+            else:
+                room = self._max_head_bytes - self._head_bytes
+                found = data.find(_HEAD_END, start, start + room)
+                end = found + len(_HEAD_END) if found >= 0 else min(size, start + room)
+                self._head_bytes += end - start
+            super().data_received(memoryview(data)[start:end])  # type: ignore[arg-type]
+            if self.parser is None or self.transport.is_closing() or self.parser.should_upgrade():
+                return
+            if self._head_bytes is not None and self._head_bytes >= self._max_head_bytes:
+                self._refuse()
+                return
+            start = end
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._refused and self.cycle.response_complete and not self.transport.is_closing():
+            self._send_refusal()
+
+    def _refuse(self) -> None:
+        self._refused = True
+        self.logger.warning("Request line and headers over %d bytes: answered 431.", self._max_head_bytes)
+        # Pipelined requests before this one are answered first (on_response_complete).
+        if self.cycle is None or self.cycle.response_complete:
+            self._send_refusal()
+
+    def _send_refusal(self) -> None:
+        self._unset_keepalive_if_required()
+        content = [STATUS_LINE[431]]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.append(_REFUSAL)
+        self.transport.write(b"".join(content))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+
+class CoalescingHttpToolsProtocol(BoundedHeadHttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
