@@ -1,7 +1,8 @@
 // The Aidbox 2FA demo frontend, without a build step: token in localStorage, JSON calls with a bearer token.
 "use strict";
 
-const CLIENT_ID = "web";
+// Not "web": seed/demo.json keeps that one as Aidbox's demo frontend registers it (on :3000).
+const CLIENT_ID = "demo-app";
 const base = window.location.origin;
 const redirectUri = base + "/demo/auth";
 const $ = (id) => document.getElementById(id);

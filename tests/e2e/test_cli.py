@@ -74,6 +74,7 @@ async def test_seeding_the_demo_twice_changes_nothing(tmp_path: Path) -> None:
     expected = {
         "AuthConfig/app": "1",
         "Client/web": "1",
+        "Client/demo-app": "1",
         "Client/two-factor-webhook": "1",
         "AidboxConfig/provider": "1",
         "User/demo": "1",

@@ -6,7 +6,7 @@ again through the code step, reading the code from the demo webhook receiver's c
 proves the webhook path end to end.
 
 seed/demo.json names http://localhost:8080 (the README's run command); the live server has its own
-port, so the demo's AuthConfig webhook and Client/web redirect URI are re-pointed at it before the story.
+port, so the demo's AuthConfig webhook and Client/demo-app redirect URI are re-pointed at it before the story.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ def server(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
     seeded = {
         entry["request"]["url"]: entry["resource"] for entry in json.loads(DEMO_SEED.read_text())["entry"]
     }
-    config, web = seeded["/AuthConfig/app"], seeded["/Client/web"]
+    config, demo_app = seeded["/AuthConfig/app"], seeded["/Client/demo-app"]
     config["twoFactor"]["webhook"]["endpoint"] = config["twoFactor"]["webhook"]["endpoint"].replace(
         "http://localhost:8080", server.url
     )
-    web["auth"]["implicit"]["redirect_uri"].append(f"{server.url}/demo/auth")
+    demo_app["auth"]["implicit"]["redirect_uri"].append(f"{server.url}/demo/auth")
     with httpx2.Client(base_url=server.url, auth=("root", ROOT_CLIENT_SECRET)) as api:
-        for path, body in (("/AuthConfig/app", config), ("/Client/web", web)):
+        for path, body in (("/AuthConfig/app", config), ("/Client/demo-app", demo_app)):
             response = api.put(path, json=body)
             assert response.status_code == 200, response.text
     yield server
