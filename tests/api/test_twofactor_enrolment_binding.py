@@ -8,6 +8,7 @@ Every test runs on both backends (the `api` fixture); time moves with the Manual
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -71,6 +72,10 @@ def password_token(api: TestClient, client_id: str = "app", **extra: str) -> dic
     response = api.post("/auth/token", data=form, headers=NO_AUTH)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def basic_app() -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(b"app:app-secret").decode()}
 
 
 def secret_of(uri: str) -> str:
@@ -258,6 +263,27 @@ def test_a_first_party_token_shares_the_browser_sign_in_it_came_from(
     assert other != secret
     # which the browser does not see: it gets a fresh one again
     assert secret_on(api.get(ENABLE)) not in (secret, other)
+
+
+def test_a_refreshed_token_keeps_its_sign_in(api: TestClient, world: None) -> None:
+    app = {
+        "resourceType": "Client",
+        "first_party": True,
+        "secret": "app-secret",
+        "grant_types": ["password", "refresh_token"],
+        "auth": {"password": {"refresh_token": True}},
+    }
+    assert api.put("/Client/app", json=app).status_code == 200
+    form = {"grant_type": "password", "username": "ann@example.org", "password": PASSWORD}
+    tokens = api.post("/auth/token", data=form, headers=basic_app()).json()
+    secret = request_secret(api, {"Authorization": f"Bearer {tokens['access_token']}"})
+    refreshed = api.post(
+        "/auth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers=basic_app(),
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    assert request_secret(api, {"Authorization": f"Bearer {refreshed.json()['access_token']}"}) == secret
 
 
 # A pending secret expires
