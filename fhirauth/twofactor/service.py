@@ -152,7 +152,7 @@ def status_of(user: Document) -> Status:
         enabled=enabled,
         pending=not enabled and bool(two_factor.get("secretKey")),
         transport=two_factor.get("transport"),
-        recovery_codes_left=len(two_factor.get("recoveryCodes") or []),
+        recovery_codes_left=len(_recovery_digests(two_factor)),
     )
 
 
@@ -329,7 +329,7 @@ class TwoFactorService:
         recovery = await self._recovery.codes()
         for _ in range(_SAVE_RETRIES):
             stored = await self.user(user_id)
-            digests = list((stored.document.get("twoFactor") or {}).get("recoveryCodes") or [])
+            digests = _recovery_digests(stored.document.get("twoFactor") or {})
             index = recovery.find(code, digests)
             if index is None:
                 return Verdict(Reason.INVALID)
@@ -459,6 +459,13 @@ def _pending_for(two_factor: Document, sign_in: str, now: int) -> bool:
         return False
     exp = pending.get("exp")
     return pending.get("session") == sign_in and isinstance(exp, int) and now < exp
+
+
+def _recovery_digests(two_factor: Document) -> list[str]:
+    """The stored digests. The field is written by this service, but also by restores and by
+    administrators: whatever else it holds matches no code."""
+    stored = two_factor.get("recoveryCodes")
+    return [digest for digest in stored if isinstance(digest, str)] if isinstance(stored, list) else []
 
 
 def _switched_off(two_factor: Document) -> Document:

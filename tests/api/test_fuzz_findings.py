@@ -7,8 +7,14 @@ import httpx2
 import pytest
 from starlette.testclient import TestClient
 
+from fhirauth.clock import ManualClock
 from fhirauth.errors import BadRequest
 from fhirauth.resources.service import parse_etag
+from fhirauth.twofactor import totp
+from tests.api.conftest import NO_AUTH
+from tests.api.pages_support import PASSWORD, call, create_user, login, services
+
+_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
 def test_a_version_that_is_not_a_64_bit_number_is_not_found(api: TestClient) -> None:
@@ -170,3 +176,41 @@ def test_the_limits_hold_for_conditional_creates_alone_and_in_bundles(api: TestC
     assert transaction.status_code == 400
     assert transaction.json()["issue"][0]["diagnostics"] == f"Bundle.entry[0]: {_TOO_MANY_PARAMETERS}"
     assert api.get("/User").json()["total"] == 3
+
+
+@pytest.mark.parametrize("codes", [5, True, [1, 2], [{"digest": "x"}], "abcde-fghij", {"a": "b"}])
+def test_recovery_codes_an_administrator_wrote_as_odd_data_match_nothing(
+    api: TestClient, clock: ManualClock, codes: object
+) -> None:
+    # twoFactor.recoveryCodes is server-managed but writable (a restore writes the digests); len() of a
+    # number and a digest comparison with a non-string answered 500 on the settings page, the password
+    # grant and the step-up check.
+    client = {"resourceType": "Client", "secret": "s", "grant_types": ["password"], "first_party": True}
+    assert api.put("/Client/app", json=client).status_code == 201
+    create_user(api, "bob")
+    login(api, "bob@example.org")
+    form = {"grant_type": "password", "username": "bob@example.org", "password": PASSWORD}
+    form |= {"client_id": "app", "client_secret": "s"}
+    bearer = {
+        "Authorization": f"Bearer {api.post('/auth/token', data=form, headers=NO_AUTH).json()['access_token']}"
+    }
+    two_factor = {"enabled": True, "secretKey": _SECRET, "recoveryCodes": codes}
+    body = {"resourceType": "User", "email": "bob@example.org", "twoFactor": two_factor}
+    assert api.put("/User/bob", json=body).status_code == 200
+    stored = call(api, services(api).storage.get, "User", "bob")
+    assert stored is not None and stored.document["twoFactor"]["recoveryCodes"] == codes
+
+    settings = api.get("/auth/two-factor")
+    assert settings.status_code == 200
+    assert "No recovery codes left." in settings.text
+    refused = api.post("/auth/token", data={**form, "totp": "abcde-fghij"}, headers=NO_AUTH)
+    assert (refused.status_code, refused.json()) == (
+        400,
+        {"error": "invalid_grant", "error_description": "Invalid two-factor authentication code"},
+    )
+    step_up = api.post("/app/auth/two-factor/verify", json={"token": "abcde-fghij"}, headers=bearer)
+    assert (step_up.status_code, step_up.json()["error"]) == (422, "wrong_token")
+    after = call(api, services(api).storage.get, "User", "bob")
+    assert after is not None and after.document == stored.document
+    code = totp.code_at(_SECRET, totp.step_at(clock().timestamp()))
+    assert api.post("/auth/token", data={**form, "totp": code}, headers=NO_AUTH).status_code == 200
