@@ -206,7 +206,6 @@ def routes() -> list[BaseRoute]:
         *pages.routes,
         *twofactor_pages.routes,
         *twofactor_api.routes,
-        *demo.routes,
         *openapi.routes,
     ]
 
@@ -245,6 +244,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.demo and settings.env == "production":
+            # Refused rather than ignored with a warning: one of the two settings is a mistake.
+            raise SystemExit(
+                "fhirauth: FHIRAUTH_DEMO must not be set with FHIRAUTH_ENV=production "
+                "(the demo's webhook receiver logs two-factor codes)"
+            )
         storage = open_storage(settings.storage, clock)
         services = build_services(settings, storage, clock)
         app.state.services = services
@@ -269,7 +274,7 @@ def create_app(
             await storage.close()
 
     app = App(
-        routes=routes(),
+        routes=[*routes(), *(demo.routes if settings.demo else ())],
         exception_handlers={**errors.handlers, RateLimited: rate_limited},
         lifespan=lifespan,
     )

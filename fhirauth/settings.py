@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     previous_secret_keys: list[SecretStr] = Field(default_factory=list)
     secret_key_file: str | None = None
     seed: str = ""
+    # The demo app at /demo and its webhook receiver (scripts/run); refused in production.
+    demo: bool = False
     auth_config: str | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"

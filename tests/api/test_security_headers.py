@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
+import pytest
 from starlette.testclient import TestClient
 
 from fhirauth.app import create_app
-from tests.api.conftest import NO_AUTH, settings_for
+from tests.api.conftest import NO_AUTH, ROOT, settings_for
 
 PAGES = ["/auth/login", "/auth/signup", "/auth/logout", "/auth/authorize?client_id=nobody", "/demo"]
 
 
-def test_every_page_has_a_strict_policy_with_a_fresh_nonce(api: TestClient) -> None:
+@pytest.fixture
+def demo_api(storage_url: str) -> Iterator[TestClient]:
+    """The app with the demo page (FHIRAUTH_DEMO), one of the pages checked."""
+    app = create_app(settings_for(storage_url, demo=True))
+    with TestClient(app, raise_server_exceptions=False, headers={"Authorization": ROOT}) as client:
+        yield client
+
+
+def test_every_page_has_a_strict_policy_with_a_fresh_nonce(demo_api: TestClient) -> None:
     nonces = set()
     for path in PAGES:
-        res = api.get(path, headers=NO_AUTH)
+        res = demo_api.get(path, headers=NO_AUTH)
         policy = res.headers["content-security-policy"]
         assert "frame-ancestors 'none'" in policy, path
         assert "object-src 'none'" in policy and "base-uri 'none'" in policy, path

@@ -1,4 +1,5 @@
-"""The demo app at /demo, in a real Chromium on `fhirauth serve --seed seed/demo.json`: its whole story.
+"""The demo app at /demo, in a real Chromium on `FHIRAUTH_DEMO=true fhirauth serve --seed seed/demo.json` (as
+`scripts/run` starts it): its whole story.
 
 Sign up (the e-mail comes out on the server console), set the password, enable two-factor
 authentication through the JSON operations with the QR code, log out with DELETE /Session, and log in
@@ -34,7 +35,7 @@ SMS = re.compile(r"\[demo SMS gateway\] code for dana@example\.org: (\d{6})")
 
 @pytest.fixture
 def server(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
-    server = live_server_factory(seed=[DEMO_SEED])
+    server = live_server_factory(seed=[DEMO_SEED], env={"FHIRAUTH_DEMO": "true"})
     seeded = {
         entry["request"]["url"]: entry["resource"] for entry in json.loads(DEMO_SEED.read_text())["entry"]
     }

@@ -36,7 +36,8 @@ _URI = re.compile(
 
 @pytest.fixture
 def server(live_server_factory: LiveServerFactory) -> Iterator[LiveServer]:
-    server = live_server_factory(seed=[DEMO_SEED])
+    # The demo's webhook receiver stands in for an SMS gateway.
+    server = live_server_factory(seed=[DEMO_SEED], env={"FHIRAUTH_DEMO": "true"})
     seeded = {
         entry["request"]["url"]: entry["resource"] for entry in json.loads(DEMO_SEED.read_text())["entry"]
     }
