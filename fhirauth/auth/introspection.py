@@ -1,4 +1,10 @@
-"""Token introspection (RFC 7662): whether a token is active and what it stands for."""
+"""Token introspection (RFC 7662): whether a token is active and what it stands for.
+
+RFC 7662 §2.1 leaves it to the server which tokens a caller may introspect: its own (the root client
+every token), and those of the clients its `introspect_clients` names (`["*"]`: every token), so a
+resource server serving several clients can check all of theirs. Any other token answers exactly
+as an unknown one does, so a client cannot learn that another client's token exists.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from fhirauth.auth.principal import Principal
-from fhirauth.auth.sessions import SessionService
+from fhirauth.auth.sessions import SessionService, client_of
 
 Document = dict[str, Any]
 
 INACTIVE: Document = {"active": False}
+EVERY_CLIENT = "*"
 
 
 class Introspection:
@@ -18,14 +25,15 @@ class Introspection:
         self._sessions = sessions
         self._issuer = issuer
 
-    async def introspect(self, token: str, hint: str | None) -> Document:
-        """RFC 7662 §2.2: unknown, expired, revoked and orphaned tokens all answer just `active: false`."""
+    async def introspect(self, token: str, hint: str | None, client: Document) -> Document:
+        """What `client` may learn of `token`. RFC 7662 §2.2: unknown, expired, revoked and orphaned
+        tokens, and those it may not introspect, all answer just `active: false`."""
         held = await self._sessions.find_by_token(token, hint, with_user=True)
         if held is None:
             return dict(INACTIVE)
         field, found = held
         session = found.document
-        if session.get("active") is not True:
+        if session.get("active") is not True or not self._may_introspect(client, session):
             return dict(INACTIVE)
         is_refresh = field == "refresh_token"
         if is_refresh:
@@ -38,6 +46,13 @@ class Introspection:
         if principal is None:
             return dict(INACTIVE)
         return self._claims(session, principal, is_refresh)
+
+    def _may_introspect(self, client: Document, session: Document) -> bool:
+        # The caller's Client was read by its authentication: this check costs no storage read.
+        if self._sessions.held_by(session, client):
+            return True
+        allowed = client.get("introspect_clients")
+        return isinstance(allowed, list) and (EVERY_CLIENT in allowed or client_of(session) in allowed)
 
     def _claims(self, session: Document, principal: Principal, is_refresh: bool) -> Document:
         # The Session is written when its current tokens are issued (at start or at the last refresh).

@@ -2,10 +2,15 @@
 
 Token values never reach storage: Session.access_token and refresh_token hold their SHA-256, so a
 bearer token of any format (opaque, JWT, browser cookie) is found by one indexed lookup.
+
+A refresh swaps a token Session's tokens in place, so the Session is the token family of RFC 9700
+§4.14.2: the grant's tokens and all their rotations. Each refresh token it rotates away leaves a
+record naming the Session, which is how a reused one finds the family to revoke.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fhirauth.auth.clients import ClientRegistry
@@ -24,6 +29,11 @@ BROWSER = "browser"
 MAX_TOKEN_CHARS = 4096
 _END_RETRIES = 5
 _CHILDREN_PAGE = 100
+ROTATED_REFRESH_TOKEN_KIND = "rotated-refresh-token"
+
+
+class AlreadyRotated(Exception):
+    """Another refresh has already taken this refresh token."""
 
 
 def reference(resource_type: str, id: str) -> dict[str, str]:
@@ -40,6 +50,15 @@ def _digest(token: str) -> str | None:
 def _ref_id(session: Document, field: str) -> str | None:
     ref = session.get(field)
     return ref.get("id") if isinstance(ref, dict) else None
+
+
+def client_of(session: Document) -> str | None:
+    """The id of the client a Session's tokens were issued to; None for a browser sign-in."""
+    return _ref_id(session, "client")
+
+
+def user_of(session: Document) -> str | None:
+    return _ref_id(session, "user")
 
 
 class SessionService:
@@ -60,6 +79,39 @@ class SessionService:
             return await self._resources.save(session, expected_version)
         except PreconditionFailed:
             return None
+
+    async def rotate(self, session: Document, refreshed: Document) -> Document | None:
+        """Swap in a Session's refreshed tokens; None when the Session changed meanwhile (ended, say).
+
+        Raises AlreadyRotated when another refresh took the same refresh token: the record of the
+        token being rotated away is written first and only once, so of two refreshes racing with
+        one token exactly one gets past it, and a reuse read after it finds the record.
+        """
+        storage = self._resources.storage
+        key = session["refresh_token"]
+        exp = session.get("refresh_token_exp")
+        # Past its own expiry a rotated token is refused as expired anyway; without one it never is.
+        expires_at = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else None
+        record = {"session": session["id"]}
+        taken = await storage.record_put(
+            ROTATED_REFRESH_TOKEN_KIND, key, record, expected_rev=None, expires_at=expires_at
+        )
+        if taken is None:
+            raise AlreadyRotated
+        replaced = await self.replace(refreshed, int(session["meta"]["versionId"]))
+        if replaced is None:
+            # Nothing was rotated: the Session still holds this token, so presenting it again is no reuse.
+            await storage.record_delete(ROTATED_REFRESH_TOKEN_KIND, key)
+        return replaced
+
+    async def rotated_from(self, refresh_token: str) -> str | None:
+        """The id of the Session a rotated-away refresh token belonged to; None for any other token."""
+        digest = _digest(refresh_token)
+        if digest is None:
+            return None
+        record = await self._resources.storage.record_get(ROTATED_REFRESH_TOKEN_KIND, digest)
+        session_id = record.document.get("session") if record is not None else None
+        return session_id if isinstance(session_id, str) else None
 
     async def create_browser_session(
         self, user: Document, *, max_age: int, ip: str | None
@@ -179,21 +231,28 @@ class SessionService:
                 return field, found
         return None
 
+    def held_by(self, session: Document, client: Document) -> bool:
+        """Whether `client` holds the Session's tokens: they were issued to it, or it is the root client."""
+        client_id: str = client["id"]
+        return client_id == self._clients.root_id or client_of(session) == client_id
+
     async def revoke(self, token: str, hint: str | None, client: Document) -> None:
-        """RFC 7009: end the Session of an access or refresh token issued to `client` (the root client
-        may revoke any). Unknown tokens and other clients' tokens are ignored, as §2.2 asks."""
+        """RFC 7009: end the Session of an access or refresh token `client` holds. Unknown tokens and
+        other clients' tokens are ignored, as §2.1 and §2.2 ask."""
         held = await self.find_by_token(token, hint)
         if held is None:
             return
         session = held[1].document
-        if client["id"] != self._clients.root_id and _ref_id(session, "client") != client["id"]:
-            return
-        await self.end(session)
+        if self.held_by(session, client):
+            await self.end(session)
 
-    async def end_by_id(self, session_id: str) -> None:
+    async def end_by_id(self, session_id: str) -> Document | None:
+        """End the Session (and the sessions it produced); the Session as it was found, if it exists."""
         stored = await self._resources.find("Session", session_id)
-        if stored is not None:
-            await self.end(stored.document)
+        if stored is None:
+            return None
+        await self.end(stored.document)
+        return stored.document
 
     async def _end_children(self, parent_id: str) -> None:
         query = Query(

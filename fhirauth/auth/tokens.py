@@ -154,7 +154,8 @@ class TokenIssuer:
     ) -> TokenResponse | None:
         """New access and refresh tokens for a refresh: the Session's old ones die with the swap.
 
-        Compare-and-set on the Session: of two refreshes with the same token, one gets None.
+        None when the Session changed meanwhile; AlreadyRotated (SessionService.rotate) when another
+        refresh took the same token.
         """
         config = FlowConfig.of(client, session["type"])
         subject = user["id"] if user is not None else client["id"]
@@ -164,7 +165,7 @@ class TokenIssuer:
         rotated.update(tokens.fields)
         if scope:
             rotated["scope"] = scope
-        if await self._sessions.replace(rotated, int(session["meta"]["versionId"])) is None:
+        if await self._sessions.rotate(session, rotated) is None:
             return None
         return self._response(config, tokens, scope, user)
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from fhirauth.auth.authenticate import BEARER_CHALLENGE, parse_basic
 from fhirauth.auth.client_auth import ClientCredentials
+from fhirauth.auth.grants.refresh_token import RefreshTokenReused
 from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
@@ -119,6 +120,15 @@ async def token(request: Request) -> Response:
         await services.audit.record(
             "token", "failure", client=credentials.client_id, ip=client_ip(request), detail=detail
         )
+        if isinstance(error, RefreshTokenReused):
+            await services.audit.record(
+                "refresh-token-reuse",
+                "failure",
+                user=error.user_id,
+                client=error.client_id,
+                ip=client_ip(request),
+                detail={"grant_type": grant_type, "session": error.session_id},
+            )
         raise
     if grant_type == "password" and response.userinfo is not None:
         # The password grant is a sign-in; the other grants follow one (or involve no user).
@@ -136,11 +146,12 @@ async def token(request: Request) -> Response:
 async def introspect(request: Request) -> Response:
     services = services_of(request)
     params = await read_params(request)
-    await services.client_auth.authenticate_confidential(client_credentials(request, params))
+    client = await services.client_auth.authenticate_confidential(client_credentials(request, params))
     value = params.get("token")
     if value is None:
         raise InvalidRequest("Missing 'token'")
-    return NoStoreJSON(await services.introspection.introspect(value, params.get("token_type_hint")))
+    claims = await services.introspection.introspect(value, params.get("token_type_hint"), client)
+    return NoStoreJSON(claims)
 
 
 async def revoke(request: Request) -> Response:

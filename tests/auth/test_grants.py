@@ -7,6 +7,7 @@ import pytest
 from fhirauth.auth.client_auth import ClientCredentials
 from fhirauth.auth.grants.base import TokenRequest
 from fhirauth.auth.grants.password import PasswordGrant
+from fhirauth.auth.grants.refresh_token import RefreshTokenReused
 from fhirauth.auth.oauth_errors import (
     InvalidClient,
     InvalidGrant,
@@ -361,10 +362,24 @@ async def test_refresh_rotates_both_tokens(services: Services) -> None:
     assert (second.scope, second.userinfo["id"]) == ("read write", "ann")
     assert await services.sessions.resolve(first.access_token) is None
     assert (await services.sessions.resolve(second.access_token)).user_id == "ann"
-    with pytest.raises(InvalidGrant, match="Invalid refresh token"):
-        await refresh(services, first.refresh_token)
     third = await refresh(services, second.refresh_token)
     assert third.refresh_token not in (first.refresh_token, second.refresh_token)
+    assert await services.sessions.resolve(second.access_token) is None
+
+
+async def test_a_rotated_refresh_token_presented_again_revokes_the_family(services: Services) -> None:
+    first = await first_tokens(services)
+    second = await refresh(services, first.refresh_token)
+    session = await services.sessions.find_by_access_token(second.access_token)
+    with pytest.raises(
+        RefreshTokenReused, match="^Refresh token was already used; the tokens issued"
+    ) as caught:
+        await refresh(services, first.refresh_token)
+    reused = caught.value
+    assert (reused.session_id, reused.user_id, reused.client_id) == (session["id"], "ann", "app")
+    assert await services.sessions.resolve(second.access_token) is None
+    with pytest.raises(InvalidGrant, match="^Refresh token was revoked$"):
+        await refresh(services, second.refresh_token)
 
 
 async def test_refresh_needs_the_token(services: Services) -> None:
@@ -451,4 +466,5 @@ def test_every_oauth_error_names_its_wire_code() -> None:
         "unsupported_response_type": 400,
         "access_denied": 403,
         "server_error": 500,
+        "temporarily_unavailable": 503,
     }

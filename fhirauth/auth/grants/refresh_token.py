@@ -1,13 +1,17 @@
 """The refresh token grant (RFC 6749 §6), with rotation: a refresh token works once.
 
-Rotation swaps the Session's token hashes by compare-and-set, so of two refreshes presenting the
-same token exactly one succeeds; the access token issued before the refresh dies with it.
+Rotation swaps the Session's token hashes, so the access token issued before the refresh dies with
+it. A refresh token presented again after its rotation, whoever presents it, revokes its family
+(the Session: the grant's tokens and all their rotations, RFC 9700 §4.14.2). That includes the
+loser of two refreshes racing with one token: a grace for that race would be a window in which an
+attacker holding a stolen token could refresh undetected, so there is none, and a client that
+retries a refresh whose answer it lost signs in again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from fhirauth.auth import scopes
 from fhirauth.auth.clients import ClientRegistry
@@ -15,11 +19,22 @@ from fhirauth.auth.flows import TOKEN_FLOWS
 from fhirauth.auth.grants.base import Grant, TokenRequest
 from fhirauth.auth.login import is_inactive
 from fhirauth.auth.oauth_errors import InvalidGrant
-from fhirauth.auth.sessions import SessionService
+from fhirauth.auth.sessions import AlreadyRotated, SessionService, client_of, user_of
 from fhirauth.auth.tokens import FlowConfig, TokenIssuer, TokenResponse
 from fhirauth.resources.service import ResourceService
 
 Document = dict[str, Any]
+
+
+class RefreshTokenReused(InvalidGrant):
+    """A rotated refresh token was presented again: its family is revoked. The ids are for the audit
+    trail; the wire answer is invalid_grant like any other."""
+
+    def __init__(self, session_id: str, user_id: str | None, client_id: str | None) -> None:
+        super().__init__("Refresh token was already used; the tokens issued from it are revoked")
+        self.session_id = session_id
+        self.user_id = user_id
+        self.client_id = client_id
 
 
 @dataclass(frozen=True)
@@ -49,8 +64,12 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
         )
 
     async def validate(self, request: TokenRequest) -> ValidatedRefresh:
-        session = await self._sessions.find_by_refresh_token(request.require("refresh_token"))
+        presented = request.require("refresh_token")
+        session = await self._sessions.find_by_refresh_token(presented)
         if session is None:
+            family = await self._sessions.rotated_from(presented)
+            if family is not None:
+                await self._revoke_family(family)
             raise InvalidGrant("Invalid refresh token")
         if (session.get("client") or {}).get("id") != request.client["id"]:
             raise InvalidGrant("Refresh token was issued to another client")
@@ -74,9 +93,18 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
         return ValidatedRefresh(request.client, session, user, scope)
 
     async def respond(self, validated: ValidatedRefresh) -> TokenResponse:
-        response = await self._tokens.rotate(
-            validated.session, validated.client, validated.user, validated.scope
-        )
+        try:
+            response = await self._tokens.rotate(
+                validated.session, validated.client, validated.user, validated.scope
+            )
+        except AlreadyRotated:
+            await self._revoke_family(validated.session["id"])
         if response is None:
-            raise InvalidGrant("Refresh token was already used")
+            raise InvalidGrant("The refresh token's session changed during the refresh; try again")
         return response
+
+    async def _revoke_family(self, session_id: str) -> NoReturn:
+        ended = await self._sessions.end_by_id(session_id)
+        user_id = user_of(ended) if ended is not None else None
+        client_id = client_of(ended) if ended is not None else None
+        raise RefreshTokenReused(session_id, user_id, client_id)

@@ -387,7 +387,8 @@ def _introspect(path: str) -> Document:
     return _operation(
         "introspect",
         "OAuth",
-        "Token introspection (RFC 7662); confidential clients only",
+        "Token introspection (RFC 7662), confidential clients only: their own tokens and those of the"
+        " clients their `introspect_clients` names (the root client: every token); others are inactive",
         responses,
         body=_oauth_body("TokenParameters"),
         security=_OAUTH_SECURITY,
@@ -406,7 +407,7 @@ def _revoke(path: str) -> Document:
     return _operation(
         "revoke",
         "OAuth",
-        "Token revocation (RFC 7009)",
+        "Token revocation (RFC 7009) of the client's own tokens (the root client: any token)",
         responses,
         body=_oauth_body("TokenParameters"),
         security=_OAUTH_SECURITY,
