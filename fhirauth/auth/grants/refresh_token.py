@@ -71,7 +71,7 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
             if family is not None:
                 await self._revoke_family(family)
             raise InvalidGrant("Invalid refresh token")
-        if (session.get("client") or {}).get("id") != request.client["id"]:
+        if client_of(session) != request.client["id"]:
             raise InvalidGrant("Refresh token was issued to another client")
         if session.get("active") is not True:
             raise InvalidGrant("Refresh token was revoked")
@@ -82,7 +82,7 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
             raise InvalidGrant("Refresh tokens are turned off for this client")
         scope = scopes.narrowed(request.params.get("scope"), session.get("scope"))
         user: Document | None = None
-        user_id = (session.get("user") or {}).get("id")
+        user_id = user_of(session)
         if user_id is not None:
             stored = await self._resources.find("User", user_id)
             if stored is None:
