@@ -12,6 +12,7 @@ from rich.progress import Progress
 from fhirauth.errors import BadRequest, OutcomeError
 from fhirauth.http.bodies import parse_document
 from fhirauth.resources.bundles import BundleProcessor
+from fhirauth.resources.structure import in_bundle_resources
 
 log = logging.getLogger("fhirauth.seed")
 
@@ -33,8 +34,8 @@ def read_bundle(path: Path) -> Any:
         raise SeedError(f"{path}: {error.strerror}") from None
     try:
         # A seed file is the operator's own, and may hold a whole dataset: only the per-request
-        # key budget is lifted; depth, NUL and `$` keys are refused as in any request.
-        return parse_document(raw, content_type, max_keys=SEED_MAX_KEYS)
+        # key budget is lifted; depth, NUL and `$` keys are judged as in any request.
+        return parse_document(raw, content_type, max_keys=SEED_MAX_KEYS, dollar_keys=in_bundle_resources)
     except BadRequest as error:
         raise SeedError(f"{path}: {error.diagnostics}") from None
 

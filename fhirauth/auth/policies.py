@@ -20,6 +20,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 from jsonschema.validators import extend  # type: ignore[import-untyped]
+from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from fhirauth.auth.authenticate import unauthenticated
@@ -51,6 +52,9 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> I
 
 # Draft 2020-12 with `pattern` read as ECMA-262 (as in the resource schemas): `$` is the very end.
 _PolicySchemaValidator = extend(Draft202012Validator, validators={"pattern": _ecma_pattern})
+# Where a policy's `$ref`s resolve: within the schema itself and the JSON Schema metaschemas. Without
+# a registry of its own, jsonschema fetches any other URL a `$ref` names, at evaluation.
+_NOTHING_FETCHED: Registry[Any] = Registry()
 
 
 def _allow(policy: Mapping[str, Any]) -> Rule:
@@ -65,7 +69,7 @@ def _json_schema(policy: Mapping[str, Any]) -> Rule:
         _PolicySchemaValidator.check_schema(schema)
     except SchemaError as error:
         raise PolicyError(f"invalid schema: {error.message}") from None
-    validator = _PolicySchemaValidator(schema)
+    validator = _PolicySchemaValidator(schema, registry=_NOTHING_FETCHED)
     return lambda request: bool(validator.is_valid(request))
 
 

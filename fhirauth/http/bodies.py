@@ -9,7 +9,14 @@ import yaml
 from starlette.requests import ClientDisconnect, Request
 
 from fhirauth.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from fhirauth.resources.structure import MAX_DEPTH, MAX_KEYS, check_structure
+from fhirauth.resources.structure import (
+    MAX_DEPTH,
+    MAX_KEYS,
+    DollarKeys,
+    check_structure,
+    nowhere,
+    when_planned,
+)
 
 JSON_TYPES = {
     "application/json",
@@ -63,7 +70,11 @@ async def read_bytes(request: Request, limit: int) -> bytes:
             return body
 
 
-def parse_document(raw: bytes, content_type: str, *, max_keys: int = MAX_KEYS) -> Any:
+def parse_document(
+    raw: bytes, content_type: str, *, max_keys: int = MAX_KEYS, dollar_keys: DollarKeys = nowhere
+) -> Any:
+    """The parsed body, checked by the structural guard; `dollar_keys` says where `$` property
+    names may stand (nowhere unless the caller says so)."""
     if not raw.strip():
         raise BadRequest("Request body is empty")
     if content_type in YAML_TYPES:
@@ -80,16 +91,17 @@ def parse_document(raw: bytes, content_type: str, *, max_keys: int = MAX_KEYS) -
             raise BadRequest(f"Malformed JSON: {error}") from None
     else:
         raise UnsupportedMediaType(f"Unsupported Content-Type '{content_type}'; use JSON or YAML")
-    check_structure(value, max_depth=MAX_DEPTH, max_keys=max_keys)
+    check_structure(value, max_depth=MAX_DEPTH, max_keys=max_keys, dollar_keys=dollar_keys)
     return value
 
 
-async def read_document(request: Request, limit: int) -> Any:
-    return parse_document(await read_bytes(request, limit), media_type(request))
+async def read_document(request: Request, limit: int, *, dollar_keys: DollarKeys = nowhere) -> Any:
+    return parse_document(await read_bytes(request, limit), media_type(request), dollar_keys=dollar_keys)
 
 
 async def read_resource(request: Request, limit: int) -> dict[str, Any]:
-    value = await read_document(request, limit)
+    """A resource body: its `$` property names are judged when the resource is planned, by its type."""
+    value = await read_document(request, limit, dollar_keys=when_planned)
     if not isinstance(value, dict):
         raise BadRequest("Expected a JSON object")
     return value

@@ -21,6 +21,7 @@ from fhirauth.resources.bundles import EntryAuthorizer
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
+from fhirauth.resources.structure import in_bundle_resources
 from fhirauth.services import Services
 
 Document = dict[str, Any]
@@ -249,7 +250,7 @@ async def vread(request: Request) -> Response:
 
 async def bundle(request: Request) -> Response:
     services = services_of(request)
-    body = await read_document(request, services.settings.max_body_bytes)
+    body = await read_document(request, services.settings.max_body_bytes, dollar_keys=in_bundle_resources)
     principal = await guard(request, body)
     result = await services.bundles.process(
         body,

@@ -20,6 +20,7 @@ from fhirauth.resources import search
 from fhirauth.resources.patch import json_patch, merge_patch
 from fhirauth.resources.schemas import SchemaRegistry
 from fhirauth.resources.secrets import SecretFields, redact
+from fhirauth.resources.structure import check_structure, schema_positions
 from fhirauth.storage.base import (
     AlreadyExists,
     Create,
@@ -205,10 +206,16 @@ class ResourceService:
         self.schemas.validate(doc)
         return await self.secrets.protect(doc, live_previous if secrets_from_previous else None)
 
+    def _check_structure(self, resource_type: str, document: Document) -> None:
+        """The structural guard of request bodies, with `$` property names allowed where the type's
+        schema marks them: every document a caller has stored passes it."""
+        check_structure(document, dollar_keys=schema_positions(self.schemas.schema(resource_type)))
+
     async def plan_create(
         self, resource_type: str, body: Document, view: View, id: str | None = None
     ) -> Planned:
         self.check_type(resource_type)
+        self._check_structure(resource_type, body)
         id = id or body.get("id")
         existing: Stored | None = None
         if not id:
@@ -239,6 +246,7 @@ class ResourceService:
         if not live:
             return await self.plan_create(resource_type, body, view, id=id)
         assert existing is not None
+        self._check_structure(resource_type, body)
         doc = await self._prepare(resource_type, id, body, existing, existing.version + 1)
         if _same_content(doc, existing.document):
             return Planned(None, Written(existing.document, created=False, changed=False), existing.document)

@@ -135,7 +135,7 @@ class MongoStorage(Storage):
         with _unavailable():
             await self._ensure_history_index(resource_type)
             cursor = self._history(resource_type).find({"rid": id}, sort=[("v", DESCENDING)])
-            return [Stored(row["resource"], row["_deleted"]) async for row in cursor]
+            return [Stored(_resource(row), row["_deleted"]) async for row in cursor]
 
     async def write(self, writes: Sequence[Write]) -> None:
         with _unavailable():
@@ -156,12 +156,12 @@ class MongoStorage(Storage):
             if query.limit:
                 cursor = collection.find(
                     match,
-                    {"_id": False, "resource": True},
+                    {"_id": False, "resource": True, "escaped": True},
                     sort=[*sort, ("_id", ASCENDING)],
                     skip=query.offset,
                     limit=query.limit,
                 )
-                items = [row["resource"] async for row in cursor]
+                items = [_resource(row) async for row in cursor]
             total = await collection.count_documents(match) if query.count_total else None
         return Page(items, total)
 
@@ -275,9 +275,11 @@ class MongoStorage(Storage):
             documents: list[Document] = []
             for name in names:
                 cursor = self._resources(name).find(
-                    {"_deleted": False}, {"_id": False, "resource": True}, sort=[("_id", ASCENDING)]
+                    {"_deleted": False},
+                    {"_id": False, "resource": True, "escaped": True},
+                    sort=[("_id", ASCENDING)],
                 )
-                documents.extend([row["resource"] async for row in cursor])
+                documents.extend([_resource(row) async for row in cursor])
         return documents
 
     @property
@@ -317,7 +319,7 @@ class MongoStorage(Storage):
         version = int(document["meta"]["versionId"])
         deleted = isinstance(write, Delete)
         current = self._resources(resource_type)
-        entry = {"_id": id, "v": version, "_deleted": deleted, "resource": document}
+        entry = {"_id": id, "v": version, "_deleted": deleted, **_resource_fields(document)}
         try:
             if isinstance(write, Create):
                 if write.over_tombstone_version is None:
@@ -370,7 +372,59 @@ def _match(query: Query) -> MongoDocument:
 
 
 def _stored(row: MongoDocument | None) -> Stored | None:
-    return None if row is None else Stored(row["resource"], row["_deleted"])
+    return None if row is None else Stored(_resource(row), row["_deleted"])
+
+
+def _resource_fields(document: Document) -> MongoDocument:
+    """How a resource is kept in its row. MongoDB stores `$`-prefixed names (matcho operators, JSON
+    Schema keywords), but pymongo reads an object holding `$ref` and `$id` back as a DBRef, and
+    queries and indexes cannot reach such names; a resource holding any is stored with every name
+    that starts with `$` or `~` prefixed by `~`, and the row marked `escaped`."""
+    if not _has_dollar_key(document):
+        return {"resource": document}
+    return {"resource": _escape_keys(document), "escaped": True}
+
+
+def _resource(row: MongoDocument) -> Document:
+    resource: Document = row["resource"]
+    return _unescape_keys(resource) if row.get("escaped") else resource
+
+
+def _has_dollar_key(document: Document) -> bool:
+    # A plain loop over exact types: every write asks, and most documents hold no such name.
+    stack: list[Any] = [document]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            for key, child in node.items():
+                if key[:1] == "$":
+                    return True
+                if type(child) is dict or type(child) is list:
+                    stack.append(child)
+        else:
+            for child in node:
+                if type(child) is dict or type(child) is list:
+                    stack.append(child)
+    return False
+
+
+def _escape_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            ("~" + key if key.startswith(("$", "~")) else key): _escape_keys(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_escape_keys(item) for item in value]
+    return value
+
+
+def _unescape_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key.removeprefix("~"): _unescape_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unescape_keys(item) for item in value]
+    return value
 
 
 def _record(row: MongoDocument | None) -> Record | None:

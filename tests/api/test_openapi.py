@@ -253,8 +253,13 @@ def test_resource_schemas_come_from_schemas_dir_adapted_for_openapi(document: Do
     assert schemas["User"]["properties"]["twoFactor"]["properties"]["secretKey"]["writeOnly"] is True
     # An AccessPolicy's `schema` is any JSON Schema: described without the remote meta-schema.
     assert schemas["AccessPolicy.schema"] == {
-        "description": "Evaluated against the request object; must itself be a valid JSON Schema (draft 2020-12).",
+        "description": (
+            "Evaluated against the request object; must itself be a valid JSON Schema (draft 2020-12). "
+            "Keywords starting with $ may be used; a $ref resolves only within the schema itself and is "
+            "never fetched."
+        ),
         "type": ["object", "boolean"],
+        "x-dollar-keys": True,
     }
     assert schemas["AccessPolicy.policy"]["properties"]["and"]["items"] == {
         "$ref": "#/components/schemas/AccessPolicy.policy"
