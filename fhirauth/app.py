@@ -21,7 +21,7 @@ from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.authorization import AuthorizationService
 from fhirauth.auth.bruteforce import BruteForcePolicy, PasswordLockout
-from fhirauth.auth.client_auth import ClientAuthenticator
+from fhirauth.auth.client_auth import ClientAuthenticator, ClientAuthLimits
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.codes import AuthorizationCodes
 from fhirauth.auth.consent import Consents
@@ -33,7 +33,7 @@ from fhirauth.auth.grants.registry import GrantRegistry
 from fhirauth.auth.introspection import Introspection
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
-from fhirauth.auth.passwords import PasswordHasher
+from fhirauth.auth.passwords import HashingBusy, PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
@@ -41,12 +41,12 @@ from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
 from fhirauth.http.edge import Edge
-from fhirauth.http.limits import rate_limited
+from fhirauth.http.limits import hashing_busy, rate_limited
 from fhirauth.http.router import FixedPathRouter
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.maintenance import purge_expired_records
 from fhirauth.notify import Notifier
-from fhirauth.ratelimit import RateLimited, RateLimiter, RateLimits
+from fhirauth.ratelimit import FailureLimiter, RateLimited, RateLimiter, RateLimits
 from fhirauth.resources.bundles import BundleProcessor
 from fhirauth.resources.schemas import SchemaRegistry
 from fhirauth.resources.secrets import SecretFields
@@ -86,12 +86,14 @@ def _load_schemas(directory: str | None) -> SchemaRegistry:
     return SchemaRegistry.from_directory(Path(directory) if directory else SCHEMAS_DIR)
 
 
-def build_services(settings: Settings, storage: Storage, clock: Clock) -> Services:
+def build_services(
+    settings: Settings, storage: Storage, clock: Clock, passwords: PasswordHasher | None = None
+) -> Services:
     try:
         box = SecretBox(master_secrets(settings))
     except ValueError as error:
         raise SystemExit(f"fhirauth: FHIRAUTH_SECRET_KEY: {error}") from None
-    passwords = PasswordHasher()
+    passwords = passwords or PasswordHasher(queue=settings.password_hash_queue)
     resources = ResourceService(
         storage,
         _load_schemas(settings.schemas_dir),
@@ -99,10 +101,16 @@ def build_services(settings: Settings, storage: Storage, clock: Clock) -> Servic
         clock,
         base_url=settings.base_url.rstrip("/"),
     )
-    clients = ClientRegistry(resources, passwords, settings.root_client_id, root_secret(settings))
-    notifier = Notifier(resources)
     rate_limiter = RateLimiter(storage, clock)
     rate_limits = RateLimits.from_settings(settings)
+    clients = ClientRegistry(
+        resources,
+        passwords,
+        settings.root_client_id,
+        root_secret(settings),
+        ClientAuthLimits(FailureLimiter(storage, clock), rate_limits),
+    )
+    notifier = Notifier(resources)
     lockout = (
         PasswordLockout(
             storage,
@@ -238,8 +246,14 @@ def create_served_app() -> Starlette:
 
 
 def create_app(
-    settings: Settings | None = None, clock: Clock = system_clock, *, serving: bool = False
+    settings: Settings | None = None,
+    clock: Clock = system_clock,
+    *,
+    serving: bool = False,
+    passwords: PasswordHasher | None = None,
 ) -> Starlette:
+    """The application; `passwords` replaces the password hasher the settings describe (tests count
+    its work)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -251,7 +265,7 @@ def create_app(
                 "(the demo's webhook receiver logs two-factor codes)"
             )
         storage = open_storage(settings.storage, clock)
-        services = build_services(settings, storage, clock)
+        services = build_services(settings, storage, clock, passwords)
         app.state.services = services
         starting = None
         try:
@@ -275,7 +289,7 @@ def create_app(
 
     app = App(
         routes=[*routes(), *(demo.routes if settings.demo else ())],
-        exception_handlers={**errors.handlers, RateLimited: rate_limited},
+        exception_handlers={**errors.handlers, RateLimited: rate_limited, HashingBusy: hashing_busy},
         lifespan=lifespan,
     )
     app.https = settings.base_url.startswith("https://")

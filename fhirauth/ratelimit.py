@@ -11,6 +11,9 @@ the cost of every request, so each process leases a share of the window's budget
 limit) in one write and spends it locally until it is used up or the window ends. Shares are counted
 in storage, so the limit still holds across workers; a process holding an unspent share when the
 budget runs out refuses at most `share` requests that the limit would have let through.
+
+Limits on failures (FailureLimiter) count only attempts that failed, in the same kind of counter, so
+that an attempt that succeeds never pays a storage write.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import asyncio
 import hashlib
 import math
 import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -30,6 +36,12 @@ if TYPE_CHECKING:
     from fhirauth.settings import Settings
 
 RATE_KIND = "rate-limit"
+
+# The key of the address the request being served comes from, for the limits counted below the HTTP
+# layer: client credentials reach the domain through several faces (the REST API, the OAuth
+# endpoints, the 2FA API), and the limits on failed client authentication need the address behind
+# them. The HTTP edge sets a function rather than the key, since most requests never ask.
+request_address: ContextVar[Callable[[], str] | None] = ContextVar("request_address", default=None)
 
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
@@ -76,6 +88,8 @@ class RateLimits:
     signup_ip: Limit
     signup_email: Limit
     two_factor_ip: Limit
+    client_auth_ip: Limit
+    client_auth_client: Limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
@@ -86,6 +100,10 @@ class RateLimits:
             signup_ip=Limit("signup-ip", parse_rate(settings.rate_limit_signup_ip)),
             signup_email=Limit("signup-email", parse_rate(settings.rate_limit_signup_email)),
             two_factor_ip=Limit("two-factor-ip", parse_rate(settings.rate_limit_two_factor_ip)),
+            client_auth_ip=Limit("client-auth-ip", parse_rate(settings.rate_limit_client_auth_ip)),
+            client_auth_client=Limit(
+                "client-auth-client", parse_rate(settings.rate_limit_client_auth_client)
+            ),
         )
 
 
@@ -213,3 +231,119 @@ class RateLimiter:
 
 def _record_key(name: str, key: str) -> str:
     return f"{name}/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+# (limit, key) pairs that one attempt is counted under.
+Keys = Sequence[tuple[Limit, str]]
+# Keys with failures known, per process: past this, the oldest is forgotten (which costs at most one
+# attempt more on it).
+_MAX_KNOWN = 10_000
+
+
+@dataclass
+class _Failures:
+    """What this process knows of one key's current window."""
+
+    # The stored count as this process's latest failure returned it, and the window's end.
+    count: int = 0
+    ends: datetime | None = None
+    in_flight: int = 0
+    # The window's first refusal (the one worth a log line) has been made.
+    refused: bool = False
+
+
+class FailureLimiter:
+    """Limits on failed attempts, where only a failure costs a storage write.
+
+    Each failure is added to a counter in storage (a fixed window, as for RateLimiter), so the limit
+    holds across workers, and the count that write returns is what this process then knows. Before an
+    attempt, that knowledge alone decides, with no storage read: a success pays nothing, and a flood
+    past the limit costs a dictionary lookup a request. The price: a worker that has not seen a key
+    fail lets one more attempt on it run before the count its own failure returns tells it the limit
+    is reached. Attempts under way count as failures until they settle, so a burst arriving at once
+    runs no more attempts than the limit allows.
+    """
+
+    def __init__(self, storage: Storage, clock: Clock) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._known: dict[tuple[str, str], _Failures] = {}
+
+    @property
+    def idle(self) -> bool:
+        """Whether no key has failures in this process's knowledge (nor attempts under way): then
+        nothing can be refused, and a caller need not even work out its keys."""
+        return not self._known
+
+    def check(self, keys: Keys) -> None:
+        """RateLimited when the failures (and the attempts under way) under one of `keys` have
+        reached its limit."""
+        now = self._clock()
+        for limit, key in keys:
+            self._check(limit, key, now)
+
+    @contextmanager
+    def attempt(self, keys: Keys) -> Iterator[None]:
+        """Hold an attempt under `keys` while it runs; RateLimited, before it starts, as `check`."""
+        self.check(keys)
+        held = [self._entry(limit, key) for limit, key in keys if limit.rate is not None]
+        for failures in held:
+            failures.in_flight += 1
+        try:
+            yield
+        finally:
+            for failures in held:
+                failures.in_flight -= 1
+            for limit, key in keys:
+                self._forget_if_clean((limit.name, key))
+
+    async def failed(self, keys: Keys) -> None:
+        """Count one failure under each of `keys`."""
+        for limit, key in keys:
+            rate = limit.rate
+            if rate is None:
+                continue
+            record_key = _record_key(limit.name, key)
+            now = self._clock()
+            window_ends = now + timedelta(seconds=rate.seconds)
+            count = await self._storage.record_incr(RATE_KIND, record_key, expires_at=window_ends)
+            failures = self._entry(limit, key)
+            if count == 1:
+                failures.count, failures.ends, failures.refused = 1, window_ends, False
+                continue
+            if failures.ends is None or now >= failures.ends:
+                # The window began in another process, or before this one last looked.
+                record = await self._storage.record_get(RATE_KIND, record_key)
+                failures.ends = record.expires_at if record is not None else window_ends
+                failures.count, failures.refused = count, False
+            else:
+                failures.count = max(failures.count, count)
+
+    def _check(self, limit: Limit, key: str, now: datetime) -> None:
+        rate = limit.rate
+        failures = self._known.get((limit.name, key))
+        if rate is None or failures is None:
+            return
+        if failures.ends is not None and now >= failures.ends:
+            failures.count, failures.ends, failures.refused = 0, None, False
+        if failures.count + failures.in_flight < rate.count:
+            return
+        # Refused on attempts under way alone, no window has begun yet: the first failure opens one.
+        seconds = (failures.ends - now).total_seconds() if failures.ends is not None else rate.seconds
+        first = not failures.refused
+        failures.refused = True
+        raise RateLimited(limit.name, max(1, math.ceil(seconds)), first=first)
+
+    def _entry(self, limit: Limit, key: str) -> _Failures:
+        known_key = (limit.name, key)
+        failures = self._known.get(known_key)
+        if failures is None:
+            failures = self._known[known_key] = _Failures()
+            if len(self._known) > _MAX_KNOWN:
+                del self._known[next(iter(self._known))]
+        return failures
+
+    def _forget_if_clean(self, known_key: tuple[str, str]) -> None:
+        failures = self._known.get(known_key)
+        if failures is not None and failures.in_flight == 0 and failures.ends is None:
+            del self._known[known_key]

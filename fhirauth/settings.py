@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     rate_limit_signup_ip: str = "10/minute"
     rate_limit_signup_email: str = "5/hour"
     rate_limit_two_factor_ip: str = "30/minute"
+    # Failed client authentications (wrong or unknown client secret), by address and by client id.
+    rate_limit_client_auth_ip: str = "20/minute"
+    rate_limit_client_auth_client: str = "20/minute"
+    # Password hashes that may wait for a hashing thread; past them, 503 at once.
+    password_hash_queue: int = Field(default=32, ge=0)
     # Password brute-force detection: Keycloak's temporary lockout, "multiple" strategy.
     brute_force_protection: bool = True
     brute_force_failure_factor: int = Field(default=30, ge=1)
@@ -56,6 +61,8 @@ class Settings(BaseSettings):
         "rate_limit_signup_ip",
         "rate_limit_signup_email",
         "rate_limit_two_factor_ip",
+        "rate_limit_client_auth_ip",
+        "rate_limit_client_auth_client",
     )
     @classmethod
     def _rate(cls, value: str) -> str:

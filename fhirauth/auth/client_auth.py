@@ -1,14 +1,59 @@
-"""Client authentication at the token, introspection and revocation endpoints (RFC 6749 §2.3)."""
+"""Client authentication: the limits on its failures, which every face shares, and the rules of the
+token, introspection and revocation endpoints (RFC 6749 §2.3)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.oauth_errors import InvalidClient
+from fhirauth.ratelimit import FailureLimiter, Keys, RateLimits, request_address
+
+if TYPE_CHECKING:
+    from fhirauth.auth.clients import ClientRegistry
 
 Document = dict[str, Any]
+
+
+class ClientAuthLimits:
+    """The limits on failed client authentication: by the address a request came from, and by the
+    client id it named.
+
+    ClientRegistry.authenticate applies them where a secret would cost an Argon2id verification. An
+    address past its limit is refused before its client is even looked up; a client id past its limit
+    only where its secret would be hashed, so a flood of wrong secrets naming a client does not lock
+    the client out while its own secret is remembered as verified. The root client's comparison costs
+    no hashing and is not limited.
+    """
+
+    def __init__(self, limiter: FailureLimiter, limits: RateLimits) -> None:
+        self._limiter = limiter
+        self._by_address = limits.client_auth_ip
+        self._by_client = limits.client_auth_client
+
+    def check_address(self) -> None:
+        """RateLimited when the request's address has failed too often; free while nothing failed."""
+        if not self._limiter.idle:
+            self._limiter.check(self._keys(None))
+
+    def attempt(self, client_id: str) -> AbstractContextManager[None]:
+        """Hold a verification of a secret naming `client_id` while it runs (RateLimited first, when
+        its address or the client id has failed too often)."""
+        return self._limiter.attempt(self._keys(client_id))
+
+    async def failed(self, client_id: str | None) -> None:
+        """Count a failure against the address, and against `client_id`; None for an id naming no
+        client with a secret, counted against the address alone (made-up ids would each open a
+        counter of their own)."""
+        await self._limiter.failed(self._keys(client_id))
+
+    def _keys(self, client_id: str | None) -> Keys:
+        address = request_address.get()
+        keys = [(self._by_address, address())] if address is not None else []
+        if client_id is not None:
+            keys.append((self._by_client, client_id))
+        return keys
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from fhirauth.auth.client_auth import ClientAuthLimits
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.resources.service import ResourceService
 from fhirauth.security import secrets_equal
@@ -23,12 +24,24 @@ _CLIENT_CACHE_SIZE = 1024
 _VerifiedKey = tuple[str, str, str]
 
 
+def is_active(client: Document) -> bool:
+    """Whether a Client may act at all: sign in, hold tokens, be called from its origins. Aidbox's
+    Client is active unless it says `active: false`."""
+    return client.get("active") is not False
+
+
 class ClientRegistry:
     def __init__(
-        self, resources: ResourceService, passwords: PasswordHasher, root_id: str, root_secret: str
+        self,
+        resources: ResourceService,
+        passwords: PasswordHasher,
+        root_id: str,
+        root_secret: str,
+        limits: ClientAuthLimits,
     ) -> None:
         self._resources = resources
         self._passwords = passwords
+        self._limits = limits
         self._root_id = root_id
         self._root_secret = root_secret
         # Argon2 costs ~20 ms by design; a Basic-authenticated API client would pay it on every call.
@@ -66,7 +79,7 @@ class ClientRegistry:
         if hit is not None and now - hit[0] < _CLIENT_CACHE_SECONDS:
             return hit[1]
         stored = await self._resources.find("Client", client_id)
-        client = None if stored is None or stored.document.get("active") is False else stored.document
+        client = stored.document if stored is not None and is_active(stored.document) else None
         if len(self._cached) >= _CLIENT_CACHE_SIZE:
             self._cached.clear()
         self._cached[client_id] = (now, client)
@@ -76,28 +89,40 @@ class ClientRegistry:
         self._cached.clear()
 
     async def authenticate(self, client_id: str, secret: str) -> Document | None:
-        """The Client whose secret this is, or None. Unknown clients cost as much as known ones."""
+        """The Client whose secret this is, or None; RateLimited, with nothing hashed, once failures
+        from the request's address or naming this client have reached their limit (ClientAuthLimits).
+
+        An id naming no client with a secret costs no verification: client ids are not secrets
+        (RFC 6749 §2.2), and a request without a secret is told "Unknown client" anyway.
+        """
         if client_id == self._root_id:
             return self.root_document() if self.is_root(client_id, secret) else None
+        self._limits.check_address()
         client = await self.get(client_id)
         stored_hash = client.get("secret") if client else None
         if not isinstance(stored_hash, str):
-            await self._passwords.verify_dummy_async()
+            await self._limits.failed(None)
             return None
         assert client is not None
         key = (client_id, client["meta"]["versionId"], hashlib.sha256(secret.encode()).hexdigest())
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < _VERIFIED_TTL_SECONDS:
             return client
-        # Requests arriving together with the same secret share one verification: a client's first
-        # burst (a pool of connections opening at once) would otherwise queue an Argon2 run per request.
-        verifying = self._verifying.get(key)
-        if verifying is None:
-            verifying = asyncio.ensure_future(self._verify(key, stored_hash, secret))
-            self._verifying[key] = verifying
-            verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
-        # Shielded: one caller giving up must not cancel the verification the others wait for.
-        return client if await asyncio.shield(verifying) else None
+        with self._limits.attempt(client_id):
+            # Requests arriving together with the same secret share one verification: a client's first
+            # burst (a pool of connections opening at once) would otherwise queue an Argon2 run per
+            # request.
+            verifying = self._verifying.get(key)
+            if verifying is None:
+                verifying = asyncio.ensure_future(self._verify(key, stored_hash, secret))
+                self._verifying[key] = verifying
+                verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
+            # Shielded: one caller giving up must not cancel the verification the others wait for.
+            verified = await asyncio.shield(verifying)
+        if not verified:
+            await self._limits.failed(client_id)
+            return None
+        return client
 
     async def _verify(self, key: _VerifiedKey, stored_hash: str, secret: str) -> bool:
         if not await self._passwords.verify_async(stored_hash, secret):

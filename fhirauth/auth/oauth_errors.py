@@ -83,3 +83,11 @@ class ServerError(OAuthError):
 
     error = "server_error"
     status = 500
+
+
+class TemporarilyUnavailable(OAuthError):
+    """The server is too busy to handle the request now (RFC 6749 §4.1.2.1's code, answered with
+    HTTP 503 and Retry-After at the token endpoint too)."""
+
+    error = "temporarily_unavailable"
+    status = 503

@@ -7,12 +7,16 @@ loop keeps serving while a login hashes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import argon2
 from anyio import CapacityLimiter, to_thread
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from fhirauth.security import random_token
+
+T = TypeVar("T")
 
 # OWASP: m=19 MiB, t=2, p=1. Spelled out because argon2-cffi's own default (64 MiB, t=3, p=4) costs
 # five times as much and would cap a two-core box at about a dozen logins a second.
@@ -27,6 +31,16 @@ _MAX_TIME_COST = 10
 _MAX_PARALLELISM = 8
 
 
+class HashingBusy(Exception):
+    """Every hashing thread is taken and the queue is full: try again in `retry_after` seconds."""
+
+    # Retry-After counts whole seconds, and a full queue empties well within one (32 hashes on two
+    # threads at ~25 ms each: 0.4 s).
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__(f"password hashing is busy; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 class PasswordHasher:
     def __init__(
         self,
@@ -35,6 +49,7 @@ class PasswordHasher:
         time_cost: int = TIME_COST,
         parallelism: int = PARALLELISM,
         threads: int | None = None,
+        queue: int = 32,
     ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
@@ -47,7 +62,13 @@ class PasswordHasher:
         # One hash per core at a time. anyio's shared pool would run up to 40, holding 40 x 19 MiB
         # while they fight over the cores: no faster (measured 70-73 vs 75-82 verifies/s on two
         # cores, and 31/s while its threads warm up), and a login burst could exhaust memory.
-        self._limiter = CapacityLimiter(threads or os.cpu_count() or 1)
+        threads = threads or os.cpu_count() or 1
+        self._limiter = CapacityLimiter(threads)
+        # Hashes admitted (running or waiting for a thread) and how many may be. Past that, waiting
+        # only grows: unbounded, a burst queued minutes of work that every later login waited behind,
+        # for clients long gone. Refused at once, the client is told to come back.
+        self._admitted = 0
+        self._room = threads + queue
         # Made up front so that the first unknown-user login costs the same as every other one.
         self._dummy_hash = self.hash(random_token())
 
@@ -83,14 +104,25 @@ class PasswordHasher:
         )
 
     async def hash_async(self, password: str) -> str:
-        return await to_thread.run_sync(self.hash, password, limiter=self._limiter)
+        """`hash` in a hashing thread; HashingBusy when the threads and the queue are full."""
+        return await self._run(self.hash, password)
 
     async def verify_async(self, stored_hash: str, password: str) -> bool:
-        return await to_thread.run_sync(self.verify, stored_hash, password, limiter=self._limiter)
+        """`verify` in a hashing thread; HashingBusy when the threads and the queue are full."""
+        return await self._run(self.verify, stored_hash, password)
 
     async def verify_dummy_async(self) -> None:
         """Spend what a real verify costs, for a login naming an unknown user.
 
         Answering such a login at once would tell an observer which accounts exist.
         """
-        await to_thread.run_sync(self.verify, self._dummy_hash, random_token(), limiter=self._limiter)
+        await self._run(self.verify, self._dummy_hash, random_token())
+
+    async def _run(self, work: Callable[..., T], *args: str) -> T:
+        if self._admitted >= self._room:
+            raise HashingBusy()
+        self._admitted += 1
+        try:
+            return await to_thread.run_sync(work, *args, limiter=self._limiter)
+        finally:
+            self._admitted -= 1

@@ -26,7 +26,13 @@ async def outcome_error(request: Request, exc: Exception) -> Response:
 
 async def oauth_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OAuthError)
-    return json_response(exc.body(), exc.status, {**exc.headers, **NO_STORE})
+    return oauth_response(exc)
+
+
+def oauth_response(error: OAuthError, status: int | None = None) -> Response:
+    """RFC 6749 §5.2 JSON for `error`, with the error's status unless told another (a 429 has no code
+    of its own and answers `invalid_request`)."""
+    return json_response(error.body(), status or error.status, {**error.headers, **NO_STORE})
 
 
 async def storage_unavailable(request: Request, exc: Exception) -> Response:

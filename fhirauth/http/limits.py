@@ -1,11 +1,18 @@
-"""Abuse limits at the HTTP edge: the client's address, the per-address limits, and the 429 answer.
+"""Abuse limits at the HTTP edge: the client's address, the per-address limits, and the answers to a
+refusal (429) and to a full password-hashing queue (503).
 
 Per-address limits are counted at the edge (edge.py) rather than in each endpoint: one table says
 which routes are limited, a new route under a limited path cannot forget its call, and a refused
 request is answered before its body is read, its form parsed or any password hashed. Per-account
 limits need the parsed body, so they are counted where it is read (the password check in Logins, the
 signup form) and surface as RateLimited, which `rate_limited` renders the same way. The two-factor
-step's per-account limit is the code lockout of the 2FA guard.
+step's per-account limit is the code lockout of the 2FA guard. The limits on failed client
+authentication are counted where secrets are verified (ClientRegistry), on every route; the edge
+names the request's address for them (`request_address`).
+
+Each refusal is answered in the format of the face it reached: an HTML page on the sign-in pages,
+RFC 6749 §5.2 JSON on the OAuth endpoints and the 2FA JSON operations, an OperationOutcome on the
+REST API.
 """
 
 from __future__ import annotations
@@ -15,21 +22,33 @@ import ipaddress
 import logging
 import math
 from collections.abc import Callable
+from enum import Enum
 from operator import attrgetter
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from fhirauth.auth.oauth_errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+from fhirauth.auth.passwords import HashingBusy
+from fhirauth.errors import Issue, OutcomeError, TooManyRequests, Unavailable
+from fhirauth.http.errors import oauth_response
 from fhirauth.http.html import error_page
-from fhirauth.http.render import NO_STORE, json_response
+from fhirauth.http.render import outcome_response
 from fhirauth.http.rest import services_in, services_of
-from fhirauth.ratelimit import Limit, RateLimited, RateLimits
+from fhirauth.ratelimit import Limit, RateLimited, RateLimits, request_address
 
 log = logging.getLogger("fhirauth.limits")
 
-# The HTML faces answer a page; the others (/auth/token, /app/auth/two-factor/*) answer JSON.
+
+class _Face(Enum):
+    PAGE = "page"
+    OAUTH = "oauth"
+    REST = "rest"
+
+
 _PAGE_PREFIXES = ("/auth/login", "/auth/signup", "/auth/two-factor")
+_OAUTH_PREFIXES = ("/auth/token", "/auth/introspect", "/auth/revoke", "/app/auth/two-factor/")
 _MAX_ADDRESS_CHARS = 64
 
 
@@ -92,28 +111,68 @@ def limit_for(method: str, path: str) -> Callable[[RateLimits], Limit] | None:
 
 
 async def rate_limited(request: Request, exc: Exception) -> Response:
-    """429 with Retry-After: an HTML page on the pages, RFC 6749 §5.2-shaped JSON elsewhere."""
+    """429 with Retry-After, in the format of the face the request reached."""
     assert isinstance(exc, RateLimited)
     seconds = exc.retry_after
     if exc.first:
         # Once per window, not per refused request: a flood must not become a flood of log lines.
         address = client_address(request.scope, services_of(request).settings.trust_proxy_headers)
         log.warning("rate limit %s reached (client %s); refusing for %d s", exc.limit, address, seconds)
-    headers = {"Retry-After": str(seconds)}
-    if request.url.path.startswith(_PAGE_PREFIXES):
-        response = await error_page(
-            request,
-            f"Too many attempts. Try again in {_wait_text(seconds)}.",
-            status=429,
-            heading="Too many attempts",
-        )
-        response.headers.update(headers)
-        return response
-    body = {
-        "error": "invalid_request",
-        "error_description": f"Too many requests; try again in {seconds} seconds",
-    }
-    return json_response(body, 429, {**headers, **NO_STORE})
+    wait = _wait_text(seconds)
+    face = _face_of(request)
+    if face is _Face.PAGE:
+        page = f"Too many attempts. Try again in {wait}."
+        return await _page(request, 429, "Too many attempts", page, seconds)
+    message = f"Too many requests; try again in {wait}"
+    if face is _Face.OAUTH:
+        return _oauth(InvalidRequest(message), seconds, status=429)
+    return _outcome(request, TooManyRequests(message), seconds)
+
+
+async def hashing_busy(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After when every password-hashing thread is taken and the queue is full, in
+    the format of the face the request reached. Nothing was verified or written."""
+    assert isinstance(exc, HashingBusy)
+    seconds = exc.retry_after
+    wait = _wait_text(seconds)
+    face = _face_of(request)
+    if face is _Face.PAGE:
+        return await _page(request, 503, "Busy", f"The server is busy. Try again in {wait}.", seconds)
+    message = f"The server is busy; try again in {wait}"
+    if face is _Face.OAUTH:
+        return _oauth(TemporarilyUnavailable(message), seconds)
+    return _outcome(
+        request, Unavailable(message, issues=[Issue(message, "transient", severity="fatal")]), seconds
+    )
+
+
+def _face_of(request: Request) -> _Face:
+    path = _route_path(request.scope)
+    if path.startswith(_PAGE_PREFIXES):
+        return _Face.PAGE
+    if path.startswith(_OAUTH_PREFIXES):
+        return _Face.OAUTH
+    return _Face.REST
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
+
+
+async def _page(request: Request, status: int, heading: str, message: str, seconds: int) -> Response:
+    response = await error_page(request, message, status=status, heading=heading)
+    response.headers.update(_retry_after(seconds))
+    return response
+
+
+def _oauth(error: OAuthError, seconds: int, *, status: int | None = None) -> Response:
+    error.headers.update(_retry_after(seconds))
+    return oauth_response(error, status)
+
+
+def _outcome(request: Request, error: OutcomeError, seconds: int) -> Response:
+    error.headers.update(_retry_after(seconds))
+    return outcome_response(request, error)
 
 
 def _wait_text(seconds: int) -> str:
@@ -126,8 +185,11 @@ async def check_address_limit(scope: Scope) -> None:
     """Count a request of a limited route against its client's address; RateLimited past the limit.
 
     Called by the edge layer before the route runs (and before it reads the body), which answers
-    RateLimited with `rate_limited`, as it does when an endpoint raises it.
+    RateLimited with `rate_limited`, as it does when an endpoint raises it. It also names the
+    request's address for the limits counted deeper in (`request_address`), as a function: working
+    the address out costs more than most requests would ever use it.
     """
+    request_address.set(functools.partial(_address_key_of, scope))
     limit = limit_for(scope["method"], _route_path(scope))
     if limit is None:
         return
@@ -137,6 +199,10 @@ async def check_address_limit(scope: Scope) -> None:
         return
     address = client_address(scope, services.settings.trust_proxy_headers)
     await services.rate_limiter.hit(limit(services.rate_limits), address_key(address))
+
+
+def _address_key_of(scope: Scope) -> str:
+    return address_key(client_address(scope, services_in(scope).settings.trust_proxy_headers))
 
 
 def _route_path(scope: Scope) -> str:

@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
+from fhirauth.auth.client_auth import ClientAuthLimits
 from fhirauth.auth.clients import ClientRegistry
+from fhirauth.ratelimit import FailureLimiter
 from fhirauth.services import Services
 from tests.auth.oauth_helpers import SECRET, CountingHasher, confidential_client, put
 
@@ -26,7 +28,8 @@ def hasher() -> CountingHasher:
 
 @pytest.fixture
 def registry(services: Services, hasher: CountingHasher) -> ClientRegistry:
-    return ClientRegistry(services.resources, hasher, "root", "root-secret")
+    limits = ClientAuthLimits(FailureLimiter(services.storage, services.clock), services.rate_limits)
+    return ClientRegistry(services.resources, hasher, "root", "root-secret", limits)
 
 
 async def ids(registry: ClientRegistry, secret: str, times: int) -> list[object]:
@@ -83,13 +86,13 @@ async def test_a_caller_giving_up_leaves_the_shared_verification_running(
     assert hasher.verifications == 1
 
 
-async def test_a_client_without_a_secret_costs_a_dummy_verification(
+async def test_a_client_without_a_secret_costs_no_verification(
     services: Services, registry: ClientRegistry, hasher: CountingHasher
 ) -> None:
     await put(services, "Client", "spa", grant_types=["password"])
     assert await registry.authenticate("spa", "anything") is None
     assert await registry.authenticate("nobody", "anything") is None
-    assert hasher.verifications == 2
+    assert hasher.verifications == 0
 
 
 async def test_clients_are_read_once_and_forgotten_when_written(
