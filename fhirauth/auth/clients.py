@@ -25,8 +25,8 @@ _VerifiedKey = tuple[str, str, str]
 
 
 def is_active(client: Document) -> bool:
-    """Whether a Client may act at all: sign in, hold tokens, be called from its origins. Aidbox's
-    Client is active unless it says `active: false`."""
+    """Whether a Client is in service; an inactive one is found by no lookup (`ClientRegistry.get`)
+    and its origins are not allowed. Aidbox's Client is active unless it says `active: false`."""
     return client.get("active") is not False
 
 

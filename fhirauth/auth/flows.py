@@ -30,6 +30,12 @@ def redirect_uris(client: Document, flow: str) -> list[str]:
     return []
 
 
+def every_redirect_uri(client: Document) -> list[str]:
+    """The registered redirect URIs of every flow the client configures."""
+    auth = client.get("auth")
+    return [uri for flow in auth for uri in redirect_uris(client, flow)] if isinstance(auth, dict) else []
+
+
 def sole_redirect_uri(client: Document, flows: Iterable[str]) -> str | None:
     """The URI a request may leave out (RFC 6749 §3.1.2.3): the only one these flows register, if so."""
     registered = {uri for flow in flows for uri in redirect_uris(client, flow)}

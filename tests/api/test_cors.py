@@ -14,9 +14,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
 from fhirauth.app import INDEXES, App, build_services
+from fhirauth.auth.origins import CACHE_SECONDS
 from fhirauth.clock import ManualClock
 from fhirauth.http import errors
-from fhirauth.http.cors import CACHE_SECONDS, client_origins, origin_of
 from fhirauth.services import Services
 from fhirauth.storage.backends import open_storage
 from tests.api.conftest import NO_AUTH, settings_for
@@ -49,35 +49,6 @@ def web_client(**extra: object) -> dict[str, object]:
         "auth": {"implicit": {"redirect_uri": f"{SPA}/auth"}},
         **extra,
     }
-
-
-def test_origin_of_writes_origins_as_browsers_do() -> None:
-    assert origin_of("http://localhost:3000/auth?x=1#y") == "http://localhost:3000"
-    assert origin_of("HTTPS://App.Example.org:443/cb") == "https://app.example.org"
-    assert origin_of("http://example.org:80") == "http://example.org"
-    assert origin_of("https://example.org:8443/") == "https://example.org:8443"
-    assert origin_of("http://[::1]:8080/cb") == "http://[::1]:8080"
-    assert origin_of("com.example.app:/callback") is None
-    assert origin_of("http://example.org:99999/") is None
-    assert origin_of("/relative") is None
-
-
-def test_client_origins_reads_every_flow_and_allowed_origins() -> None:
-    client = {
-        "auth": {
-            "authorization_code": {"redirect_uri": ["https://a.example/cb", "https://b.example:8443/cb"]},
-            "implicit": {"redirect_uri": "http://localhost:3000/auth"},
-            "client_credentials": {"access_token_expiration": 60},
-        },
-        "allowed_origins": ["https://c.example", "not a url"],
-    }
-    assert client_origins(client) == {
-        "https://a.example",
-        "https://b.example:8443",
-        "http://localhost:3000",
-        "https://c.example",
-    }
-    assert client_origins({**client, "active": False}) == set()
 
 
 def test_preflight_from_a_redirect_uri_origin(api: TestClient) -> None:
