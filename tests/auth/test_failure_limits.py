@@ -1,0 +1,91 @@
+"""Limits on failed client authentication inside the ClientRegistry, on both backends: attempts under
+way count against the limit, so a burst arriving at once runs no more verifications than it allows."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from fhirauth.auth.client_auth import ClientAuthLimits
+from fhirauth.auth.clients import ClientRegistry
+from fhirauth.ratelimit import FailureLimiter, Limit, RateLimited, parse_rate, request_address
+from fhirauth.services import Services
+from tests.auth.hashers import GatedHasher
+from tests.auth.oauth_helpers import confidential_client
+
+
+def limited(services: Services, hasher: GatedHasher, **rates: str) -> ClientRegistry:
+    limits = dataclasses.replace(
+        services.rate_limits,
+        **{name: Limit(name.replace("_", "-"), parse_rate(rate)) for name, rate in rates.items()},
+    )
+    client_limits = ClientAuthLimits(FailureLimiter(services.storage, services.clock), limits)
+    return ClientRegistry(services.resources, hasher, "root", "root-secret", client_limits)
+
+
+async def test_a_burst_runs_no_more_verifications_than_the_limit(services: Services) -> None:
+    await confidential_client(services)
+    hasher = GatedHasher()
+    registry = limited(services, hasher, client_auth_client="3/minute")
+    await registry.get("app")
+    hasher.hold()
+    attempts = [asyncio.ensure_future(registry.authenticate("app", f"wrong {n}")) for n in range(5)]
+    # Two are refused while the others are still being verified: no window has begun, so they are
+    # told to come back after a whole one.
+    done, _ = await asyncio.wait(attempts, timeout=5, return_when=asyncio.FIRST_EXCEPTION)
+    refused = [attempt.exception() for attempt in done]
+    assert len(refused) == 2
+    for error in refused:
+        assert isinstance(error, RateLimited)
+        assert (error.limit, error.retry_after) == ("client-auth-client", 60)
+    # Only the first refusal is the one worth a log line.
+    assert sorted(error.first for error in refused) == [False, True]
+    hasher.release()
+    assert [await attempt for attempt in attempts if attempt not in done] == [None, None, None]
+    assert hasher.verifications == 3
+    # The three failures reached the limit: the next attempt is refused before any hashing.
+    with pytest.raises(RateLimited):
+        await registry.authenticate("app", "wrong again")
+    assert hasher.verifications == 3
+
+
+@pytest.fixture
+def address() -> Iterator[Callable[[str], None]]:
+    """Names the address the requests come from, as the HTTP edge does for each request."""
+    token = request_address.set(None)
+
+    def name(value: str) -> None:
+        request_address.set(lambda: value)
+
+    yield name
+    request_address.reset(token)
+
+
+async def test_an_address_past_its_limit_is_refused_before_the_client_is_looked_up(
+    services: Services, monkeypatch: pytest.MonkeyPatch, address: Callable[[str], None]
+) -> None:
+    await confidential_client(services)
+    hasher = GatedHasher()
+    registry = limited(services, hasher, client_auth_ip="2/minute", client_auth_client="off")
+    address("203.0.113.1")
+    assert await registry.authenticate("nobody", "x") is None
+    assert await registry.authenticate("app", "wrong") is None
+    lookups: list[str] = []
+    find = services.resources.find
+
+    async def counted_find(resource_type: str, id: str) -> object:
+        lookups.append(id)
+        return await find(resource_type, id)
+
+    monkeypatch.setattr(services.resources, "find", counted_find)
+    with pytest.raises(RateLimited):
+        await registry.authenticate("someone-else", "x")
+    assert (lookups, hasher.verifications) == ([], 1)
+    # The root client's comparison costs no hashing and is not limited.
+    assert await registry.authenticate("root", "root-secret") is not None
+    address("203.0.113.2")
+    assert await registry.authenticate("someone-else", "x") is None
+    assert lookups == ["someone-else"]
