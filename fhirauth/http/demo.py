@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from starlette.requests import Request
@@ -15,6 +15,8 @@ from fhirauth.http.render import json_response
 from fhirauth.http.rest import services_of
 from fhirauth.http.security_headers import page_policy
 from fhirauth.twofactor.qr import qr_svg
+
+log = logging.getLogger("fhirauth.demo")
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 _FILES = {"demo.js": "text/javascript", "demo.css": "text/css"}
@@ -47,7 +49,7 @@ async def qr(request: Request) -> Response:
 
 
 async def webhook_receiver(request: Request) -> Response:
-    """Receives `{user, token}` from the 2FA webhook and prints it, like an SMS gateway would send it."""
+    """Receives `{user, token}` from the 2FA webhook and logs it, as an SMS gateway would send it."""
     services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     if principal is None or principal.kind == "user":
@@ -57,11 +59,7 @@ async def webhook_receiver(request: Request) -> Response:
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(user, dict) or not isinstance(token, str):
         raise BadRequest("Expected {user, token}")
-    print(
-        f"[demo SMS gateway] code for {user.get('email') or user.get('id')}: {token}",
-        file=sys.stdout,
-        flush=True,
-    )
+    log.info("[demo SMS gateway] code for %s: %s", user.get("email") or user.get("id"), token)
     return json_response({})
 
 
