@@ -95,6 +95,12 @@ def test_a_one_megabyte_header_is_answered_431_and_the_connection_closed(server:
         assert reader.read() == b""
 
 
+def test_a_long_request_line_counts_against_the_same_limit(server: LiveServer) -> None:
+    line = b"GET /health?" + b"a" * DEFAULT_LIMIT + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    [refused] = exchange(server, line, 1)
+    assert_refused(*refused)
+
+
 def test_a_300_mb_header_streamed_is_cut_off_without_the_worker_growing(server: LiveServer) -> None:
     before = rss_kib(server.pid)
     chunk = b"a" * MB
