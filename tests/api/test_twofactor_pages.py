@@ -42,6 +42,7 @@ CALLBACK = "https://shop.example.org/cb"
 
 _SECRET = re.compile(r'<code class="secret" id="secret">([A-Z2-7 ]+)</code>')
 _QR = re.compile(r'<figure class="qr">(<svg.*?</svg>)\s*</figure>', re.S)
+_STATUS = re.compile(r'<p class="status status-(?:on|off)[^"]*"([^>]*)>(.*?)</p>', re.S)
 _RECOVERY = re.compile(r"<li><code>([0-9a-z]{5}-[0-9a-z]{5})</code></li>")
 
 
@@ -86,9 +87,22 @@ def heading(page: httpx2.Response) -> str:
 
 
 def status_line(page: httpx2.Response) -> str:
-    match = re.search(r'<p class="status status-(?:on|off)">(.*?)</p>', page.text, re.S)
+    match = _STATUS.search(page.text)
     assert match, page.text
-    return " ".join(re.sub(r"<[^>]+>", "", match.group(1)).split())
+    return " ".join(re.sub(r"<[^>]+>", "", match.group(2)).split())
+
+
+def announced(page: httpx2.Response) -> bool:
+    """Whether the status line is announced (role="status") as the outcome of what was just done."""
+    match = _STATUS.search(page.text)
+    assert match, page.text
+    return 'role="status"' in match.group(1)
+
+
+def said(page: httpx2.Response, sentence: str) -> int:
+    """How often the page's visible text says `sentence`."""
+    body = page.text.split("<body>", 1)[1]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", body)).split()).count(sentence)
 
 
 def secret_on(page: httpx2.Response) -> str:
@@ -268,9 +282,9 @@ def test_the_whole_story_of_one_user(api: TestClient, clock: ManualClock, ann: d
     assert (off.status_code, off.headers["location"]) == (303, f"{SETTINGS}?done=disabled")
     settings = api.get(off.headers["location"])
     assert status_line(settings).startswith("Two-factor authentication is off.")
-    assert (
-        '<p class="message message-info" role="status">Two-factor authentication is off.</p>' in settings.text
-    )
+    # The status line announces the change; no second message repeats it.
+    assert announced(settings)
+    assert said(settings, "Two-factor authentication is off") == 1
     assert events(api, "2fa-disabled") == 1
     assert user_doc(api)["twoFactor"] == {"enabled": False}
 
@@ -305,6 +319,31 @@ def test_new_recovery_codes_replace_the_old_ones(
     stale = submit(api, verify, VERIFY, code=old[1])
     assert (stale.status_code, alert(stale)) == (400, WRONG)
     assert submit(api, stale, VERIFY, code=fresh[1]).status_code == 302
+
+
+def test_the_status_line_is_the_one_message_after_a_change(
+    api: TestClient, clock: ManualClock, ann: dict[str, Any]
+) -> None:
+    # Without recovery codes, turning 2FA on lands on the settings page rather than the codes page.
+    config = api.put(
+        "/AuthConfig/app",
+        json={"resourceType": "AuthConfig", "twoFactor": {"issuerName": "ACME", "recoveryCodes": False}},
+    )
+    assert config.status_code == 200, config.text
+    login(api, "ann@example.org")
+    enable = api.get("/auth/two-factor/enable")
+    on = submit(api, enable, "/auth/two-factor/enable", code=code_now(secret_on(enable), clock))
+    assert (on.status_code, on.headers["location"]) == (303, f"{SETTINGS}?done=enabled")
+    settings = api.get(on.headers["location"])
+    assert status_line(settings) == "Two-factor authentication is on. No recovery codes left."
+    assert announced(settings)
+    assert said(settings, "Two-factor authentication is on") == 1
+    # A later visit, or a link claiming the opposite of the stored state, announces nothing.
+    for path in (SETTINGS, f"{SETTINGS}?done=disabled", f"{SETTINGS}?done=other"):
+        again = api.get(path)
+        assert (again.status_code, announced(again)) == (200, False), path
+        assert said(again, "Two-factor authentication is on") == 1, path
+        assert said(again, "Two-factor authentication is off") == 0, path
 
 
 @pytest.mark.parametrize(
