@@ -214,3 +214,16 @@ def test_recovery_codes_an_administrator_wrote_as_odd_data_match_nothing(
     assert after is not None and after.document == stored.document
     code = totp.code_at(_SECRET, totp.step_at(clock().timestamp()))
     assert api.post("/auth/token", data={**form, "totp": code}, headers=NO_AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("key", ["a\x00b", "$where", ""])
+def test_a_json_patch_adding_a_key_the_structural_guard_refuses_is_400(api: TestClient, key: str) -> None:
+    # MongoDB refused the NUL key when storing the result: a 500. The patch's path is not a key of the
+    # body, so the guard that reads the body never saw it.
+    assert api.put("/User/p", json={"resourceType": "User", "data": {"kept": 1}}).status_code == 201
+    patch = [{"op": "add", "path": f"/data/{key}", "value": 1}]
+    res = api.patch("/User/p", json=patch, headers={"Content-Type": "application/json-patch+json"})
+    assert res.status_code == 400, res.text
+    assert res.json()["resourceType"] == "OperationOutcome"
+    stored = api.get("/User/p").json()
+    assert (stored["meta"]["versionId"], stored["data"]) == ("1", {"kept": 1})
