@@ -153,8 +153,9 @@ def test_enabled_without_a_secret_refuses_every_sign_in_until_reset(api: TestCli
     assert enrol.json()["uri"].startswith("otpauth://totp/")
 
 
-def test_the_settings_page_and_step_up_agree_with_the_sign_in(api: TestClient) -> None:
-    """The settings page and the password grant read 'enabled' through the same rule."""
+def test_a_user_created_so_is_refused_by_the_grant_and_the_page_alike(api: TestClient) -> None:
+    """Created with 2FA on and no secret: the password grant and the login page's second step read
+    'enabled' through the same rule, so neither lets the password alone through."""
     client = {
         "resourceType": "Client",
         "secret": "app-secret",
