@@ -99,7 +99,9 @@ async def test_rotation_moves_every_secret_to_the_new_master_secret(
         )
     # An imported Aidbox secret, a pending enrolment, and a user without 2FA.
     await old.resources.create(
-        "User", {"id": "cat", "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}}
+        "User",
+        {"id": "cat", "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}},
+        administrator=True,
     )
     await old.resources.create("User", {"id": "dan"})
     pending = (await old.twofactor.begin_enrollment("dan", sign_in="dan")).secret
@@ -156,7 +158,9 @@ async def test_a_user_changed_during_the_rotation_is_read_again_and_keeps_the_ch
     user_ids = [f"user{n}" for n in range(4)]
     for user_id in user_ids:
         await old.resources.create(
-            "User", {"id": user_id, "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}}
+            "User",
+            {"id": user_id, "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}},
+            administrator=True,
         )
     both = _server(store, clock, NEW, OLD)
     renamed: list[str] = []
@@ -187,7 +191,9 @@ async def test_a_secret_under_an_unknown_master_secret_is_reported_not_lost(
 ) -> None:
     stranger = _server(store, clock, "a-master-secret-nobody-kept")
     await stranger.resources.create(
-        "User", {"id": "lost", "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}}
+        "User",
+        {"id": "lost", "twoFactor": {"enabled": True, "secretKey": IMPORTED_SECRET}},
+        administrator=True,
     )
     before = await _sealed(stranger, "lost")
     new = _server(store, clock, NEW, OLD)

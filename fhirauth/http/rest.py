@@ -153,7 +153,8 @@ async def search(request: Request) -> Response:
 async def create(request: Request) -> Response:
     services = services_of(request)
     body = await read_resource(request, services.settings.max_body_bytes)
-    await guard(request, body)
+    principal = await guard(request, body)
+    administrator = services.access.unrestricted(principal)
     resource_type = request.path_params["type"]
     condition = _search_params(request)
     if_none_exist = request.headers.get("if-none-exist")
@@ -163,9 +164,11 @@ async def create(request: Request) -> Response:
         wanted_id = dict(condition).get("_id")
         if wanted_id:
             body = {**body, "id": wanted_id}
-        written = await services.resources.conditional_create(resource_type, body, condition)
+        written = await services.resources.conditional_create(
+            resource_type, body, condition, administrator=administrator
+        )
     else:
-        written = await services.resources.create(resource_type, body)
+        written = await services.resources.create(resource_type, body, administrator=administrator)
     return _resource_response(request, written.resource, 201 if written.created else 200)
 
 
@@ -178,9 +181,13 @@ async def read(request: Request) -> Response:
 async def update(request: Request) -> Response:
     services = services_of(request)
     body = await read_resource(request, services.settings.max_body_bytes)
-    await guard(request, body)
+    principal = await guard(request, body)
     written = await services.resources.update(
-        request.path_params["type"], request.path_params["id"], body, request.headers.get("if-match")
+        request.path_params["type"],
+        request.path_params["id"],
+        body,
+        request.headers.get("if-match"),
+        administrator=services.access.unrestricted(principal),
     )
     return _resource_response(request, written.resource, 201 if written.created else 200)
 
@@ -188,7 +195,7 @@ async def update(request: Request) -> Response:
 async def patch(request: Request) -> Response:
     services = services_of(request)
     body = await read_document(request, services.settings.max_body_bytes)
-    await guard(request, body)
+    principal = await guard(request, body)
     method = request.query_params.get("_method")
     kind: PatchKind
     if method in ("json-patch", "merge-patch"):
@@ -200,7 +207,12 @@ async def patch(request: Request) -> Response:
     else:
         kind = "json" if isinstance(body, list) else "merge"
     written = await services.resources.patch(
-        request.path_params["type"], request.path_params["id"], body, kind, request.headers.get("if-match")
+        request.path_params["type"],
+        request.path_params["id"],
+        body,
+        kind,
+        request.headers.get("if-match"),
+        administrator=services.access.unrestricted(principal),
     )
     return _resource_response(request, written.resource)
 

@@ -207,7 +207,9 @@ class BundleProcessor:
             resolved.append(entry)
         return resolved
 
-    async def _plan(self, request: EntryRequest, view: View) -> tuple[int, Planned | None]:
+    async def _plan(
+        self, request: EntryRequest, view: View, *, administrator: bool
+    ) -> tuple[int, Planned | None]:
         method, target, resource = request.method, request.target, request.resource
         if method == "POST" and target.id is None:
             condition = target.params or (parse_qsl(request.if_none_exist) if request.if_none_exist else [])
@@ -221,18 +223,26 @@ class BundleProcessor:
                 if wanted_id and isinstance(resource, dict):
                     resource = {**resource, "id": wanted_id}
             assert isinstance(resource, dict)
-            return 201, await self.resources.plan_create(target.resource_type, resource, view)
+            return 201, await self.resources.plan_create(
+                target.resource_type, resource, view, administrator=administrator
+            )
         if method == "PUT":
             assert isinstance(resource, dict) and target.id is not None
             plan = await self.resources.plan_update(
-                target.resource_type, target.id, resource, view, request.if_match
+                target.resource_type, target.id, resource, view, request.if_match, administrator=administrator
             )
             return (201 if plan.written.created else 200), plan
         if method == "PATCH":
             assert target.id is not None
             patch_kind: PatchKind = "json" if isinstance(resource, list) else "merge"
             return 200, await self.resources.plan_patch(
-                target.resource_type, target.id, resource, patch_kind, view, request.if_match
+                target.resource_type,
+                target.id,
+                resource,
+                patch_kind,
+                view,
+                request.if_match,
+                administrator=administrator,
             )
         if method == "DELETE":
             assert target.id is not None
@@ -261,7 +271,7 @@ class BundleProcessor:
         planned: list[tuple[int, Planned | None]] = []
         for index, request in enumerate(requests):
             try:
-                status, plan = await self._plan(request, view)
+                status, plan = await self._plan(request, view, administrator=caller.administrator)
             except OutcomeError as error:
                 _point_at_entry(error, index)
                 raise
@@ -281,7 +291,9 @@ class BundleProcessor:
             try:
                 request = _entry_request(entry, index, kind)
                 await caller.check(request, index)
-                status, plan = await self._plan(request, View(self.resources.storage))
+                status, plan = await self._plan(
+                    request, View(self.resources.storage), administrator=caller.administrator
+                )
                 if plan is not None:
                     await self.resources.commit([plan])
                 results.append(_response(status, plan.written.resource if plan else None))

@@ -1,14 +1,16 @@
-"""The secret-field rule, in one place: what is hashed, what is encrypted, what never leaves the server."""
+"""The secret-field rule, in one place: what is hashed, what is encrypted, what never leaves the server,
+and what only the server's own flows and the administrator change."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 from fhirauth.auth.passwords import PasswordHasher
-from fhirauth.errors import BadRequest, Invalid
+from fhirauth.errors import BadRequest, Forbidden, Invalid
 from fhirauth.secretbox import SecretBox, SecretBoxError
 
 Document = dict[str, Any]
@@ -201,3 +203,56 @@ def _normalise_base32(value: str) -> str:
     if len(key) < 10:
         raise Invalid("twoFactor.secretKey must hold at least 80 bits", "User.twoFactor.secretKey")
     return secret
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A field only the server's own flows (which write through ResourceService.save) and the
+    administrator change."""
+
+    by: str
+    # What a caller may write where nothing is stored: it says the same as leaving the field out.
+    unset: Any
+
+
+MANAGED = {"User": {"twoFactor": Managed("the two-factor flows", {"enabled": False})}}
+_ABSENT = object()
+
+
+def keep_managed(resource_type: str, written: Document, stored: Document | None) -> Document:
+    """`written`, a whole document from a caller who is not the administrator, with the server-managed
+    fields of `stored` (the live version; None for a create). A field left out is kept; one sent back
+    as the caller sees it is kept; any other value is refused (403), so a caller learns that its
+    write would not take."""
+    return _keep_managed(resource_type, written, stored, left_out_keeps=True)
+
+
+def keep_managed_in_patch(resource_type: str, patched: Document, stored: Document) -> Document:
+    """`keep_managed` for a patch's result: it started from what the caller sees, so a managed field
+    it lacks was removed, and that is a change."""
+    return _keep_managed(resource_type, patched, stored, left_out_keeps=False)
+
+
+def _keep_managed(
+    resource_type: str, written: Document, stored: Document | None, *, left_out_keeps: bool
+) -> Document:
+    fields = MANAGED.get(resource_type)
+    if fields is None:
+        return written
+    shown = redact(stored) if stored is not None else {}
+    kept = dict(written)
+    for name, managed in fields.items():
+        sent, seen = written.get(name, _ABSENT), shown.get(name, _ABSENT)
+        if seen is _ABSENT and sent == managed.unset:
+            kept[name] = copy.deepcopy(managed.unset)
+        elif (sent is _ABSENT and left_out_keeps) or sent == seen:
+            kept.pop(name, None)
+            if stored is not None and name in stored:
+                # A copy: what protect() does to the new document must not reach the stored one.
+                kept[name] = copy.deepcopy(stored[name])
+        else:
+            raise Forbidden(
+                f"{resource_type}.{name} is managed by {managed.by}: only they and an administrator change it",
+                f"{resource_type}.{name}",
+            )
+    return kept

@@ -19,7 +19,7 @@ from fhirauth.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFa
 from fhirauth.resources import search
 from fhirauth.resources.patch import json_patch, merge_patch
 from fhirauth.resources.schemas import SchemaRegistry
-from fhirauth.resources.secrets import SecretFields, redact
+from fhirauth.resources.secrets import SecretFields, keep_managed, keep_managed_in_patch, redact
 from fhirauth.resources.structure import check_structure, schema_positions
 from fhirauth.storage.base import (
     AlreadyExists,
@@ -211,11 +211,23 @@ class ResourceService:
         schema marks them: every document a caller has stored passes it."""
         check_structure(document, dollar_keys=schema_positions(self.schemas.schema(resource_type)))
 
+    # `administrator`: whether the caller is the administrator (the root client, the CLI, a seed file),
+    # who may also write the server-managed fields (secrets.MANAGED). It defaults to False so that a
+    # call site which forgets to say is refused such a change instead of being allowed it.
+
     async def plan_create(
-        self, resource_type: str, body: Document, view: View, id: str | None = None
+        self,
+        resource_type: str,
+        body: Document,
+        view: View,
+        id: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Planned:
         self.check_type(resource_type)
         self._check_structure(resource_type, body)
+        if not administrator:
+            body = keep_managed(resource_type, body, None)
         id = id or body.get("id")
         existing: Stored | None = None
         if not id:
@@ -234,7 +246,14 @@ class ResourceService:
         return Planned(write, Written(doc, created=True), None)
 
     async def plan_update(
-        self, resource_type: str, id: str, body: Document, view: View, if_match: str | None = None
+        self,
+        resource_type: str,
+        id: str,
+        body: Document,
+        view: View,
+        if_match: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Planned:
         self.check_type(resource_type)
         existing = await view.get(resource_type, id)
@@ -244,9 +263,11 @@ class ResourceService:
             if not live or (expected is not None and existing.version != expected):  # type: ignore[union-attr]
                 raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
         if not live:
-            return await self.plan_create(resource_type, body, view, id=id)
+            return await self.plan_create(resource_type, body, view, id=id, administrator=administrator)
         assert existing is not None
         self._check_structure(resource_type, body)
+        if not administrator:
+            body = keep_managed(resource_type, body, existing.document)
         doc = await self._prepare(resource_type, id, body, existing, existing.version + 1)
         if _same_content(doc, existing.document):
             return Planned(None, Written(existing.document, created=False, changed=False), existing.document)
@@ -260,6 +281,8 @@ class ResourceService:
         kind: PatchKind,
         view: View,
         if_match: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Planned:
         self.check_type(resource_type)
         existing = await view.get(resource_type, id)
@@ -279,6 +302,8 @@ class ResourceService:
             if not isinstance(patch, dict):
                 raise BadRequest("A merge patch must be a JSON object")
             patched = merge_patch(visible, patch)
+        if not administrator:
+            patched = keep_managed_in_patch(resource_type, patched, existing.document)
         doc = await self._prepare(resource_type, id, patched, existing, existing.version + 1)
         return Planned(Replace(doc, existing.version), Written(doc, created=False), existing.document)
 
@@ -323,8 +348,12 @@ class ResourceService:
 
     # Writes
 
-    async def create(self, resource_type: str, body: Document, id: str | None = None) -> Written:
-        plan = await self.plan_create(resource_type, body, View(self.storage), id=id)
+    async def create(
+        self, resource_type: str, body: Document, id: str | None = None, *, administrator: bool = False
+    ) -> Written:
+        plan = await self.plan_create(
+            resource_type, body, View(self.storage), id=id, administrator=administrator
+        )
         await self.commit([plan])
         return plan.written
 
@@ -346,7 +375,12 @@ class ResourceService:
         return doc
 
     async def conditional_create(
-        self, resource_type: str, body: Document, condition: Sequence[tuple[str, str]]
+        self,
+        resource_type: str,
+        body: Document,
+        condition: Sequence[tuple[str, str]],
+        *,
+        administrator: bool = False,
     ) -> Written:
         """Create unless a resource matches `condition`; one match is returned as it is (200)."""
         _, page = await self.search(resource_type, [*condition, ("_count", "2")])
@@ -354,14 +388,22 @@ class ResourceService:
             raise PreconditionFailed("The condition matches more than one resource", "If-None-Exist")
         if page.items:
             return Written(page.items[0], created=False, changed=False)
-        return await self.create(resource_type, body)
+        return await self.create(resource_type, body, administrator=administrator)
 
     async def update(
-        self, resource_type: str, id: str, body: Document, if_match: str | None = None
+        self,
+        resource_type: str,
+        id: str,
+        body: Document,
+        if_match: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Written:
         # Without If-Match the caller asked for no concurrency control: a lost race is replanned.
         for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
-            plan = await self.plan_update(resource_type, id, body, View(self.storage), if_match)
+            plan = await self.plan_update(
+                resource_type, id, body, View(self.storage), if_match, administrator=administrator
+            )
             try:
                 await self.commit([plan])
             except (PreconditionFailed, Conflict):
@@ -372,10 +414,19 @@ class ResourceService:
         raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; try again")
 
     async def patch(
-        self, resource_type: str, id: str, patch: Any, kind: PatchKind, if_match: str | None = None
+        self,
+        resource_type: str,
+        id: str,
+        patch: Any,
+        kind: PatchKind,
+        if_match: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Written:
         for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
-            plan = await self.plan_patch(resource_type, id, patch, kind, View(self.storage), if_match)
+            plan = await self.plan_patch(
+                resource_type, id, patch, kind, View(self.storage), if_match, administrator=administrator
+            )
             try:
                 await self.commit([plan])
             except PreconditionFailed:
