@@ -21,7 +21,7 @@ from fhirauth.resources.bundles import EntryAuthorizer
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
-from fhirauth.resources.structure import in_bundle_resources
+from fhirauth.resources.structure import in_bundle_resources, when_planned
 from fhirauth.services import Services
 
 Document = dict[str, Any]
@@ -194,7 +194,8 @@ async def update(request: Request) -> Response:
 
 async def patch(request: Request) -> Response:
     services = services_of(request)
-    body = await read_document(request, services.settings.max_body_bytes)
+    # A patch is judged by its result: `$` names where the patched document's type allows them.
+    body = await read_document(request, services.settings.max_body_bytes, dollar_keys=when_planned)
     principal = await guard(request, body)
     method = request.query_params.get("_method")
     kind: PatchKind

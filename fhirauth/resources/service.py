@@ -302,6 +302,9 @@ class ResourceService:
             if not isinstance(patch, dict):
                 raise BadRequest("A merge patch must be a JSON object")
             patched = merge_patch(visible, patch)
+        # The guard a PUT body passes, on the result: a patch's paths and values are not keys of
+        # its own body, so PATCH and PUT would otherwise accept different documents.
+        self._check_structure(resource_type, patched)
         if not administrator:
             patched = keep_managed_in_patch(resource_type, patched, existing.document)
         doc = await self._prepare(resource_type, id, patched, existing, existing.version + 1)
