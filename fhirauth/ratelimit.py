@@ -244,12 +244,19 @@ _MAX_KNOWN = 10_000
 class _Failures:
     """What this process knows of one key's current window."""
 
-    # The stored count as this process's latest failure returned it, and the window's end.
+    # The stored count as this process's latest failure returned it (or more, while its own failures
+    # are being written), and the window's end.
     count: int = 0
     ends: datetime | None = None
+    # The window's end is the stored one, not this process's guess from its first failure in it.
+    settled: bool = False
     in_flight: int = 0
     # The window's first refusal (the one worth a log line) has been made.
     refused: bool = False
+
+    def restart(self, ends: datetime | None) -> None:
+        """Forget the window that ended; `ends` is this process's guess at the next one's end."""
+        self.count, self.ends, self.refused, self.settled = 0, ends, False, False
 
 
 class FailureLimiter:
@@ -299,25 +306,34 @@ class FailureLimiter:
 
     async def failed(self, keys: Keys) -> None:
         """Count one failure under each of `keys`."""
+        now = self._clock()
+        # Known here before the writes below yield: an attempt starting while they are under way
+        # must see this failure, or every failure of a burst would let one more attempt in.
         for limit, key in keys:
-            rate = limit.rate
-            if rate is None:
-                continue
-            record_key = _record_key(limit.name, key)
-            now = self._clock()
-            window_ends = now + timedelta(seconds=rate.seconds)
-            count = await self._storage.record_incr(RATE_KIND, record_key, expires_at=window_ends)
-            failures = self._entry(limit, key)
-            if count == 1:
-                failures.count, failures.ends, failures.refused = 1, window_ends, False
-                continue
-            if failures.ends is None or now >= failures.ends:
-                # The window began in another process, or before this one last looked.
-                record = await self._storage.record_get(RATE_KIND, record_key)
-                failures.ends = record.expires_at if record is not None else window_ends
-                failures.count, failures.refused = count, False
-            else:
-                failures.count = max(failures.count, count)
+            if limit.rate is not None:
+                failures = self._entry(limit, key)
+                if failures.ends is None or now >= failures.ends:
+                    failures.restart(now + timedelta(seconds=limit.rate.seconds))
+                failures.count += 1
+        for limit, key in keys:
+            if limit.rate is not None:
+                await self._store_failure(limit, limit.rate, key, now)
+
+    async def _store_failure(self, limit: Limit, rate: Rate, key: str, now: datetime) -> None:
+        record_key = _record_key(limit.name, key)
+        window_ends = now + timedelta(seconds=rate.seconds)
+        count = await self._storage.record_incr(RATE_KIND, record_key, expires_at=window_ends)
+        failures = self._entry(limit, key)
+        failures.count = max(failures.count, count)
+        if failures.settled:
+            return
+        if count == 1:
+            failures.ends = window_ends
+        else:
+            # The stored window began before this failure, in this process or another.
+            record = await self._storage.record_get(RATE_KIND, record_key)
+            failures.ends = record.expires_at if record is not None else window_ends
+        failures.settled = True
 
     def _check(self, limit: Limit, key: str, now: datetime) -> None:
         rate = limit.rate
@@ -325,7 +341,7 @@ class FailureLimiter:
         if rate is None or failures is None:
             return
         if failures.ends is not None and now >= failures.ends:
-            failures.count, failures.ends, failures.refused = 0, None, False
+            failures.restart(None)
         if failures.count + failures.in_flight < rate.count:
             return
         # Refused on attempts under way alone, no window has begun yet: the first failure opens one.

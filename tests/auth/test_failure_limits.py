@@ -6,12 +6,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 
 from fhirauth.auth.client_auth import ClientAuthLimits
 from fhirauth.auth.clients import ClientRegistry
-from fhirauth.ratelimit import FailureLimiter, Limit, RateLimited, parse_rate, request_address
+from fhirauth.ratelimit import (
+    RATE_KIND,
+    FailureLimiter,
+    Limit,
+    RateLimited,
+    _record_key,
+    parse_rate,
+    request_address,
+)
 from fhirauth.services import Services
 from tests.auth.hashers import GatedHasher
 from tests.auth.oauth_helpers import confidential_client
@@ -89,3 +98,23 @@ async def test_an_address_past_its_limit_is_refused_before_the_client_is_looked_
     address("203.0.113.2")
     assert await registry.authenticate("someone-else", "x") is None
     assert lookups == ["someone-else"]
+
+
+async def test_a_failure_counts_at_once_not_when_its_write_returns(services: Services) -> None:
+    limiter = FailureLimiter(services.storage, services.clock)
+    keys = [(Limit("client-auth-client", parse_rate("1/minute")), "app")]
+    with limiter.attempt(keys):
+        pass
+    counting = asyncio.ensure_future(limiter.failed(keys))
+    # The failure's write is under way: an attempt starting now must already see it.
+    await asyncio.sleep(0)
+    assert not counting.done()
+    with pytest.raises(RateLimited) as refused:
+        limiter.check(keys)
+    assert refused.value.retry_after == 60
+    await counting
+    with pytest.raises(RateLimited):
+        limiter.check(keys)
+    stored = await services.storage.record_get(RATE_KIND, _record_key("client-auth-client", "app"))
+    assert stored is not None
+    assert stored.expires_at == services.clock() + timedelta(seconds=60)
