@@ -7,8 +7,9 @@ import asyncio
 import os
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -17,29 +18,38 @@ from fhirauth.app import INDEXES, build_services
 from fhirauth.auth.keys import PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
 from fhirauth.auth.tokens import longest_jwt_lifetime
 from fhirauth.backup import export_bundle, restore_file
-from fhirauth.clock import isoformat, system_clock
+from fhirauth.clock import Clock, isoformat, system_clock
+from fhirauth.migrations import Outcome, migrate_all, migrate_pending
 from fhirauth.secret_rotation import rotate_secrets
 from fhirauth.secretbox import SecretBoxError
 from fhirauth.seeding import SeedError, seed_files
 from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
-from fhirauth.storage.base import StorageUnavailable
+from fhirauth.storage.base import Storage, StorageUnavailable
 from fhirauth.twofactor.pepper import RecoveryPepper
 
 
-async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
+async def _with_storage(settings: Settings, work: Callable[[Storage], Awaitable[None]]) -> None:
     storage = open_storage(settings.storage, system_clock)
     await storage.start(INDEXES)
     try:
-        await work(build_services(settings, storage, system_clock))
+        await work(storage)
     finally:
         await storage.close()
 
 
+async def _with_services(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> None:
+    await _with_storage(settings, lambda storage: work(build_services(settings, storage, system_clock)))
+
+
 def _run(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> int:
+    return _run_async(lambda: _with_services(settings, work))
+
+
+def _run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     try:
-        asyncio.run(_with_services(settings, work))
+        asyncio.run(main())
     except SeedError as error:
         print(f"fhirauth: seed failed: {error}", file=sys.stderr)
         return 1
@@ -49,10 +59,53 @@ def _run(settings: Settings, work: Callable[[Services], Awaitable[None]]) -> int
     return 0
 
 
+def _print_outcomes(outcomes: list[Outcome]) -> None:
+    for outcome in outcomes:
+        total = outcome.converted + outcome.current + len(outcome.unreadable)
+        line = f"{outcome.name}: {outcome.converted} of {total} {outcome.items} converted"
+        if outcome.unreadable:
+            line += f", {len(outcome.unreadable)} unreadable ({', '.join(outcome.unreadable)})"
+        print(line, flush=True)
+
+
+def _migrate(
+    settings: Settings, migrate: Callable[[Storage, Clock], Awaitable[list[Outcome]]]
+) -> list[Outcome] | None:
+    """The outcomes, printed; None when storage could not be reached."""
+    outcomes: list[Outcome] = []
+
+    async def run(storage: Storage) -> None:
+        outcomes.extend(await migrate(storage, system_clock))
+
+    if _run_async(lambda: _with_storage(settings, run)):
+        return None
+    _print_outcomes(outcomes)
+    return outcomes
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    outcomes = _migrate(Settings(), migrate_all)
+    if outcomes is None:
+        return 1
+    if not all(outcome.complete for outcome in outcomes):
+        print(
+            "fhirauth: unreadable records were left as they were; fix or remove them and run again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings()
+    # Before any worker starts, so that none reads a layout older than its code. Unreachable storage
+    # does not stop the server: it answers 503 until storage is back, as it always has.
+    if _migrate(settings, migrate_pending) is None:
+        print(
+            "fhirauth: data migrations not run; run `fhirauth migrate` once storage is back", file=sys.stderr
+        )
     seeds = [*settings.seed_files(), *(args.seed or [])]
     if args.workers > 1 and seeds:
         # Seed once before forking, so workers do not race each other over the same entries.
@@ -226,6 +279,17 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", action="append", metavar="FILE", help="load a Bundle file at start-up")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=cmd_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="convert data an earlier version stored to the current layout (serve runs it at start-up)",
+        description=(
+            "Runs every data migration. Idempotent, and safe beside running servers; `fhirauth serve` runs "
+            "those never completed before its workers start. Run it again once the last worker of an "
+            "earlier version has stopped. Exits 1 if anything was left unreadable."
+        ),
+    )
+    migrate.set_defaults(run=cmd_migrate)
 
     seed = commands.add_parser("seed", help="load Bundle files (JSON or YAML) into storage")
     seed.add_argument("files", nargs="+", metavar="FILE")

@@ -203,11 +203,6 @@ class Storage:
         """The record, or None when absent or expired."""
         raise NotImplementedError  # pragma: no cover
 
-    async def has_records(self, kind: str) -> bool:
-        """Whether any live record of `kind` exists (a read that stops at the first). A backend that
-        cannot tell cheaply may keep this default, "perhaps": callers then read as if there were."""
-        return True
-
     async def record_put(
         self,
         kind: str,

@@ -18,8 +18,6 @@ from typing import Any
 
 from bson.codec_options import TypeDecoder, TypeRegistry
 from bson.int64 import Int64
-from bson.max_key import MaxKey
-from bson.min_key import MinKey
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -169,13 +167,6 @@ class MongoStorage(Storage):
         with _unavailable():
             row = await self._records.find_one({"_id": _record_id(kind, key), **self._live()})
         return _record(row)
-
-    async def has_records(self, kind: str) -> bool:
-        # A range of the _id index, whose keys {kind, key} sort by kind first.
-        of_kind = {"$gte": {"kind": kind, "key": MinKey()}, "$lte": {"kind": kind, "key": MaxKey()}}
-        with _unavailable():
-            row = await self._records.find_one({"_id": of_kind, **self._live()}, {"_id": 1})
-        return row is not None
 
     async def record_put(
         self,

@@ -84,7 +84,6 @@ _HISTORY = """SELECT version, deleted, doc FROM resources WHERE type = :type AND
 # its name as a string and looking it up: a write of six cost 7,000 instructions more than by number.
 _LIVE_RECORD = "(expires_at IS NULL OR expires_at > ?3)"
 _GET_RECORD = f"SELECT rev, expires_at, doc FROM records WHERE kind = ?1 AND key = ?2 AND {_LIVE_RECORD}"
-_ANY_RECORD = f"SELECT 1 FROM records WHERE kind = ?1 AND {_LIVE_RECORD} LIMIT 1"
 # A create stores rev 1 and a swap rev + 1, so `record_put` knows the new rev from the count of changed
 # rows: RETURNING would cost more than the write (SQLite gathers its rows in a temporary table first).
 _CREATE_RECORD = f"""INSERT INTO records (kind, key, rev, expires_at, doc) VALUES (?1, ?2, 1, ?4, ?5)
@@ -229,11 +228,6 @@ class SQLiteStorage(Storage):
         rows = self._fetch(_GET_RECORD, (kind, key, self._now()))
         return _record(*rows[0]) if rows else None
 
-    async def has_records(self, kind: str) -> bool:
-        # ?2 stands unused: the parameters keep their one order.
-        rows = self._fetch(_ANY_RECORD, (kind, None, self._now()))
-        return bool(rows)
-
     async def record_put(
         self,
         kind: str,
@@ -252,7 +246,7 @@ class SQLiteStorage(Storage):
         self, kind: str, key: str, document: Document, *, expires_at: datetime | None = None
     ) -> None:
         expiry = to_micros_or_none(expires_at)
-        # ?3 stands unused, as in has_records.
+        # ?3 stands unused: the parameters keep their one order.
         await self._change(_SET_RECORD, (kind, key, None, expiry, _dumps(document)))
 
     async def record_incr(self, kind: str, key: str, *, expires_at: datetime, amount: int = 1) -> int:

@@ -26,17 +26,10 @@ guesses cannot run more checks than the attempts left.
 Failures are forgotten by a success or an administrator's reset, not by time: forgetting a run that
 stopped short of the limit would let a guesser with the password try a few codes every day for ever.
 
-The guard used to keep three records: the last step (`totp-step/<user>` `{"step"}`), a lock
-(`2fa-lock/<user>` `{"generation", "lockedUntil", "failures"}`) and a failure counter per generation
-(`2fa-failures/<user>/<generation>`). The state took over the last step's kind and key, so a user's
-old step comes with the state read, and the first compare-and-set replaces it. A user whose state is
-absent or still of that shape has the old lock read too, and the old counter when a failure needs
-its count; both are carried over (a lock in force and the failures towards NIST's cap still hold)
-and deleted. A counter that a success makes irrelevant is left to its own one-year expiry.
-Only the old layout wrote those two kinds, and old workers are to be stopped before new ones start
-(README, "Two-factor authentication"): a guard that finds none of them skips the two reads at its
-users' first attempts, and looks again a minute later, so records that an old worker still running
-beside it writes are missed for a minute at most.
+Records of the layout before this one (a lock and failure counters beside the last step) are
+converted by `fhirauth migrate` (fhirauth/migrations.py), which builds the state with
+`state_document`. A last step alone, as an old-version worker still running writes it, reads as
+that step with no failures.
 """
 
 from __future__ import annotations
@@ -52,11 +45,6 @@ from fhirauth.storage.base import Record, Storage
 from fhirauth.twofactor.totp import decide, matching_steps, step_at
 
 STATE = "totp-step"
-LEGACY_LOCK = "2fa-lock"
-LEGACY_FAILURES = "2fa-failures"
-
-# How long an answer to "does the store hold records of the old layout?" is used before asking again.
-OLD_LAYOUT_RECHECK = timedelta(minutes=1)
 
 # NIST SP 800-63B §5.2.2: no more than 100 consecutive failed attempts on one account, whatever
 # the AuthConfig's maxAttempts and however many lockouts they are spread over.
@@ -108,10 +96,6 @@ class _State:
     locked_until: datetime | None = None
     # The rev the state was read at; None when no record exists yet (the commit creates it).
     rev: int | None = None
-    # Records of the old layout this state was carried over from, deleted once it is stored.
-    legacy: tuple[tuple[str, str], ...] = ()
-    # The old layout's failure counter, not read yet: its count is only needed for a failure.
-    unread_counter: str | None = None
 
     def allowed(self, policy: LockoutPolicy) -> int:
         """Failures this round may reach: 0 once the earlier rounds reach the cap."""
@@ -132,12 +116,7 @@ class _State:
 
     def succeeded(self, step: int | None) -> _State:
         # Built directly: every accepted code comes here, and `replace` costs twice as much.
-        return _State(
-            step=self.step if step is None else step,
-            rev=self.rev,
-            legacy=self.legacy,
-            unread_counter=self.unread_counter,
-        )
+        return _State(step=self.step if step is None else step, rev=self.rev)
 
     def counted(self) -> _State:
         return replace(self, failures=self.failures + 1)
@@ -166,36 +145,24 @@ class _State:
         until = doc.get("lockedUntil")
         return cls(
             step=int(doc["step"]),
-            failures=int(doc["failures"]),
-            earlier_failures=int(doc["earlierFailures"]),
+            failures=int(doc.get("failures", 0)),
+            earlier_failures=int(doc.get("earlierFailures", 0)),
             locked_until=datetime.fromisoformat(until) if until else None,
             rev=record.rev,
         )
 
-    @classmethod
-    def of_old_layout(
-        cls, user_id: str, last_step: Record | None, lock: Record | None, *, counters: bool = True
-    ) -> _State:
-        """The old last step (absent or `{"step"}`) and lock; the counter named by the lock's
-        generation is left unread (none, when the store holds no `counters`)."""
-        until = lock.document.get("lockedUntil") if lock is not None else None
-        generation = int(lock.document["generation"]) if lock is not None else 0
-        return cls(
-            step=int(last_step.document["step"]) if last_step is not None else -1,
-            earlier_failures=int(lock.document.get("failures", 0)) if lock is not None else 0,
-            locked_until=datetime.fromisoformat(until) if until else None,
-            rev=last_step.rev if last_step is not None else None,
-            legacy=((LEGACY_LOCK, user_id),) if lock is not None else (),
-            unread_counter=f"{user_id}/{generation}" if counters else None,
-        )
+
+def state_document(
+    *, step: int, failures: int, earlier_failures: int, locked_until: datetime | None
+) -> dict[str, Any]:
+    """The state record as the guard stores it."""
+    return _State(step, failures, earlier_failures, locked_until).document()
 
 
 class AttemptGuard:
     def __init__(self, storage: Storage, clock: Clock) -> None:
         self._storage = storage
         self._clock = clock
-        # Whether the store held records of the old layout, and when that was asked.
-        self._old_layout: tuple[bool, datetime] | None = None
 
     async def verify_totp(
         self, user_id: str, secret_b32: str, code: str, *, past: int, future: int, policy: LockoutPolicy
@@ -216,9 +183,6 @@ class AttemptGuard:
                 match = decide(matched, state.step)
                 if match.step is not None:
                     outcome, verdict = state.succeeded(match.step), Verdict(Reason.ACCEPTED, step=match.step)
-                elif state.unread_counter is not None:
-                    state = await self._count_old_failures(state, state.unread_counter)
-                    continue
                 else:
                     # A code whose step another attempt committed first is a replay: the loser of a
                     # race never retries its way to success.
@@ -239,8 +203,6 @@ class AttemptGuard:
         """
         state = await self._read(user_id)
         while True:
-            if state.unread_counter is not None:
-                state = await self._count_old_failures(state, state.unread_counter)
             now = self._clock()
             refused = state.refusal(policy, now)
             if refused is not None:
@@ -253,7 +215,7 @@ class AttemptGuard:
                 reserved = state.counted()
                 rev = await self._commit(user_id, state, reserved)
                 if rev is not None:
-                    reserved = replace(reserved, rev=rev, legacy=(), unread_counter=None)
+                    reserved = replace(reserved, rev=rev)
                     break
             state = await self._read(user_id)
         verdict = await check()
@@ -286,39 +248,11 @@ class AttemptGuard:
 
     async def _commit(self, user_id: str, seen: _State, outcome: _State) -> int | None:
         """Store `outcome` if the record is still as `seen` was read; its new rev, or None."""
-        rev = await self._storage.record_put(STATE, user_id, outcome.document(), expected_rev=seen.rev)
-        if rev is not None:
-            for kind, key in seen.legacy:
-                await self._storage.record_delete(kind, key)
-        return rev
+        return await self._storage.record_put(STATE, user_id, outcome.document(), expected_rev=seen.rev)
 
     async def _read(self, user_id: str) -> _State:
         record = await self._storage.record_get(STATE, user_id)
-        if record is not None and "failures" in record.document:
-            return _State.of(record)
-        if not await self._old_layout_present():
-            return _State.of_old_layout(user_id, record, None, counters=False)
-        return _State.of_old_layout(user_id, record, await self._storage.record_get(LEGACY_LOCK, user_id))
-
-    async def _old_layout_present(self) -> bool:
-        now = self._clock()
-        if self._old_layout is None or now - self._old_layout[1] >= OLD_LAYOUT_RECHECK:
-            present = await self._storage.has_records(LEGACY_LOCK) or await self._storage.has_records(
-                LEGACY_FAILURES
-            )
-            self._old_layout = (present, now)
-        return self._old_layout[0]
-
-    async def _count_old_failures(self, state: _State, counter_key: str) -> _State:
-        counter = await self._storage.record_get(LEGACY_FAILURES, counter_key)
-        if counter is None:
-            return replace(state, unread_counter=None)
-        return replace(
-            state,
-            failures=int(counter.document["count"]),
-            legacy=(*state.legacy, (LEGACY_FAILURES, counter_key)),
-            unread_counter=None,
-        )
+        return _State() if record is None else _State.of(record)
 
 
 def _locked_now(state: _State, policy: LockoutPolicy, now: datetime) -> tuple[_State, Verdict]:

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 
 from fhirauth.app import create_app
 from fhirauth.clock import ManualClock
-from fhirauth.ratelimit import RATE_KIND
+from fhirauth.ratelimit import RATE_KIND, _record_key
 from tests.api.conftest import NO_AUTH, ROOT, settings_for
 from tests.api.pages_support import alert, call, csrf_from, services
 from tests.auth.hashers import GatedHasher
@@ -104,9 +104,12 @@ def read(api: TestClient, address: str, client_id: str = "app", secret: str = "w
     return api.get("/User", headers={"Authorization": basic(client_id, secret), "X-Forwarded-For": address})
 
 
-def counters(api: TestClient) -> bool:
-    """Whether any rate-limit counter is stored (every limit but these two is off here)."""
-    return call(api, services(api).storage.has_records, RATE_KIND)
+def counters(api: TestClient, *addresses: str) -> bool:
+    """Whether a failure is stored for the client `app` or for any of `addresses`."""
+    storage = services(api).storage
+    names = [("client-auth-client", "app"), *(("client-auth-ip", address) for address in addresses)]
+    keys = [_record_key(limit, key) for limit, key in names]
+    return any(call(api, storage.record_get, RATE_KIND, key) is not None for key in keys)
 
 
 def assert_json_429(response: httpx2.Response) -> None:
@@ -130,7 +133,7 @@ def test_wrong_secrets_past_the_client_limit_are_refused_without_hashing(
 ) -> None:
     assert grant(api, "192.0.2.1", secret=SECRET).status_code == 200
     assert hasher.verifications == 1
-    assert not counters(api)
+    assert not counters(api, "192.0.2.1")
     # Each from an address of its own: only the client's count can reach its limit.
     for n in range(3):
         response = grant(api, f"198.51.100.{n}")
@@ -278,4 +281,4 @@ def test_a_full_queue_refuses_hashing_at_once(busy: tuple[TestClient, GatedHashe
     assert alert(page) == "The server is busy. Try again in 1 second."
     # None of them ran a verification, or counted as a failed client authentication.
     assert hasher.verifications == 1
-    assert not counters(api)
+    assert not counters(api, "192.0.2.2", "192.0.2.3", "192.0.2.4")

@@ -574,24 +574,6 @@ async def test_a_record_expires_by_the_clock(storage: Storage, clock: ManualCloc
     assert await storage.record_get("code", "k") == Record({"v": 3}, 1, None)
 
 
-async def test_has_records_tells_whether_a_live_record_of_the_kind_exists(
-    storage: Storage, clock: ManualClock
-) -> None:
-    assert await storage.has_records("old") is False
-    # Kinds sharing a prefix, or sorting just before and after, are other kinds.
-    for kind in ("ol", "olc", "old-", "olda", "oldx", "ole"):
-        await storage.record_set(kind, "k", {})
-    assert await storage.has_records("old") is False
-    await storage.record_put("old", "z", {}, expected_rev=None, expires_at=clock() + timedelta(seconds=5))
-    assert await storage.has_records("old") is True
-    clock.advance(5)
-    assert await storage.has_records("old") is False
-    await storage.record_set("old", "", {})
-    assert await storage.has_records("old") is True
-    await storage.record_delete("old", "")
-    assert await storage.has_records("old") is False
-
-
 async def test_record_kinds_are_separate(storage: Storage) -> None:
     await storage.record_put("code", "k", {"kind": "code"}, expected_rev=None)
     await storage.record_put("login", "k", {"kind": "login"}, expected_rev=None)

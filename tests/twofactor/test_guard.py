@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from support.interleaving import InterleavingSQLite
 
-from fhirauth.clock import ManualClock, isoformat
+from fhirauth.clock import ManualClock
 from fhirauth.storage.sqlite import SQLiteStorage
 from fhirauth.twofactor.guard import AttemptGuard, LockoutPolicy, Reason, Verdict
 from fhirauth.twofactor.recovery import RecoveryCodes
@@ -282,29 +283,24 @@ def test_workers_sharing_a_file_accept_one_code_once(tmp_path: Path, clock: Manu
     assert guesses == {Reason.INVALID: 5, Reason.LOCKED: 95}
 
 
-# The state record: its layout, its cost per attempt, and the records of the old layout
+# The state record: its layout and its cost per attempt
 
 
 class CountingSQLite(InterleavingSQLite):
-    """Records which record calls an attempt makes."""
+    """Records every storage call an attempt makes: each method of the contract, with its kind."""
 
     calls: list[str]
 
-    async def record_get(self, kind: str, key: str) -> Any:
-        self.calls.append(f"get {kind}")
-        return await super().record_get(kind, key)
+    def __getattribute__(self, name: str) -> Any:
+        attribute = super().__getattribute__(name)
+        if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
+            return attribute
 
-    async def has_records(self, kind: str) -> bool:
-        self.calls.append(f"any {kind}")
-        return await super().has_records(kind)
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.calls.append(" ".join([name, *(str(arg) for arg in args[:1])]))
+            return await attribute(*args, **options)
 
-    async def record_put(self, kind: str, key: str, document: Any, **options: Any) -> int | None:
-        self.calls.append(f"put {kind}")
-        return await super().record_put(kind, key, document, **options)
-
-    async def record_delete(self, kind: str, key: str) -> None:
-        self.calls.append(f"delete {kind}")
-        await super().record_delete(kind, key)
+        return counted
 
 
 async def stored_state(storage: SQLiteStorage, user: str = USER) -> dict[str, Any] | None:
@@ -350,119 +346,38 @@ async def test_the_state_record_after_a_success_a_lock_and_a_reset(
 
 async def test_an_accepted_code_costs_one_read_and_one_compare_and_set(clock: ManualClock) -> None:
     storage = CountingSQLite(":memory:", clock)
+    storage.calls = []
     await storage.start([])
     guard = AttemptGuard(storage, clock)
     storage.calls = []
     assert (await verify(guard, current_code(clock, -1))).accepted
-    # The guard's first look finds no record of the old layout in the store: it never looks again.
-    assert storage.calls == ["get totp-step", "any 2fa-lock", "any 2fa-failures", "put totp-step"]
+    assert storage.calls == ["record_get totp-step", "record_put totp-step"]
     storage.calls = []
     assert (await verify(guard, current_code(clock))).accepted
-    assert storage.calls == ["get totp-step", "put totp-step"]
+    assert storage.calls == ["record_get totp-step", "record_put totp-step"]
     storage.calls = []
     assert (await verify(guard, wrong_code(clock))).reason is Reason.INVALID
-    assert storage.calls == ["get totp-step", "put totp-step"]
+    assert storage.calls == ["record_get totp-step", "record_put totp-step"]
     storage.calls = []
     assert (await verify(guard, wrong_code(clock), user="user-2")).reason is Reason.INVALID
-    assert storage.calls == ["get totp-step", "put totp-step"]
+    assert storage.calls == ["record_get totp-step", "record_put totp-step"]
     await storage.close()
 
 
-async def test_records_of_the_old_layout_written_later_are_read_after_a_minute(clock: ManualClock) -> None:
-    # An old worker still running beside a new one (against the upgrade rule) writes a lock.
-    storage = CountingSQLite(":memory:", clock)
-    await storage.start([])
-    guard = AttemptGuard(storage, clock)
-    storage.calls = []
-    assert (await verify(guard, current_code(clock), user="user-0")).accepted
-    until = START + timedelta(minutes=10)
-    await storage.record_set(
-        "2fa-lock", USER, {"generation": 1, "lockedUntil": isoformat(until), "failures": 5}
-    )
-    clock.advance(59)
-    storage.calls = []
-    # Within the minute the guard goes by its earlier look, and misses the lock.
-    assert (await verify(guard, current_code(clock), user="user-2")).accepted
-    assert storage.calls == ["get totp-step", "put totp-step"]
-    clock.advance(1)
-    storage.calls = []
-    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=until)
-    assert storage.calls == ["get totp-step", "any 2fa-lock", "get 2fa-lock"]
-    await storage.close()
-
-
-async def test_a_store_with_records_of_the_old_layout_has_them_read_at_each_first_attempt(
-    clock: ManualClock,
-) -> None:
-    storage = CountingSQLite(":memory:", clock)
-    await storage.start([])
-    await storage.record_incr("2fa-failures", "someone/0", expires_at=START + timedelta(days=365))
-    guard = AttemptGuard(storage, clock)
-    storage.calls = []
-    assert (await verify(guard, current_code(clock))).accepted
-    assert storage.calls == [
-        "get totp-step",
-        "any 2fa-lock",
-        "any 2fa-failures",
-        "get 2fa-lock",
-        "put totp-step",
-    ]
-    storage.calls = []
-    assert (await verify(guard, current_code(clock))).reason is Reason.REPLAYED
-    assert storage.calls == ["get totp-step", "put totp-step"]
-    # A first failure needs the old layout's failure count too.
-    storage.calls = []
-    assert (await verify(guard, wrong_code(clock), user="user-2")).reason is Reason.INVALID
-    assert storage.calls == ["get totp-step", "get 2fa-lock", "get 2fa-failures", "put totp-step"]
-    await storage.close()
-
-
-async def test_a_lock_of_the_old_layout_holds_and_is_carried_over(
+async def test_a_last_step_an_old_version_wrote_reads_as_that_step_with_no_failures(
     guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
 ) -> None:
+    # An old-version worker still running beside new ones writes its `{"step"}` over the state;
+    # `fhirauth migrate`, run again once it stops, converts what else it wrote.
     step = step_at(START.timestamp())
-    until = START + timedelta(seconds=20)
-    await storage.record_set(
-        "2fa-lock", USER, {"generation": 3, "lockedUntil": isoformat(until), "failures": 15}
-    )
-    await storage.record_incr("2fa-failures", f"{USER}/3", expires_at=START + timedelta(days=365))
     await storage.record_set("totp-step", USER, {"step": step})
-    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED, locked_until=until)
-    clock.advance(20)
-    # The step accepted before the upgrade stays spent; the failure is the second of this round
-    # (the old counter held one).
     assert await verify(guard, current_code(clock)) == Verdict(Reason.REPLAYED)
     assert await stored_state(storage) == {
         "step": step,
-        "failures": 2,
-        "earlierFailures": 15,
-        "lockedUntil": "2026-01-01T00:00:20.000Z",
+        "failures": 1,
+        "earlierFailures": 0,
+        "lockedUntil": None,
     }
-    # Carried over once, then gone (the last step's record became the state).
-    for kind, key in (("2fa-lock", USER), ("2fa-failures", f"{USER}/3")):
-        assert await storage.record_get(kind, key) is None
-    clock.advance(10)
-    assert (await verify(guard, current_code(clock))).accepted
-
-
-async def test_a_lock_at_the_cap_of_the_old_layout_waits_for_the_reset(
-    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
-) -> None:
-    await storage.record_set("2fa-lock", USER, {"generation": 20, "lockedUntil": None, "failures": 100})
-    clock.advance(30 * 86400)
-    assert await verify(guard, current_code(clock)) == Verdict(Reason.LOCKED)
-    await guard.reset(USER)
-    assert await storage.record_get("2fa-lock", USER) is None
-    assert (await verify(guard, current_code(clock))).accepted
-
-
-async def test_failures_short_of_a_lock_in_the_old_layout_still_count(
-    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
-) -> None:
-    await storage.record_incr("2fa-failures", f"{USER}/0", expires_at=START + timedelta(days=365), amount=4)
-    assert await verify(guard, wrong_code(clock)) == Verdict(
-        Reason.INVALID, locked_until=START + timedelta(seconds=300)
-    )
 
 
 async def test_a_recovery_code_in_flight_holds_the_last_attempt(
@@ -499,25 +414,6 @@ async def test_a_check_that_raises_stays_counted(
         "earlierFailures": 0,
         "lockedUntil": None,
     }
-
-
-async def test_a_success_carries_the_old_last_step_over_in_place(
-    guard: AttemptGuard, storage: SQLiteStorage, clock: ManualClock
-) -> None:
-    step = step_at(START.timestamp())
-    await storage.record_set("totp-step", USER, {"step": step - 1})
-    await storage.record_incr("2fa-failures", f"{USER}/0", expires_at=START + timedelta(days=365), amount=3)
-    assert await verify(guard, current_code(clock, -1)) == Verdict(Reason.REPLAYED)
-    assert await verify(guard, current_code(clock)) == Verdict(Reason.ACCEPTED, step=step)
-    assert await stored_state(storage) == {
-        "step": step,
-        "failures": 0,
-        "earlierFailures": 0,
-        "lockedUntil": None,
-    }
-    # The success forgot the old failures: a full round of five is allowed again.
-    verdicts = [await verify(guard, wrong_code(clock)) for _ in range(5)]
-    assert [v.locked_until for v in verdicts] == [None] * 4 + [START + timedelta(seconds=300)]
 
 
 class CommitLog(InterleavingSQLite):
