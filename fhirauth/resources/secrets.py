@@ -239,20 +239,30 @@ def _keep_managed(
     fields = MANAGED.get(resource_type)
     if fields is None:
         return written
-    shown = redact(stored) if stored is not None else {}
     kept = dict(written)
     for name, managed in fields.items():
-        sent, seen = written.get(name, _ABSENT), shown.get(name, _ABSENT)
-        if seen is _ABSENT and sent == managed.unset:
+        sent = written.get(name, _ABSENT)
+        held = stored.get(name, _ABSENT) if stored is not None else _ABSENT
+        if sent is _ABSENT and left_out_keeps:
+            unchanged = True
+        elif held is _ABSENT and sent is not _ABSENT and sent == managed.unset:
             kept[name] = copy.deepcopy(managed.unset)
-        elif (sent is _ABSENT and left_out_keeps) or sent == seen:
-            kept.pop(name, None)
-            if stored is not None and name in stored:
-                # A copy: what protect() does to the new document must not reach the stored one.
-                kept[name] = copy.deepcopy(stored[name])
+            continue
         else:
-            raise Forbidden(
-                f"{resource_type}.{name} is managed by {managed.by}: only they and an administrator change it",
-                f"{resource_type}.{name}",
-            )
+            # Compared with what the caller can see of it (redacted only when that is asked).
+            shown = redact(stored) if stored is not None and held is not _ABSENT else {}
+            unchanged = sent == shown.get(name, _ABSENT)
+        if not unchanged:
+            raise _managed_refusal(resource_type, name, managed)
+        kept.pop(name, None)
+        if held is not _ABSENT:
+            # A copy of the object whose fields protect() may set: they must not reach the stored one.
+            kept[name] = dict(held) if isinstance(held, dict) else held
     return kept
+
+
+def _managed_refusal(resource_type: str, name: str, managed: Managed) -> Forbidden:
+    return Forbidden(
+        f"{resource_type}.{name} is managed by {managed.by}: only they and an administrator change it",
+        f"{resource_type}.{name}",
+    )
