@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -48,6 +49,8 @@ class ClientRegistry:
         # Remember successful verifications of (client, version, secret digest) for a few minutes.
         self._verified: OrderedDict[_VerifiedKey, float] = OrderedDict()
         self._verifying: dict[_VerifiedKey, asyncio.Future[bool]] = {}
+        # Gone with their last holder or waiter.
+        self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._cached: dict[str, tuple[float, Document | None]] = {}
         resources.on_change("Client", self._forget)
 
@@ -108,25 +111,28 @@ class ClientRegistry:
         seen = self._verified.get(key)
         if seen is not None and time.monotonic() - seen < _VERIFIED_TTL_SECONDS:
             return client
-        with self._limits.attempt(client_id):
-            # Requests arriving together with the same secret share one verification: a client's first
-            # burst (a pool of connections opening at once) would otherwise queue an Argon2 run per
-            # request.
-            verifying = self._verifying.get(key)
-            if verifying is None:
-                verifying = asyncio.ensure_future(self._verify(key, stored_hash, secret))
-                self._verifying[key] = verifying
-                verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
-            # Shielded: one caller giving up must not cancel the verification the others wait for.
-            verified = await asyncio.shield(verifying)
-        if not verified:
-            await self._limits.failed(client_id)
-            return None
-        return client
+        # Requests arriving together with the same secret share one verification: a client's first
+        # burst (a pool of connections opening at once) would otherwise queue an Argon2 run per request.
+        verifying = self._verifying.get(key)
+        if verifying is None:
+            verifying = asyncio.ensure_future(self._verify(key, stored_hash, secret))
+            self._verifying[key] = verifying
+            verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
+        # Shielded: one caller giving up must not cancel the verification the others wait for.
+        return client if await asyncio.shield(verifying) else None
 
     async def _verify(self, key: _VerifiedKey, stored_hash: str, secret: str) -> bool:
-        if not await self._passwords.verify_async(stored_hash, secret):
-            return False
+        client_id = key[0]
+        # One client's secrets are verified one at a time: wrong secrets naming one client then hold
+        # one hashing thread at most, and leave the others to sign-ins.
+        turn = self._turns.setdefault(client_id, asyncio.Lock())
+        async with turn:
+            with self._limits.attempt(client_id):
+                verified = await self._passwords.verify_async(stored_hash, secret)
+            if not verified:
+                # Counted before the turn passes on, so the next in line sees it.
+                await self._limits.failed(client_id)
+                return False
         self._verified[key] = time.monotonic()
         if len(self._verified) > _VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)

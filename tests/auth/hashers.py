@@ -23,7 +23,7 @@ class GatedHasher(PasswordHasher):
         self.entered = threading.Event()
         self._open = threading.Event()
         self._open.set()
-        self._count = threading.Lock()
+        self._counted = threading.Condition()
         self.verifications = 0
 
     def hold(self) -> None:
@@ -33,9 +33,15 @@ class GatedHasher(PasswordHasher):
     def release(self) -> None:
         self._open.set()
 
+    def reached(self, verifications: int, timeout: float) -> bool:
+        """Whether `verifications` have started within `timeout` seconds."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.verifications >= verifications, timeout)
+
     def verify(self, stored_hash: str, password: str) -> bool:
-        with self._count:
+        with self._counted:
             self.verifications += 1
+            self._counted.notify_all()
         if not self._open.is_set():
             self.entered.set()
             assert self._open.wait(_HOLD_SECONDS), "a held verification was never released"

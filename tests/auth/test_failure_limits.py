@@ -1,5 +1,6 @@
-"""Limits on failed client authentication inside the ClientRegistry, on both backends: attempts under
-way count against the limit, so a burst arriving at once runs no more verifications than it allows."""
+"""Limits on failed client authentication inside the ClientRegistry, on both backends: one client's
+secrets are verified one at a time, a burst runs no more verifications than the limit allows, and a
+failure counts before its write returns."""
 
 from __future__ import annotations
 
@@ -35,27 +36,36 @@ def limited(services: Services, hasher: GatedHasher, **rates: str) -> ClientRegi
     return ClientRegistry(services.resources, hasher, "root", "root-secret", client_limits)
 
 
+async def test_one_client_has_one_secret_verified_at_a_time(services: Services) -> None:
+    await confidential_client(services)
+    hasher = GatedHasher(threads=2)
+    registry = limited(services, hasher, client_auth_client="off")
+    await registry.get("app")
+    hasher.hold()
+    attempts = [asyncio.ensure_future(registry.authenticate("app", f"wrong {n}")) for n in range(3)]
+    assert await asyncio.to_thread(hasher.entered.wait, 5)
+    # A second thread is free, yet the next secret waits for its turn: wrong secrets naming one
+    # client hold one hashing thread at most, and leave the others to sign-ins.
+    assert not await asyncio.to_thread(hasher.reached, 2, 0.5)
+    hasher.release()
+    assert await asyncio.gather(*attempts) == [None, None, None]
+    assert hasher.verifications == 3
+
+
 async def test_a_burst_runs_no_more_verifications_than_the_limit(services: Services) -> None:
     await confidential_client(services)
     hasher = GatedHasher()
     registry = limited(services, hasher, client_auth_client="3/minute")
     await registry.get("app")
-    hasher.hold()
     attempts = [asyncio.ensure_future(registry.authenticate("app", f"wrong {n}")) for n in range(5)]
-    # Two are refused while the others are still being verified: no window has begun, so they are
-    # told to come back after a whole one.
-    done, _ = await asyncio.wait(attempts, timeout=5, return_when=asyncio.FIRST_EXCEPTION)
-    refused = [attempt.exception() for attempt in done]
-    assert len(refused) == 2
-    for error in refused:
-        assert isinstance(error, RateLimited)
-        assert (error.limit, error.retry_after) == ("client-auth-client", 60)
-    # Only the first refusal is the one worth a log line.
-    assert sorted(error.first for error in refused) == [False, True]
-    hasher.release()
-    assert [await attempt for attempt in attempts if attempt not in done] == [None, None, None]
+    outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+    assert outcomes[:3] == [None, None, None]
+    for refused in outcomes[3:]:
+        assert isinstance(refused, RateLimited)
+        assert (refused.limit, refused.retry_after) == ("client-auth-client", 60)
+    # Only the first refusal of the window is the one worth a log line.
+    assert [refused.first for refused in outcomes[3:]] == [True, False]  # type: ignore[union-attr]
     assert hasher.verifications == 3
-    # The three failures reached the limit: the next attempt is refused before any hashing.
     with pytest.raises(RateLimited):
         await registry.authenticate("app", "wrong again")
     assert hasher.verifications == 3
