@@ -37,9 +37,12 @@ from fhirauth.auth.passwords import HashingBusy, PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
+from fhirauth.auth.smart.authorization import SmartAuthorization
+from fhirauth.auth.smart.enforcement import ScopeEnforcement
+from fhirauth.auth.smart.launch import Launches
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, twofactor_api, twofactor_pages
+from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, smart, twofactor_api, twofactor_pages
 from fhirauth.http.edge import Edge
 from fhirauth.http.limits import hashing_busy, rate_limited
 from fhirauth.http.router import FixedPathRouter
@@ -156,6 +159,7 @@ def build_services(
             RefreshTokenGrant(sessions, tokens, resources),
         ],
     )
+    launches = Launches(storage, clients, clock)
     authenticator = Authenticator(clients)
     authenticator.use_bearer(sessions.resolve)
     return Services(
@@ -180,7 +184,11 @@ def build_services(
         sessions=sessions,
         tokens=tokens,
         codes=codes,
-        authorization=AuthorizationService(clients, codes, tokens),
+        authorization=AuthorizationService(
+            clients, codes, tokens, SmartAuthorization(launches, settings.base_url)
+        ),
+        launches=launches,
+        scope_enforcement=ScopeEnforcement(resources),
         client_auth=client_auth,
         grants=grants,
         introspection=Introspection(sessions, issuer),
@@ -215,6 +223,7 @@ def routes() -> list[BaseRoute]:
         *twofactor_pages.routes,
         *twofactor_api.routes,
         *openapi.routes,
+        *smart.routes,
     ]
 
 

@@ -20,6 +20,8 @@ from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
+from fhirauth.auth.smart.enforcement import ScopeEnforcement
+from fhirauth.auth.smart.launch import Launches
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock
 from fhirauth.notify import Notifier
@@ -62,3 +64,5 @@ class Services:
     twofactor: TwoFactorService
     rate_limiter: RateLimiter
     rate_limits: RateLimits
+    launches: Launches
+    scope_enforcement: ScopeEnforcement

@@ -19,6 +19,7 @@ from fhirauth.auth.codes import AuthorizationCodes
 from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, redirect_uris, sole_redirect_uri
 from fhirauth.auth.oauth_errors import InvalidRequest, OAuthError, UnauthorizedClient, UnsupportedResponseType
 from fhirauth.auth.pkce import CodeChallenge
+from fhirauth.auth.smart.authorization import SmartAuthorization
 from fhirauth.auth.tokens import Issuance, TokenIssuer
 
 Document = dict[str, Any]
@@ -34,6 +35,8 @@ PARAMETERS = (
     "state",
     "code_challenge",
     "code_challenge_method",
+    "launch",
+    "aud",
 )
 # Given twice, these leave the redirect target in doubt, so nothing may redirect.
 _TARGET_PARAMETERS = ("client_id", "redirect_uri")
@@ -56,6 +59,7 @@ class AuthorizationRequest:
     continuation_query: str
     scope: str | None = None
     challenge: CodeChallenge | None = None
+    launch: str | None = None
 
     @property
     def flow(self) -> str:
@@ -95,10 +99,13 @@ class AuthorizationError(Exception):
 
 
 class AuthorizationService:
-    def __init__(self, clients: ClientRegistry, codes: AuthorizationCodes, tokens: TokenIssuer) -> None:
+    def __init__(
+        self, clients: ClientRegistry, codes: AuthorizationCodes, tokens: TokenIssuer, smart: SmartAuthorization
+    ) -> None:
         self._clients = clients
         self._codes = codes
         self._tokens = tokens
+        self._smart = smart
 
     async def validate(
         self, params: Mapping[str, str], repeated: Collection[str] = ()
@@ -133,15 +140,20 @@ class AuthorizationService:
                 raise UnsupportedResponseType("'response_type' must be 'code' or 'token'")
             if not ClientRegistry.allows_grant(client, flow):
                 raise UnauthorizedClient(f"This client may not use the {flow} flow")
-            scope = scopes.requested(params.get("scope"), client)
+            scope = scopes.requested(params.get("scope"), client, flow)
             challenge = pkce.read_challenge(params, client) if flow == AUTHORIZATION_CODE else None
+            launch = await self._smart.validate(params, client_id, scope, challenge)
         except OAuthError as error:
             raise AuthorizationError.of(error, request) from None
-        return replace(request, scope=scope, challenge=challenge)
+        return replace(request, scope=scope, challenge=challenge, launch=launch)
 
     async def complete(self, request: AuthorizationRequest, user: Document, browser_session: Document) -> str:
         """Issue the code or token for `user` and return the URL to redirect the browser to."""
         if request.flow == AUTHORIZATION_CODE:
+            try:
+                context = await self._smart.context(request.launch, request.client["id"], user, request.scope)
+            except OAuthError as error:
+                return AuthorizationError.of(error, request).redirect_url()
             code = await self._codes.issue(
                 client_id=request.client["id"],
                 user_id=user["id"],
@@ -149,6 +161,7 @@ class AuthorizationService:
                 scope=request.scope,
                 challenge=request.challenge,
                 parent_id=browser_session["id"],
+                context=context,
             )
             return request.redirect_with({"code": code})
         issuance = Issuance(

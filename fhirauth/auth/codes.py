@@ -43,6 +43,7 @@ class AuthorizationCode:
     parent_id: str | None
     expires_at: datetime
     used_rev: int
+    context: Document | None = None
 
 
 class AuthorizationCodes:
@@ -60,6 +61,7 @@ class AuthorizationCodes:
         scope: str | None,
         challenge: CodeChallenge | None,
         parent_id: str | None,
+        context: Document | None = None,
     ) -> str:
         code = issued_token()
         doc: Document = {"client": client_id, "user": user_id, "redirect_uri": redirect_uri}
@@ -69,6 +71,8 @@ class AuthorizationCodes:
             doc.update(challenge.as_dict())
         if parent_id:
             doc["parent"] = parent_id
+        if context:
+            doc["context"] = context
         expires_at = self._clock() + timedelta(seconds=CODE_SECONDS)
         await self._storage.record_put(
             CODE_KIND, token_hash(code), doc, expected_rev=None, expires_at=expires_at
@@ -107,6 +111,7 @@ class AuthorizationCodes:
             parent_id=doc.get("parent"),
             expires_at=record.expires_at,
             used_rev=used_rev,
+            context=doc.get("context"),
         )
 
     async def exchange(self, code: AuthorizationCode, issue: Callable[[str], Awaitable[T]]) -> T:

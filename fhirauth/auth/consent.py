@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from fhirauth.auth.smart.scopes import describe
 from fhirauth.clock import Clock, isoformat
 from fhirauth.resources.service import ResourceService
 from fhirauth.storage.base import Filter, Query
@@ -18,6 +20,18 @@ def scope_set(scope: str | list[str] | None) -> frozenset[str]:
         return frozenset()
     parts = scope if isinstance(scope, list) else scope.split()
     return frozenset(part for part in parts if isinstance(part, str) and part)
+
+
+@dataclass(frozen=True)
+class ScopeLine:
+    """One line of the consent page: the scope, and what it allows in plain words (when known)."""
+
+    scope: str
+    text: str | None
+
+
+def scope_lines(scope: str | None) -> list[ScopeLine]:
+    return [ScopeLine(token, describe(token)) for token in sorted(scope_set(scope))]
 
 
 class Consents:

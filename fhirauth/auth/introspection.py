@@ -78,4 +78,8 @@ class Introspection:
             body["aud"] = audience
         if session.get("jti") and not is_refresh:
             body["jti"] = session["jti"]
+        # SMART (token-introspection.md): the launch context, as the token response gave it.
+        context = session.get("context")
+        if isinstance(context, dict):
+            body.update({name: value for name, value in context.items() if name not in body})
         return body

@@ -1,8 +1,12 @@
 """The scope check, in one place (RFC 6749 §3.3).
 
-Scopes are recorded on the Session and reported by introspection; what they allow is for
-AccessPolicies to decide. A client that lists `scope` (Aidbox's Client.scope[]) may ask only for
-those; a client without the list may ask for any well-formed scope.
+Scopes are recorded on the Session and reported by introspection. What they allow is for
+AccessPolicies to decide, bounded by the token's SMART resource scopes (fhirauth/auth/smart/).
+A client that lists `scope` (Aidbox's Client.scope[]) may ask only for those, or for SMART resource
+scopes a listed one covers (`patient/*.rs` covers `patient/User.r`); a client without the list may
+ask for any well-formed scope. A scope the client may not have refuses the request (invalid_scope)
+rather than being dropped: an app that gets less than it asked for without being told fails later,
+at a resource request, where the cause is harder to see.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fhirauth.auth.flows import CLIENT_CREDENTIALS
 from fhirauth.auth.oauth_errors import InvalidScope
+from fhirauth.auth.smart import scopes as smart
 
 Document = dict[str, Any]
 
@@ -25,14 +31,28 @@ def _parse(scope: str) -> list[str]:
     return list(dict.fromkeys(scope.split(" ")))
 
 
-def requested(scope: str | None, client: Document) -> str | None:
-    """The scope a client asks for, normalised; InvalidScope when malformed or not allowed to it."""
+def requested(scope: str | None, client: Document, flow: str) -> str | None:
+    """The scope a client asks for in `flow`, normalised; InvalidScope when malformed, not allowed to
+    the client, or of a SMART context the flow cannot have (system/ is the client's own, patient/ and
+    user/ need a user)."""
     if not scope:
         return None
     tokens = _parse(scope)
+    for token in tokens:
+        resource = smart.resource_scope(token)
+        if resource is None:
+            continue
+        if flow == CLIENT_CREDENTIALS and resource.context != smart.SYSTEM:
+            raise InvalidScope(
+                f"Scope '{token}' needs a user; a client_credentials token may have system/ scopes"
+            )
+        if flow != CLIENT_CREDENTIALS and resource.context == smart.SYSTEM:
+            raise InvalidScope(
+                f"Scope '{token}' is for client_credentials tokens; ask for patient/ or user/ scopes"
+            )
     allowed = client.get("scope")
     if isinstance(allowed, list):
-        refused = [token for token in tokens if token not in allowed]
+        refused = [token for token in tokens if not smart.covered(token, allowed)]
         if refused:
             raise InvalidScope(f"Scope '{refused[0]}' is not allowed for this client")
     return " ".join(tokens)
@@ -43,8 +63,8 @@ def narrowed(scope: str | None, granted: str | None) -> str | None:
     if not scope:
         return granted
     tokens = _parse(scope)
-    have = set(granted.split(" ")) if granted else set()
-    refused = [token for token in tokens if token not in have]
+    have = granted.split(" ") if granted else []
+    refused = [token for token in tokens if not smart.covered(token, have)]
     if refused:
         raise InvalidScope(f"Scope '{refused[0]}' was not granted")
     return " ".join(tokens)

@@ -81,6 +81,8 @@ class TokenResponse:
     scope: str | None = None
     userinfo: Document | None = None
     token_type: str = "Bearer"
+    # SMART launch context (patient, encounter, fhirContext, …): top-level fields of the response.
+    context: Document | None = None
 
     def as_dict(self) -> Document:
         body: Document = {
@@ -92,6 +94,8 @@ class TokenResponse:
             value = getattr(self, name)
             if value is not None:
                 body[name] = value
+        if self.context:
+            body.update(self.context)
         return body
 
 
@@ -106,6 +110,7 @@ class Issuance:
     audience: str | None = None
     parent_id: str | None = None
     session_id: str = field(default_factory=new_id)
+    context: Document | None = None
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,10 @@ class TokenIssuer:
             session["audience"] = issuance.audience
         if issuance.parent_id:
             session["parent"] = reference("Session", issuance.parent_id)
+        if issuance.context:
+            session["context"] = issuance.context
         await self._sessions.create(session)
-        return self._response(config, tokens, issuance.scope, user)
+        return self._response(config, tokens, issuance.scope, user, issuance.context)
 
     async def rotate(
         self, session: Document, client: Document, user: Document | None, scope: str | None
@@ -167,7 +174,7 @@ class TokenIssuer:
             rotated["scope"] = scope
         if await self._sessions.rotate(session, rotated) is None:
             return None
-        return self._response(config, tokens, scope, user)
+        return self._response(config, tokens, scope, user, session.get("context"))
 
     async def _tokens(
         self, config: FlowConfig, iat: int, subject: str, audience: str, scope: str | None
@@ -200,7 +207,7 @@ class TokenIssuer:
 
     @staticmethod
     def _response(
-        config: FlowConfig, tokens: _Tokens, scope: str | None, user: Document | None
+        config: FlowConfig, tokens: _Tokens, scope: str | None, user: Document | None, context: Document | None
     ) -> TokenResponse:
         return TokenResponse(
             access_token=tokens.access_token,
@@ -208,4 +215,5 @@ class TokenIssuer:
             refresh_token=tokens.refresh_token,
             scope=scope,
             userinfo=redact(user) if user is not None else None,
+            context=context,
         )

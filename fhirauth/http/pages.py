@@ -12,6 +12,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from fhirauth.auth.authorization import AuthorizationError, AuthorizationRequest, UnsafeAuthorizationRequest
+from fhirauth.auth.consent import scope_lines
 from fhirauth.auth.login import (
     DEFAULT_CONTINUATION,
     LoginRefused,
@@ -166,7 +167,7 @@ async def _consent_page(request: Request, auth: AuthorizationRequest, user: Docu
     context = {
         "client_name": name if isinstance(name, str) and name else client["id"],
         "user_label": user.get("email") or user.get("userName") or user["id"],
-        "scopes": sorted(set((auth.scope or "").split())),
+        "scopes": scope_lines(auth.scope),
         "query": auth.continuation_query,
     }
     return await render(request, "consent.html", context)

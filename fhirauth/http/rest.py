@@ -100,6 +100,7 @@ def _route_params(path: str) -> dict[str, Any]:
 
 def _entry_authorizer(request: Request, principal: Principal | None) -> EntryAuthorizer:
     access = services_of(request).access
+    scopes = services_of(request).scope_enforcement
 
     async def allowed(method: str, path: str, query: Sequence[tuple[str, str]], body: Any) -> bool:
         # What `policy_request` gives for the entry sent alone: the same shape, from the same place.
@@ -112,7 +113,7 @@ def _entry_authorizer(request: Request, principal: Principal | None) -> EntryAut
             params={**dict(query), **_route_params(path)},
             body=body,
         )
-        return await access.allows(principal, seen)
+        return await access.allows(principal, seen) and await scopes.allows(principal, seen)
 
     return allowed
 
@@ -121,8 +122,13 @@ async def guard(request: Request, body: Any = None) -> Principal | None:
     services = services_of(request)
     principal = await services.authenticator.authenticate(request.headers.get("authorization"))
     # Building the request object costs more than the rest of a read; skip it when no policy is asked.
+    seen = None
     if not services.access.unrestricted(principal):
-        await services.access.authorize(principal, policy_request(request, principal, body))
+        seen = policy_request(request, principal, body)
+        await services.access.authorize(principal, seen)
+    # A token's SMART resource scopes bound what the policies allow, the root client's tokens included.
+    if services.scope_enforcement.restricts(principal):
+        await services.scope_enforcement.authorize(principal, seen or policy_request(request, principal, body))
     return principal
 
 
@@ -268,7 +274,8 @@ async def bundle(request: Request) -> Response:
     result = await services.bundles.process(
         body,
         authorize=_entry_authorizer(request, principal),
-        administrator=services.access.unrestricted(principal),
+        administrator=services.access.unrestricted(principal)
+        and not services.scope_enforcement.restricts(principal),
     )
     return body_response(request, result)
 

@@ -74,6 +74,7 @@ class AuthorizationCodeGrant(Grant[ValidatedCode]):
                 scope=code.scope,
                 parent_id=code.parent_id,
                 session_id=session_id,
+                context=code.context,
             )
             return await self._tokens.issue(issuance)
 

@@ -28,7 +28,7 @@ class ClientCredentialsGrant(Grant[ValidatedClientCredentials]):
         self._tokens = tokens
 
     async def validate(self, request: TokenRequest) -> ValidatedClientCredentials:
-        scope = scopes.requested(request.params.get("scope"), request.client)
+        scope = scopes.requested(request.params.get("scope"), request.client, CLIENT_CREDENTIALS)
         audience = request.params.get("audience") or None
         # Aidbox: `audience` becomes the JWT's `aud`; a client that lists audiences may ask only for those.
         if audience is not None:

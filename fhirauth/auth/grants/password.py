@@ -48,7 +48,7 @@ class PasswordGrant(Grant[ValidatedPassword]):
     async def validate(self, request: TokenRequest) -> ValidatedPassword:
         username = request.require("username")
         password = request.require("password")
-        scope = scopes.requested(request.params.get("scope"), request.client)
+        scope = scopes.requested(request.params.get("scope"), request.client, PASSWORD)
         try:
             user = await self._logins.check_password(username, password)
         except LoginRefused as refused:

@@ -1,0 +1,129 @@
+"""A token's SMART resource scopes, enforced on top of the AccessPolicies: a request must be allowed
+by a policy and by one of the token's scopes. Tokens without resource scopes are not bound by this
+(Aidbox's clients get what the policies give them, as before).
+
+The request is read from the request object the policies see (fhirauth/http/rest.py builds it, for
+a request and for each Bundle entry alike), so every route and every entry goes through `allows`.
+
+* `user/` scopes: the types and interactions the scope names, of whatever the user's policies allow.
+* `system/` scopes: the same for a token of a client alone (client_credentials).
+* `patient/` scopes: the patient's compartment. fhirauth holds no clinical data, so a patient's
+  compartment here is the User records whose fhirUser is that Patient (the patient's own account):
+  read, vread and history of those; update and patch that keep it the patient's; create of a User for
+  that patient; delete. Every other type is outside any patient's compartment, and a search cannot be
+  confined to the compartment, so patient/ scopes allow neither.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fhirauth.auth.principal import Principal
+from fhirauth.auth.smart import scopes
+from fhirauth.auth.smart.fhir_user import patient_of
+from fhirauth.errors import Forbidden
+from fhirauth.resources.service import ResourceService
+
+Document = dict[str, Any]
+
+# /{type}, /{type}/{id}, /{type}/{id}/_history, /{type}/{id}/_history/{vid}: the resource routes.
+_ROUTE = re.compile(r"/([A-Z][A-Za-z0-9]*)(?:/([^/]+)(/_history(?:/[^/]+)?)?)?/?")
+_COMPARTMENT_TYPE = "User"
+
+
+def _permission(method: str, id: str | None) -> str | None:
+    if method == "get":
+        return scopes.READ if id is not None else scopes.SEARCH
+    if method == "post" and id is None:
+        return scopes.CREATE
+    if method in ("put", "patch") and id is not None:
+        return scopes.UPDATE
+    if method == "delete" and id is not None:
+        return scopes.DELETE
+    return None
+
+
+def _touches_fhir_user(patch: Any) -> bool:
+    """Whether a merge patch (object) or JSON Patch (operations) may change `fhirUser`."""
+    if isinstance(patch, dict):
+        return "fhirUser" in patch
+    if not isinstance(patch, list):
+        return True
+    for operation in patch:
+        if not isinstance(operation, dict):
+            return True
+        for key in ("path", "from"):
+            path = operation.get(key)
+            if isinstance(path, str) and (path in ("", "/fhirUser") or path.startswith("/fhirUser/")):
+                return True
+    return False
+
+
+class ScopeEnforcement:
+    def __init__(self, resources: ResourceService) -> None:
+        self._resources = resources
+
+    @staticmethod
+    def restricts(principal: Principal | None) -> bool:
+        """Whether the caller's token carries SMART resource scopes (and so is bound by them)."""
+        return (
+            principal is not None
+            and principal.session is not None
+            and scopes.granted(principal.session.get("scope")).restricts
+        )
+
+    async def authorize(self, principal: Principal | None, request: Document) -> None:
+        if not await self.allows(principal, request):
+            raise Forbidden("The token's scopes do not allow this request")
+
+    async def allows(self, principal: Principal | None, request: Document) -> bool:
+        """Whether the token's scopes allow the request (policies are checked apart, and first)."""
+        if principal is None or principal.session is None:
+            return True
+        granted = scopes.granted(principal.session.get("scope"))
+        if not granted.restricts:
+            return True
+        route = _ROUTE.fullmatch(str(request.get("uri", "")))
+        if route is None:
+            # `POST /` (a Bundle): its entries are authorized one by one.
+            return request.get("request-method") == "post" and request.get("uri") == "/"
+        resource_type, id, history = route.groups()
+        method = str(request.get("request-method"))
+        permission = _permission(method, id)
+        if permission is None or (history is not None and method != "get"):
+            return False
+        context = principal.session.get("context")
+        patient = context.get("patient") if isinstance(context, dict) else None
+        compartment: bool | None = None
+        for scope in granted.resources:
+            if not scope.allows(resource_type, permission):
+                continue
+            if scope.context == scopes.USER and principal.user is not None:
+                return True
+            if scope.context == scopes.SYSTEM and principal.user is None:
+                return True
+            if scope.context == scopes.PATIENT and isinstance(patient, str):
+                if compartment is None:
+                    compartment = await self._in_compartment(
+                        patient, method, resource_type, id, request.get("body")
+                    )
+                if compartment:
+                    return True
+        return False
+
+    async def _in_compartment(
+        self, patient: str, method: str, resource_type: str, id: str | None, body: Any
+    ) -> bool:
+        if resource_type != _COMPARTMENT_TYPE:
+            return False
+        if id is None:
+            return method == "post" and patient_of(body) == patient
+        stored = await self._resources.find(_COMPARTMENT_TYPE, id)
+        if stored is None or patient_of(stored.document) != patient:
+            return False
+        if method == "put":
+            return patient_of(body) == patient
+        if method == "patch":
+            return not _touches_fhir_user(body)
+        return True
