@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fhirauth.http import health, oauth, rest, twofactor_api
+from fhirauth.http import health, oauth, rest, smart, twofactor_api
 from fhirauth.http.openapi.components import Document, ref
 from fhirauth.resources.search import MAX_COUNT, MAX_PAGE
 
@@ -473,6 +473,50 @@ def _jwks(path: str) -> Document:
     return _operation("jwks", "OAuth", "JSON Web Key Set (RFC 7517)", responses, security=[])
 
 
+def _smart_configuration(path: str) -> Document:
+    responses = {
+        "200": {
+            "description": "SMART App Launch configuration (conformance.md)",
+            "content": _content(ref("SmartConfiguration"), ["application/json"]),
+        },
+        **_outcomes((503,)),
+    }
+    return _operation("smartConfiguration", "SMART", "SMART App Launch discovery", responses, security=[])
+
+
+def _capability_statement(path: str) -> Document:
+    responses = {
+        "200": _ok(
+            "R4 CapabilityStatement: resource types, interactions, SMART oauth-uris",
+            ref("CapabilityStatement"),
+        ),
+        **_outcomes((503,)),
+    }
+    return _operation(
+        "capabilityStatement", "SMART", "What the API serves, and where to authorize", responses, security=[]
+    )
+
+
+def _register_launch(path: str) -> Document:
+    responses = {
+        "201": {
+            "description": "The launch id to open the app with (`launch=`), and how long it lives",
+            "headers": _NO_STORE,
+            "content": _content(ref("Launch"), ["application/json"]),
+        },
+        **_outcomes((400, 401, 403, 413, 415, 422, 503)),
+    }
+    body = {"required": True, "content": _content(ref("LaunchRegistration"), REQUEST_TYPES)}
+    return _operation(
+        "registerLaunch",
+        "SMART",
+        "Register an EHR launch context (root client, or a client with smart.launch_registration)",
+        responses,
+        body=body,
+        security=[{"basicAuth": []}, {"bearerAuth": []}],
+    )
+
+
 _TWO_FACTOR: dict[str, tuple[str, str, str, str]] = {
     "request": (
         "twoFactorRequest",
@@ -532,6 +576,9 @@ FIXED: dict[Callable[..., Any], Describe] = {
     oauth.end_session: _end_session,
     oauth.discovery: _discovery,
     oauth.jwks: _jwks,
+    smart.configuration: _smart_configuration,
+    smart.capabilities: _capability_statement,
+    smart.register_launch: _register_launch,
     twofactor_api.request_enrollment: _two_factor,
     twofactor_api.confirm: _two_factor,
     twofactor_api.disable: _two_factor,
