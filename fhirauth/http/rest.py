@@ -128,7 +128,9 @@ async def guard(request: Request, body: Any = None) -> Principal | None:
         await services.access.authorize(principal, seen)
     # A token's SMART resource scopes bound what the policies allow, the root client's tokens included.
     if services.scope_enforcement.restricts(principal):
-        await services.scope_enforcement.authorize(principal, seen or policy_request(request, principal, body))
+        await services.scope_enforcement.authorize(
+            principal, seen or policy_request(request, principal, body)
+        )
     return principal
 
 
