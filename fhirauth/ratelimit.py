@@ -225,8 +225,13 @@ class RateLimiter:
     async def _refusal(self, limit: Limit, record_key: str, now: datetime, *, first: bool) -> RateLimited:
         # The window may have ended in between: then the next request is welcome at once.
         ends = await self._window_end(record_key) or now
-        retry_after = max(1, math.ceil((ends - now).total_seconds()))
-        return RateLimited(limit.name, retry_after, first=first)
+        return RateLimited(limit.name, retry_after((ends - now).total_seconds()), first=first)
+
+
+def retry_after(seconds: float) -> int:
+    """What Retry-After says for a wait of `seconds`: whole seconds (RFC 9110 §10.2.3), rounded up so
+    that a client that waits that long is welcome, and at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 def _record_key(name: str, key: str) -> str:
@@ -348,7 +353,7 @@ class FailureLimiter:
         seconds = (failures.ends - now).total_seconds() if failures.ends is not None else rate.seconds
         first = not failures.refused
         failures.refused = True
-        raise RateLimited(limit.name, max(1, math.ceil(seconds)), first=first)
+        raise RateLimited(limit.name, retry_after(seconds), first=first)
 
     def _entry(self, limit: Limit, key: str) -> _Failures:
         known_key = (limit.name, key)

@@ -226,3 +226,8 @@ async def test_requests_waiting_for_a_refill_that_storage_failed_fail_with_it(
         await limiter.hit(LARGE, "198.51.100.1")
     assert refills == 2
     await storage.close()
+
+
+def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one() -> None:
+    waits = (0.0, -3.0, 0.001, 1.0, 1.2, 59.5, 60.0, 299.9)
+    assert [ratelimit.retry_after(seconds) for seconds in waits] == [1, 1, 1, 1, 2, 60, 60, 300]

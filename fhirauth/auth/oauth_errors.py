@@ -1,11 +1,17 @@
 """OAuth 2.0 errors (RFC 6749 §4.1.2.1, §5.2): one class per wire code.
 
-They are plain data; fhirauth/http/errors.py renders them as `{error, error_description}`.
+They are plain data; fhirauth/http/errors.py renders them as `error_body`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
+
+
+def error_body(error: str, description: str) -> dict[str, str]:
+    """RFC 6749 §5.2's error body, also the query of an error redirect (§4.1.2.1) and the shape of
+    the two-factor operations' refusals (Aidbox's demo app)."""
+    return {"error": error, "error_description": description}
 
 
 class OAuthError(Exception):
@@ -17,8 +23,8 @@ class OAuthError(Exception):
         self.description = description
         self.headers: dict[str, str] = {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, "error_description": self.description}
+    def body(self) -> dict[str, str]:
+        return error_body(self.error, self.description)
 
 
 class InvalidRequest(OAuthError):

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from fhirauth.auth.oauth_errors import OAuthError
 from fhirauth.errors import Issue, OutcomeError, operation_outcome
-from fhirauth.http.render import NO_STORE, body_response, json_response, outcome_response
+from fhirauth.http.render import NO_STORE, body_response, json_response, outcome_response, retry_after_header
 from fhirauth.storage.base import StorageUnavailable
 
 log = logging.getLogger("fhirauth.http")
@@ -40,7 +40,7 @@ async def storage_unavailable(request: Request, exc: Exception) -> Response:
     body = operation_outcome(
         [Issue("Storage is unavailable; try again shortly", "transient", severity="fatal")]
     )
-    return body_response(request, body, 503, {"Retry-After": "1"})
+    return body_response(request, body, 503, retry_after_header(1))
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:

@@ -34,7 +34,7 @@ from fhirauth.auth.passwords import HashingBusy
 from fhirauth.errors import Issue, OutcomeError, TooManyRequests, Unavailable
 from fhirauth.http.errors import oauth_response
 from fhirauth.http.html import error_page
-from fhirauth.http.render import outcome_response
+from fhirauth.http.render import outcome_response, retry_after_header
 from fhirauth.http.rest import services_in, services_of
 from fhirauth.ratelimit import Limit, RateLimited, RateLimits, request_address
 
@@ -155,23 +155,19 @@ def _face_of(request: Request) -> _Face:
     return _Face.REST
 
 
-def _retry_after(seconds: int) -> dict[str, str]:
-    return {"Retry-After": str(seconds)}
-
-
 async def _page(request: Request, status: int, heading: str, message: str, seconds: int) -> Response:
     response = await error_page(request, message, status=status, heading=heading)
-    response.headers.update(_retry_after(seconds))
+    response.headers.update(retry_after_header(seconds))
     return response
 
 
 def _oauth(error: OAuthError, seconds: int, *, status: int | None = None) -> Response:
-    error.headers.update(_retry_after(seconds))
+    error.headers.update(retry_after_header(seconds))
     return oauth_response(error, status)
 
 
 def _outcome(request: Request, error: OutcomeError, seconds: int) -> Response:
-    error.headers.update(_retry_after(seconds))
+    error.headers.update(retry_after_header(seconds))
     return outcome_response(request, error)
 
 

@@ -20,6 +20,11 @@ _YAML_DUMPER = yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDu
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def retry_after_header(seconds: int) -> dict[str, str]:
+    """The Retry-After header of an answer that asks the client to wait (`ratelimit.retry_after`)."""
+    return {"Retry-After": str(seconds)}
+
+
 def _negotiation(request: Request) -> tuple[str, str]:
     """The Accept and Content-Type headers (first of each, "" when absent) in one pass over the raw
     headers: every answer reads both, and a Headers lookup per name costs more than the scan."""

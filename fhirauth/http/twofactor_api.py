@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhirauth.auth.oauth_errors import error_body
 from fhirauth.errors import BadRequest, NotAuthenticated
 from fhirauth.http.bodies import media_type, parse_document, read_bytes
 from fhirauth.http.limits import client_ip
-from fhirauth.http.render import json_response
+from fhirauth.http.render import json_response, retry_after_header
 from fhirauth.http.rest import services_of
 from fhirauth.http.route import EdgeRoute
+from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.service import (
     Locked,
     TwoFactorError,
@@ -62,11 +63,10 @@ def _token(body: Document) -> str:
 def refusal(request: Request, error: TwoFactorError) -> Response:
     headers = {}
     if isinstance(error, Locked) and error.until is not None:
-        seconds = (error.until - services_of(request).clock()).total_seconds()
-        headers["Retry-After"] = str(max(1, math.ceil(seconds)))
-    return json_response(
-        {"error": error.error, "error_description": error.description}, error.status, headers
-    )
+        headers = retry_after_header(
+            retry_after((error.until - services_of(request).clock()).total_seconds())
+        )
+    return json_response(error_body(error.error, error.description), error.status, headers)
 
 
 async def request_enrollment(request: Request) -> Response:

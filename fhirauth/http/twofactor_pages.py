@@ -13,7 +13,9 @@ from starlette.routing import Route
 from fhirauth.http.cookies import PENDING_COOKIE, PENDING_COOKIE_PATH, clear_cookie, read_cookie
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
+from fhirauth.http.render import retry_after_header
 from fhirauth.http.rest import services_of
+from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg
 from fhirauth.twofactor.service import Locked, TwoFactorError, enabled_without_secret, sign_in_of, status_of
@@ -55,7 +57,7 @@ async def _locked_page(request: Request, error: Locked) -> Response:
         return await error_page(
             request, "Too many wrong codes. Try again later.", status=429, heading="Too many attempts"
         )
-    seconds = max(1, math.ceil((error.until - services_of(request).clock()).total_seconds()))
+    seconds = retry_after((error.until - services_of(request).clock()).total_seconds())
     minutes = math.ceil(seconds / 60)
     response = await error_page(
         request,
@@ -63,7 +65,7 @@ async def _locked_page(request: Request, error: Locked) -> Response:
         status=429,
         heading="Too many attempts",
     )
-    response.headers["Retry-After"] = str(seconds)
+    response.headers.update(retry_after_header(seconds))
     return response
 
 

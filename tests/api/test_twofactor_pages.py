@@ -263,10 +263,12 @@ def test_the_whole_story_of_one_user(api: TestClient, clock: ManualClock, ann: d
     assert locked.status_code == 429
     assert heading(locked) == "Too many attempts"
     assert alert(locked) == "Too many wrong codes. Try again in 2 minutes."
+    assert locked.headers["retry-after"] == str(LOCKOUT_SECONDS)
     assert events(api, "2fa-lockout") == 2
     clock.advance(LOCKOUT_SECONDS - 1)
     still = submit(api, page, VERIFY, code=code_now(secret, clock))
     assert (still.status_code, alert(still)) == (429, "Too many wrong codes. Try again in 1 minute.")
+    assert still.headers["retry-after"] == "1"
     clock.advance(2)
     unlocked = submit(api, page, VERIFY, code=code_now(secret, clock))
     assert (unlocked.status_code, unlocked.headers["location"]) == (302, SETTINGS)
