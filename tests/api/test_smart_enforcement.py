@@ -48,12 +48,14 @@ def test_patient_read_scope_reads_the_patients_user_and_nothing_else(smart: Test
     assert smart.get("/User/ann", headers=auth).status_code == 200
     assert smart.get("/User/ann/_history", headers=auth).status_code == 200
     assert smart.get("/User/ann/_history/1", headers=auth).status_code == 200
+    assert smart.head("/User/ann", headers=auth).status_code == 200
     # another patient's User, a User without a patient, a missing one, another type
     assert outcome(smart.get("/User/bob", headers=auth)) == FORBIDDEN
     assert outcome(smart.get("/User/eve", headers=auth)) == FORBIDDEN
     assert outcome(smart.get("/User/nobody", headers=auth)) == FORBIDDEN
     assert outcome(smart.get("/User/bob/_history", headers=auth)) == FORBIDDEN
     assert outcome(smart.get("/User/bob/_history/1", headers=auth)) == FORBIDDEN
+    assert smart.head("/User/bob", headers=auth).status_code == 403
     assert outcome(smart.get("/Client/smart-app", headers=auth)) == FORBIDDEN
     # a search cannot be confined to the compartment, so it is refused
     assert outcome(smart.get("/User", headers=auth)) == FORBIDDEN

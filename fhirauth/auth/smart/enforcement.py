@@ -33,7 +33,7 @@ _COMPARTMENT_TYPE = "User"
 
 
 def _permission(method: str, id: str | None) -> str | None:
-    if method == "get":
+    if method in ("get", "head"):
         return scopes.READ if id is not None else scopes.SEARCH
     if method == "post" and id is None:
         return scopes.CREATE
@@ -91,7 +91,7 @@ class ScopeEnforcement:
         resource_type, id, history = route.groups()
         method = str(request.get("request-method"))
         permission = _permission(method, id)
-        if permission is None or (history is not None and method != "get"):
+        if permission is None or (history is not None and permission != scopes.READ):
             return False
         context = principal.session.get("context")
         patient = context.get("patient") if isinstance(context, dict) else None
