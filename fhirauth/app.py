@@ -44,7 +44,7 @@ from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, smart, twofactor_api, twofactor_pages
 from fhirauth.http.edge import Edge
-from fhirauth.http.limits import hashing_busy, rate_limited
+from fhirauth.http.limits import hashing_busy, rate_limited, request_address
 from fhirauth.http.router import FixedPathRouter
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.maintenance import purge_expired_records
@@ -111,7 +111,7 @@ def build_services(
         passwords,
         settings.root_client_id,
         root_secret(settings),
-        ClientAuthLimits(FailureLimiter(storage, clock), rate_limits),
+        ClientAuthLimits(FailureLimiter(storage, clock), rate_limits, request_address),
     )
     notifier = Notifier(resources)
     lockout = (

@@ -22,9 +22,8 @@ import asyncio
 import hashlib
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -37,11 +36,6 @@ if TYPE_CHECKING:
 
 RATE_KIND = "rate-limit"
 
-# The key of the address the request being served comes from, for the limits counted below the HTTP
-# layer: client credentials reach the domain through several faces (the REST API, the OAuth
-# endpoints, the 2FA API), and the limits on failed client authentication need the address behind
-# them. The HTTP edge sets a function rather than the key, since most requests never ask.
-request_address: ContextVar[Callable[[], str] | None] = ContextVar("request_address", default=None)
 
 _UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")

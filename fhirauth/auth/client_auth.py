@@ -3,12 +3,13 @@ token, introspection and revocation endpoints (RFC 6749 §2.3)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fhirauth.auth.oauth_errors import InvalidClient
-from fhirauth.ratelimit import FailureLimiter, Keys, RateLimits, request_address
+from fhirauth.ratelimit import FailureLimiter, Keys, RateLimits
 
 if TYPE_CHECKING:
     from fhirauth.auth.clients import ClientRegistry
@@ -27,10 +28,15 @@ class ClientAuthLimits:
     no hashing and is not limited.
     """
 
-    def __init__(self, limiter: FailureLimiter, limits: RateLimits) -> None:
+    def __init__(
+        self, limiter: FailureLimiter, limits: RateLimits, address: Callable[[], str | None]
+    ) -> None:
         self._limiter = limiter
         self._by_address = limits.client_auth_ip
         self._by_client = limits.client_auth_client
+        # The key of the address the request being served came from (None outside a request). Client
+        # credentials reach this layer through several faces, and only the HTTP layer knows it.
+        self._address = address
 
     def check_address(self) -> None:
         """RateLimited when the request's address has failed too often; free while nothing failed."""
@@ -49,8 +55,8 @@ class ClientAuthLimits:
         await self._limiter.failed(self._keys(client_id))
 
     def _keys(self, client_id: str | None) -> Keys:
-        address = request_address.get()
-        keys = [(self._by_address, address())] if address is not None else []
+        address = self._address()
+        keys = [(self._by_address, address)] if address is not None else []
         if client_id is not None:
             keys.append((self._by_client, client_id))
         return keys

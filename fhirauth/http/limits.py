@@ -8,7 +8,7 @@ limits need the parsed body, so they are counted where it is read (the password 
 signup form) and surface as RateLimited, which `rate_limited` renders the same way. The two-factor
 step's per-account limit is the code lockout of the 2FA guard. The limits on failed client
 authentication are counted where secrets are verified (ClientRegistry), on every route; the edge
-names the request's address for them (`request_address`).
+asks `request_address` for the address behind them.
 
 Each refusal is answered in the format of the face it reached: an HTML page on the sign-in pages,
 RFC 6749 §5.2 JSON on the OAuth endpoints and the 2FA JSON operations, an OperationOutcome on the
@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from enum import Enum
 from operator import attrgetter
 
@@ -36,7 +37,7 @@ from fhirauth.http.errors import oauth_response
 from fhirauth.http.html import error_page
 from fhirauth.http.render import outcome_response, retry_after_header
 from fhirauth.http.rest import services_in, services_of
-from fhirauth.ratelimit import Limit, RateLimited, RateLimits, request_address
+from fhirauth.ratelimit import Limit, RateLimited, RateLimits
 
 log = logging.getLogger("fhirauth.limits")
 
@@ -50,6 +51,8 @@ class _Face(Enum):
 _PAGE_PREFIXES = ("/auth/login", "/auth/signup", "/auth/two-factor")
 _OAUTH_PREFIXES = ("/auth/token", "/auth/introspect", "/auth/revoke", "/app/auth/two-factor/")
 _MAX_ADDRESS_CHARS = 64
+# The scope of the request being served, for `request_address`.
+_serving: ContextVar[Scope | None] = ContextVar("serving", default=None)
 
 
 def client_address(scope: Scope, trust_proxy_headers: bool) -> str | None:
@@ -181,11 +184,10 @@ async def check_address_limit(scope: Scope) -> None:
     """Count a request of a limited route against its client's address; RateLimited past the limit.
 
     Called by the edge layer before the route runs (and before it reads the body), which answers
-    RateLimited with `rate_limited`, as it does when an endpoint raises it. It also names the
-    request's address for the limits counted deeper in (`request_address`), as a function: working
-    the address out costs more than most requests would ever use it.
+    RateLimited with `rate_limited`, as it does when an endpoint raises it. It also keeps the
+    request's scope for `request_address`.
     """
-    request_address.set(functools.partial(_address_key_of, scope))
+    _serving.set(scope)
     limit = limit_for(scope["method"], _route_path(scope))
     if limit is None:
         return
@@ -197,7 +199,15 @@ async def check_address_limit(scope: Scope) -> None:
     await services.rate_limiter.hit(limit(services.rate_limits), address_key(address))
 
 
-def _address_key_of(scope: Scope) -> str:
+def request_address() -> str | None:
+    """The key of the address the request being served came from; None outside a request.
+
+    For the limits counted below this layer (failed client authentication), which the faces reach
+    without passing the request down. Worked out only when asked: most requests never ask.
+    """
+    scope = _serving.get()
+    if scope is None:
+        return None
     return address_key(client_address(scope, services_in(scope).settings.trust_proxy_headers))
 
 

@@ -28,7 +28,9 @@ def hasher() -> CountingHasher:
 
 @pytest.fixture
 def registry(services: Services, hasher: CountingHasher) -> ClientRegistry:
-    limits = ClientAuthLimits(FailureLimiter(services.storage, services.clock), services.rate_limits)
+    limits = ClientAuthLimits(
+        FailureLimiter(services.storage, services.clock), services.rate_limits, lambda: None
+    )
     return ClientRegistry(services.resources, hasher, "root", "root-secret", limits)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -20,19 +20,20 @@ from fhirauth.ratelimit import (
     RateLimited,
     _record_key,
     parse_rate,
-    request_address,
 )
 from fhirauth.services import Services
 from tests.auth.hashers import GatedHasher
 from tests.auth.oauth_helpers import confidential_client
 
 
-def limited(services: Services, hasher: GatedHasher, **rates: str) -> ClientRegistry:
+def limited(
+    services: Services, hasher: GatedHasher, address: Callable[[], str | None] = lambda: None, **rates: str
+) -> ClientRegistry:
     limits = dataclasses.replace(
         services.rate_limits,
         **{name: Limit(name.replace("_", "-"), parse_rate(rate)) for name, rate in rates.items()},
     )
-    client_limits = ClientAuthLimits(FailureLimiter(services.storage, services.clock), limits)
+    client_limits = ClientAuthLimits(FailureLimiter(services.storage, services.clock), limits, address)
     return ClientRegistry(services.resources, hasher, "root", "root-secret", client_limits)
 
 
@@ -71,25 +72,16 @@ async def test_a_burst_runs_no_more_verifications_than_the_limit(services: Servi
     assert hasher.verifications == 3
 
 
-@pytest.fixture
-def address() -> Iterator[Callable[[str], None]]:
-    """Names the address the requests come from, as the HTTP edge does for each request."""
-    token = request_address.set(None)
-
-    def name(value: str) -> None:
-        request_address.set(lambda: value)
-
-    yield name
-    request_address.reset(token)
-
-
 async def test_an_address_past_its_limit_is_refused_before_the_client_is_looked_up(
-    services: Services, monkeypatch: pytest.MonkeyPatch, address: Callable[[str], None]
+    services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await confidential_client(services)
     hasher = GatedHasher()
-    registry = limited(services, hasher, client_auth_ip="2/minute", client_auth_client="off")
-    address("203.0.113.1")
+    # The address the HTTP layer would name: the last one here.
+    addresses = ["203.0.113.1"]
+    registry = limited(
+        services, hasher, lambda: addresses[-1], client_auth_ip="2/minute", client_auth_client="off"
+    )
     assert await registry.authenticate("nobody", "x") is None
     assert await registry.authenticate("app", "wrong") is None
     lookups: list[str] = []
@@ -105,7 +97,7 @@ async def test_an_address_past_its_limit_is_refused_before_the_client_is_looked_
     assert (lookups, hasher.verifications) == ([], 1)
     # The root client's comparison costs no hashing and is not limited.
     assert await registry.authenticate("root", "root-secret") is not None
-    address("203.0.113.2")
+    addresses.append("203.0.113.2")
     assert await registry.authenticate("someone-else", "x") is None
     assert lookups == ["someone-else"]
 
