@@ -12,6 +12,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from fhirauth.logs import escape_controls
 from fhirauth.resources.service import ResourceService
 
 log = logging.getLogger("fhirauth.notify")
@@ -35,14 +36,19 @@ class Email:
 
 
 def console_text(email: Email, sender: str = _DEFAULT_FROM) -> str:
-    """The e-mail as the console provider prints it: headers, a blank line, the body."""
+    """The e-mail as the console provider prints it: headers, a blank line, the body.
+
+    Its lines are the ones written here: control characters in the values are escaped, as in logs, so an
+    address or a body cannot print a line of its own.
+    """
+    body = "\n".join(escape_controls(line) for line in email.text.rstrip().split("\n"))
     return (
         "----- e-mail (console provider) -----\n"
-        f"From: {sender}\n"
-        f"To: {email.to}\n"
-        f"Subject: {email.subject}\n"
+        f"From: {escape_controls(sender)}\n"
+        f"To: {escape_controls(email.to)}\n"
+        f"Subject: {escape_controls(email.subject)}\n"
         "\n"
-        f"{email.text.rstrip()}\n"
+        f"{body}\n"
         "----- end of e-mail -----\n"
     )
 

@@ -115,3 +115,26 @@ def test_serves_logging_configuration_escapes_on_every_handler() -> None:
     fhirauth_line, uvicorn_line = result.stderr.splitlines()
     assert fhirauth_line.endswith(f" INFO fhirauth.demo: code: {ESCAPED}")
     assert uvicorn_line == f"WARNING:  from {ESCAPED}"
+
+
+def test_the_console_e_mail_provider_prints_no_line_a_sender_chose() -> None:
+    """The console provider prints e-mails on several lines by design; no value in them starts one."""
+    from fhirauth.notify import Email, console_text
+
+    email = Email(
+        to="eve@example.org\r\nSubject: forged",
+        subject="Confirm\x1b[31m",
+        text="Open the link:\nhttps://x/confirm/abc\u2028Forged: line\n",
+    )
+    lines = console_text(email).split("\n")
+    assert lines == [
+        "----- e-mail (console provider) -----",
+        "From: fhirauth@localhost",
+        "To: eve@example.org\\r\\nSubject: forged",
+        "Subject: Confirm\\x1b[31m",
+        "",
+        "Open the link:",
+        "https://x/confirm/abc\\u2028Forged: line",
+        "----- end of e-mail -----",
+        "",
+    ]
