@@ -33,6 +33,7 @@ from fhirauth.auth.grants.registry import GrantRegistry
 from fhirauth.auth.introspection import Introspection
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
+from fhirauth.auth.oidc.id_token import IdTokens
 from fhirauth.auth.passwords import HashingBusy, PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
@@ -132,7 +133,8 @@ def build_services(
     issuer = settings.base_url.rstrip("/")
     keys = SigningKeys(storage, box, clock)
     sessions = SessionService(resources, clients, clock)
-    tokens = TokenIssuer(sessions, keys, clock, issuer)
+    id_tokens = IdTokens(keys, clock, issuer)
+    tokens = TokenIssuer(sessions, keys, clock, issuer, id_tokens)
     codes = AuthorizationCodes(storage, sessions, clock)
     client_auth = ClientAuthenticator(clients)
     audit = AuditLog(resources, clock)
@@ -160,6 +162,8 @@ def build_services(
         ],
     )
     launches = Launches(storage, clients, clock)
+    pending_logins = PendingLogins(storage, clock)
+    consents = Consents(resources, clock)
     authenticator = Authenticator(clients)
     authenticator.use_bearer(sessions.resolve)
     return Services(
@@ -177,15 +181,23 @@ def build_services(
         auth_config=auth_config,
         notifier=notifier,
         logins=logins,
-        pending_logins=PendingLogins(storage, clock),
-        consents=Consents(resources, clock),
+        pending_logins=pending_logins,
+        consents=consents,
         signups=Signups(resources, notifier, clock, base_url=settings.base_url),
         keys=keys,
         sessions=sessions,
         tokens=tokens,
         codes=codes,
+        id_tokens=id_tokens,
         authorization=AuthorizationService(
-            clients, codes, tokens, SmartAuthorization(launches, settings.base_url)
+            clients,
+            codes,
+            tokens,
+            SmartAuthorization(launches, settings.base_url),
+            id_tokens,
+            consents,
+            pending_logins,
+            clock,
         ),
         launches=launches,
         scope_enforcement=ScopeEnforcement(resources),

@@ -16,6 +16,7 @@ from fhirauth.auth.grants.registry import GrantRegistry
 from fhirauth.auth.introspection import Introspection
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
+from fhirauth.auth.oidc.id_token import IdTokens
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
@@ -56,6 +57,7 @@ class Services:
     keys: SigningKeys
     sessions: SessionService
     tokens: TokenIssuer
+    id_tokens: IdTokens
     codes: AuthorizationCodes
     authorization: AuthorizationService
     client_auth: ClientAuthenticator

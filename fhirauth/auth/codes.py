@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from fhirauth.auth.oauth_errors import InvalidGrant
+from fhirauth.auth.oidc.claims import Authentication
 from fhirauth.auth.pkce import CodeChallenge
 from fhirauth.auth.sessions import SessionService
 from fhirauth.clock import Clock
@@ -44,6 +45,8 @@ class AuthorizationCode:
     expires_at: datetime
     used_rev: int
     context: Document | None = None
+    # The sign-in an OpenID code's ID token speaks of (scope with openid); None for plain OAuth.
+    authentication: Authentication | None = None
 
 
 class AuthorizationCodes:
@@ -62,6 +65,7 @@ class AuthorizationCodes:
         challenge: CodeChallenge | None,
         parent_id: str | None,
         context: Document | None = None,
+        authentication: Authentication | None = None,
     ) -> str:
         code = issued_token()
         doc: Document = {"client": client_id, "user": user_id, "redirect_uri": redirect_uri}
@@ -73,6 +77,8 @@ class AuthorizationCodes:
             doc["parent"] = parent_id
         if context:
             doc["context"] = context
+        if authentication is not None:
+            doc["authentication"] = authentication.as_dict()
         expires_at = self._clock() + timedelta(seconds=CODE_SECONDS)
         await self._storage.record_put(
             CODE_KIND, token_hash(code), doc, expected_rev=None, expires_at=expires_at
@@ -112,6 +118,9 @@ class AuthorizationCodes:
             expires_at=record.expires_at,
             used_rev=used_rev,
             context=doc.get("context"),
+            authentication=Authentication.from_dict(doc["authentication"])
+            if "authentication" in doc
+            else None,
         )
 
     async def exchange(self, code: AuthorizationCode, issue: Callable[[str], Awaitable[T]]) -> T:

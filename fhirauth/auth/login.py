@@ -11,6 +11,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from fhirauth.auth.bruteforce import Outcome, PasswordLockout
+from fhirauth.auth.oidc.prompt import after_sign_in
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.clock import Clock
 from fhirauth.ratelimit import Limit, RateLimiter
@@ -254,10 +255,10 @@ def decode_redirect_to(value: str, base_url: str) -> str | None:
 
 
 def continuation_for(params: Mapping[str, str], query: str, base_url: str) -> str:
-    """Where a sign-in goes next: back to /auth/authorize with the client's query, else `redirect_to`,
-    else the two-factor settings page."""
+    """Where a sign-in goes next: back to /auth/authorize with the client's query (less the prompt=login
+    and max_age this sign-in answers), else `redirect_to`, else the two-factor settings page."""
     if params.get("client_id"):
-        return f"/auth/authorize?{query}"
+        return f"/auth/authorize?{after_sign_in(query)}"
     redirect_to = params.get("redirect_to")
     if redirect_to:
         target = decode_redirect_to(redirect_to, base_url)

@@ -61,6 +61,17 @@ def user_of(session: Document) -> str | None:
     return _ref_id(session, "user")
 
 
+def signed_in_at(browser_session: Document) -> int:
+    """When the user signed in to this browser Session (an ID token's auth_time), in epoch seconds.
+
+    Sessions written before `auth_time` was recorded have their `start` only, which is the same moment.
+    """
+    auth_time = browser_session.get("auth_time")
+    if isinstance(auth_time, int):
+        return auth_time
+    return int(datetime.fromisoformat(browser_session["start"]).timestamp())
+
+
 class SessionService:
     def __init__(self, resources: ResourceService, clients: ClientRegistry, clock: Clock) -> None:
         self._resources = resources
@@ -125,6 +136,7 @@ class SessionService:
             "type": BROWSER,
             "active": True,
             "start": isoformat(now),
+            "auth_time": int(now.timestamp()),
             "exp": int(now.timestamp()) + max_age,
             "user": reference("User", user["id"]),
             "access_token": token_hash(token),

@@ -3,6 +3,8 @@ Session that remembers it.
 
 Access tokens are opaque random strings by default and RS256 JWTs when the client's flow says
 `token_format: "jwt"`. Refresh tokens are always opaque. Either way storage keeps only hashes.
+A grant that carries an OpenID sign-in (a code issued for the openid scope) also returns an ID token,
+and so do its refreshes while their scope keeps openid (OpenID Connect Core §3.1.3.3, §12.2).
 A refresh token is issued when the flow says `refresh_token: true` (Aidbox's rule), never for the
 implicit flow (RFC 6749 §4.2.2).
 """
@@ -10,11 +12,13 @@ implicit flow (RFC 6749 §4.2.2).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fhirauth.auth.flows import IMPLICIT, TOKEN_FLOWS, flow_settings
+from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, TOKEN_FLOWS, flow_settings
 from fhirauth.auth.keys import SigningKeys
+from fhirauth.auth.oidc.claims import Authentication, IdTokenRequest
+from fhirauth.auth.oidc.id_token import IdTokens
 from fhirauth.auth.sessions import SessionService, reference
 from fhirauth.clock import Clock, isoformat
 from fhirauth.resources.secrets import redact
@@ -26,6 +30,8 @@ Document = dict[str, Any]
 DEFAULT_ACCESS_TOKEN_SECONDS = 3600
 # What a refresh replaces on the Session.
 _TOKEN_FIELDS = frozenset({"access_token", "refresh_token", "exp", "refresh_token_exp", "jti", "scope"})
+# The flows whose tokens may come with an ID token, which lives as long as their access token.
+_ID_TOKEN_FLOWS = (AUTHORIZATION_CODE, IMPLICIT)
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,13 @@ class FlowConfig:
 
 
 def longest_jwt_lifetime(clients: Iterable[Document]) -> int:
-    """The longest access-token lifetime of any JWT flow of any client: how long a JWT signed now lives."""
+    """The longest access-token lifetime of any JWT flow (or flow with ID tokens) of any client: how long
+    a JWT signed now lives."""
     lifetimes = [
         config.access_token_expiration
         for client in clients
-        for config in (FlowConfig.of(client, flow) for flow in TOKEN_FLOWS)
-        if config.jwt
+        for flow, config in ((flow, FlowConfig.of(client, flow)) for flow in TOKEN_FLOWS)
+        if config.jwt or flow in _ID_TOKEN_FLOWS
     ]
     return max([DEFAULT_ACCESS_TOKEN_SECONDS, *lifetimes])
 
@@ -81,6 +88,7 @@ class TokenResponse:
     scope: str | None = None
     userinfo: Document | None = None
     token_type: str = "Bearer"
+    id_token: str | None = None
     # SMART launch context (patient, encounter, fhirContext, …): top-level fields of the response.
     context: Document | None = None
 
@@ -90,7 +98,7 @@ class TokenResponse:
             "token_type": self.token_type,
             "expires_in": self.expires_in,
         }
-        for name in ("refresh_token", "scope", "userinfo"):
+        for name in ("refresh_token", "scope", "userinfo", "id_token"):
             value = getattr(self, name)
             if value is not None:
                 body[name] = value
@@ -111,6 +119,8 @@ class Issuance:
     parent_id: str | None = None
     session_id: str = field(default_factory=new_id)
     context: Document | None = None
+    # The OpenID sign-in the grant carries: the response gets an ID token, the Session its auth_time.
+    authentication: Authentication | None = None
 
 
 @dataclass(frozen=True)
@@ -121,11 +131,14 @@ class _Tokens:
 
 
 class TokenIssuer:
-    def __init__(self, sessions: SessionService, keys: SigningKeys, clock: Clock, issuer: str) -> None:
+    def __init__(
+        self, sessions: SessionService, keys: SigningKeys, clock: Clock, issuer: str, id_tokens: IdTokens
+    ) -> None:
         self._sessions = sessions
         self._keys = keys
         self._clock = clock
         self._issuer = issuer
+        self._id_tokens = id_tokens
 
     async def issue(self, issuance: Issuance) -> TokenResponse:
         client, user = issuance.client, issuance.user
@@ -153,8 +166,11 @@ class TokenIssuer:
             session["parent"] = reference("Session", issuance.parent_id)
         if issuance.context:
             session["context"] = issuance.context
+        if issuance.authentication is not None:
+            session["auth_time"] = issuance.authentication.auth_time
         await self._sessions.create(session)
-        return self._response(config, tokens, issuance.scope, user, issuance.context)
+        response = self._response(config, tokens, issuance.scope, user, issuance.context)
+        return await self._with_id_token(response, config, client, user, issuance.authentication)
 
     async def rotate(
         self, session: Document, client: Document, user: Document | None, scope: str | None
@@ -174,7 +190,28 @@ class TokenIssuer:
             rotated["scope"] = scope
         if await self._sessions.rotate(session, rotated) is None:
             return None
-        return self._response(config, tokens, scope, user, session.get("context"))
+        response = self._response(config, tokens, scope, user, session.get("context"))
+        return await self._with_id_token(response, config, client, user, _refreshed_sign_in(session, scope))
+
+    async def _with_id_token(
+        self,
+        response: TokenResponse,
+        config: FlowConfig,
+        client: Document,
+        user: Document | None,
+        authentication: Authentication | None,
+    ) -> TokenResponse:
+        if authentication is None or user is None:
+            return response
+        request = IdTokenRequest(
+            client=client,
+            user=user,
+            authentication=authentication,
+            lifetime=config.access_token_expiration,
+            access_token=response.access_token,
+            scope=response.scope,
+        )
+        return replace(response, id_token=await self._id_tokens.sign(request))
 
     async def _tokens(
         self, config: FlowConfig, iat: int, subject: str, audience: str, scope: str | None
@@ -217,3 +254,15 @@ class TokenIssuer:
             userinfo=redact(user) if user is not None else None,
             context=context,
         )
+
+
+def _refreshed_sign_in(session: Document, scope: str | None) -> Authentication | None:
+    """The sign-in a refresh's ID token speaks of: the grant's, while the scope keeps openid. Core §12.2:
+    the same auth_time, and no nonce (it belonged to the authorization request)."""
+    auth_time = session.get("auth_time")
+    parent = session.get("parent")
+    if not isinstance(auth_time, int) or not isinstance(parent, dict) or scope is None:
+        return None
+    if "openid" not in scope.split(" "):
+        return None
+    return Authentication(auth_time, parent["id"])

@@ -12,7 +12,10 @@ from starlette.responses import Response
 from fhirauth.auth.authenticate import BEARER_CHALLENGE, parse_basic
 from fhirauth.auth.client_auth import ClientCredentials
 from fhirauth.auth.grants.refresh_token import RefreshTokenReused
+from fhirauth.auth.keys import ALGORITHM
 from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
+from fhirauth.auth.oidc import prompt
+from fhirauth.auth.oidc.responses import RESPONSE_MODES, RESPONSE_TYPES
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type, read_bytes
@@ -197,7 +200,8 @@ async def end_session(request: Request) -> Response:
 
 
 def metadata(base_url: str, grant_types: list[str]) -> Document:
-    """RFC 8414 authorization server metadata (also served as OpenID discovery, as Aidbox does)."""
+    """RFC 8414 authorization server metadata, also served as OpenID Connect Discovery §3 (as Aidbox
+    does): only what the server does. `claims_supported` comes from the ID token's claim sources."""
     return {
         "issuer": base_url,
         "authorization_endpoint": f"{base_url}/auth/authorize",
@@ -206,21 +210,28 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "jwks_uri": f"{base_url}/.well-known/jwks.json",
         "introspection_endpoint": f"{base_url}/auth/introspect",
         "revocation_endpoint": f"{base_url}/auth/revoke",
-        "response_types_supported": ["code", "token"],
-        "response_modes_supported": ["query", "fragment"],
+        "response_types_supported": [kind.name for kind in RESPONSE_TYPES],
+        "response_modes_supported": list(RESPONSE_MODES),
         "grant_types_supported": [*grant_types, "implicit"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": ["S256", "plain"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": ["RS256"],
+        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "scopes_supported": ["openid"],
+        "prompt_values_supported": list(prompt.SUPPORTED),
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        # Discovery §3: this one defaults to true, so it must be said.
+        "request_uri_parameter_supported": False,
     }
 
 
 async def discovery(request: Request) -> Response:
     services = services_of(request)
-    return json_response(metadata(services.settings.base_url.rstrip("/"), services.grants.grant_types))
+    document = metadata(services.settings.base_url.rstrip("/"), services.grants.grant_types)
+    return json_response({**document, "claims_supported": services.id_tokens.claims_supported})
 
 
 async def jwks(request: Request) -> Response:

@@ -11,7 +11,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from fhirauth.auth.authorization import AuthorizationError, AuthorizationRequest, UnsafeAuthorizationRequest
+from fhirauth.auth.authorization import (
+    AuthorizationError,
+    AuthorizationRequest,
+    Step,
+    UnsafeAuthorizationRequest,
+)
 from fhirauth.auth.consent import scope_lines
 from fhirauth.auth.login import (
     DEFAULT_CONTINUATION,
@@ -21,6 +26,7 @@ from fhirauth.auth.login import (
     has_two_factor,
     local_path,
 )
+from fhirauth.auth.oidc.responses import AuthorizationResponse, ResponseMode
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.signup import (
     MIN_PASSWORD_CHARS,
@@ -143,7 +149,17 @@ async def _validated(request: Request, query: str) -> AuthorizationRequest | Res
         # RFC 6749 §4.1.2.1: never redirect to an unverified redirect_uri.
         return await error_page(request, str(error), heading="This sign-in request is not valid")
     except AuthorizationError as error:
-        return RedirectResponse(error.redirect_url(), 302)
+        return await _answer(request, error.response())
+
+
+async def _answer(request: Request, response: AuthorizationResponse) -> Response:
+    """The client's answer: a redirect, or (form_post) a page that posts it to the redirect URI."""
+    if response.mode is not ResponseMode.FORM_POST:
+        return RedirectResponse(response.location(), 302)
+    # Form Post Response Mode §2: no script of the page's own but the nonce'd submit; never stored.
+    return await render(
+        request, "form_post.html", {"redirect_uri": response.redirect_uri, "params": response.params}
+    )
 
 
 async def authorize(request: Request) -> Response:
@@ -152,13 +168,20 @@ async def authorize(request: Request) -> Response:
     if isinstance(validated, Response):
         return validated
     principal = await browser_session(request)
-    if principal is None or principal.user is None or principal.session is None:
+    user = principal.user if principal is not None else None
+    session = principal.session if principal is not None else None
+    try:
+        step = await services.authorization.next_step(
+            validated, user, session, read_cookie(request, PENDING_COOKIE)
+        )
+    except AuthorizationError as error:
+        return await _answer(request, error.response())
+    if step is Step.SIGN_IN:
         return RedirectResponse(_with_query("/auth/login", request.url.query), 302)
-    if await services.consents.needed(validated.client, principal.user, validated.scope):
-        return await _consent_page(request, validated, principal.user)
-    return RedirectResponse(
-        await services.authorization.complete(validated, principal.user, principal.session), 302
-    )
+    assert user is not None and session is not None, "only a signed-in browser gets past the sign-in step"
+    if step is Step.CONSENT:
+        return await _consent_page(request, validated, user)
+    return await _answer(request, await services.authorization.complete(validated, user, session))
 
 
 async def _consent_page(request: Request, auth: AuthorizationRequest, user: Document) -> Response:
@@ -187,12 +210,12 @@ async def consent(request: Request) -> Response:
     decision = form.get("decision")
     if decision == "deny":
         denied = AuthorizationError("access_denied", "The user denied the request", validated)
-        return RedirectResponse(denied.redirect_url(), 302)
+        return await _answer(request, denied.response())
     if decision != "approve":
         return await error_page(request, "Choose Allow or Deny.", heading="Allow access?")
     await services.consents.grant(validated.client, principal.user, validated.scope)
-    return RedirectResponse(
-        await services.authorization.complete(validated, principal.user, principal.session), 302
+    return await _answer(
+        request, await services.authorization.complete(validated, principal.user, principal.session)
     )
 
 

@@ -87,7 +87,7 @@ def authorization_code(
         user = await app_services.resources.read("User", user_id)
         _, browser = await app_services.sessions.create_browser_session(user, max_age=3600, ip=None)
         request = await app_services.authorization.validate(query)
-        return await app_services.authorization.complete(request, user, browser)
+        return (await app_services.authorization.complete(request, user, browser)).location()
 
     location = api.portal.call(mint)
     (code,) = parse_qs(urlsplit(location).query)["code"]

@@ -320,9 +320,10 @@ REDIRECTED_ERRORS = [
         id="missing-response_type",
     ),
     pytest.param(
-        {"client_id": "shop", "response_type": "code id_token", "state": "st-1"},
+        {"client_id": "shop", "response_type": "code bogus", "state": "st-1"},
         f"{SHOP_CB}?error=unsupported_response_type"
-        "&error_description=%27response_type%27+must+be+%27code%27+or+%27token%27&state=st-1",
+        "&error_description=Unsupported+%27response_type%27%3B+use+one+of%3A+code%2C+token%2C+id_token%2C"
+        "+id_token+token%2C+code+id_token%2C+code+token%2C+code+id_token+token&state=st-1",
         id="unsupported-response_type",
     ),
     pytest.param(

@@ -277,7 +277,15 @@ def test_discovery_names_the_issuer_and_endpoints(api: TestClient, path: str) ->
     assert body["introspection_endpoint"] == "http://testserver/auth/introspect"
     assert body["revocation_endpoint"] == "http://testserver/auth/revoke"
     assert body["userinfo_endpoint"] == "http://testserver/auth/userinfo"
-    assert body["response_types_supported"] == ["code", "token"]
+    assert body["response_types_supported"] == [
+        "code",
+        "token",
+        "id_token",
+        "id_token token",
+        "code id_token",
+        "code token",
+        "code id_token token",
+    ]
     assert body["grant_types_supported"] == [
         "authorization_code",
         "password",

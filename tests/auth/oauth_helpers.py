@@ -80,9 +80,10 @@ async def authorization_code(
         **params,
     }
     request = await services.authorization.validate(query)
-    location = await services.authorization.complete(
+    completed = await services.authorization.complete(
         request, user_doc, await browser_session(services, user_doc)
     )
+    location = completed.location()
     (code,) = parse_qs(urlsplit(location).query)["code"]
     return code
 

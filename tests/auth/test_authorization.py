@@ -42,7 +42,7 @@ async def redirected_error(
     """The error redirect: (URL without query/fragment, its parameters, where they were)."""
     with pytest.raises(AuthorizationError) as caught:
         await services.authorization.validate(params)
-    parts = urlsplit(caught.value.redirect_url())
+    parts = urlsplit(caught.value.response().location())
     where = "fragment" if parts.fragment else "query"
     values = parse_qs(parts.fragment or parts.query)
     return f"{parts.scheme}://{parts.netloc}{parts.path}", values, where
@@ -61,7 +61,7 @@ async def test_missing_redirect_uri_with_one_registered_uses_it(services: Servic
     await confidential_client(services, auth={"authorization_code": {"redirect_uri": [REDIRECT, REDIRECT]}})
     for params in (query(redirect_uri=""), {k: v for k, v in query().items() if k != "redirect_uri"}):
         request = await services.authorization.validate(params)
-        assert (request.redirect_uri, request.flow) == (REDIRECT, "authorization_code")
+        assert (request.redirect_uri, request.flows) == (REDIRECT, ("authorization_code",))
 
 
 async def test_missing_redirect_uri_with_several_or_none_registered_never_redirects(
@@ -165,7 +165,7 @@ async def test_redirect_uri_of_the_other_flow_is_not_registered_for_this_one(ser
     request = await services.authorization.validate(
         query(response_type="token", redirect_uri="https://app.example/implicit")
     )
-    assert request.flow == "implicit"
+    assert request.flows == ("implicit",)
 
 
 async def test_any_of_several_registered_uris_is_accepted(services: Services) -> None:
@@ -177,11 +177,14 @@ async def test_any_of_several_registered_uris_is_accepted(services: Services) ->
 
 async def test_unsupported_response_type_goes_back_in_the_query(services: Services) -> None:
     await confidential_client(services)
-    target, values, where = await redirected_error(services, query(response_type="id_token"))
+    target, values, where = await redirected_error(services, query(response_type="code id_token bogus"))
     assert (target, where) == (REDIRECT, "query")
     assert values == {
         "error": ["unsupported_response_type"],
-        "error_description": ["'response_type' must be 'code' or 'token'"],
+        "error_description": [
+            "Unsupported 'response_type'; use one of: code, token, id_token, id_token token, code id_token, "
+            "code token, code id_token token"
+        ],
         "state": ["s-1"],
     }
 
@@ -253,7 +256,8 @@ async def test_complete_redirects_with_a_code_and_the_state(services: Services) 
     )
     ann = await user(services)
     request = await services.authorization.validate(query(redirect_uri="https://app.example/cb?tenant=7"))
-    location = await services.authorization.complete(request, ann, await browser_session(services, ann))
+    completed = await services.authorization.complete(request, ann, await browser_session(services, ann))
+    location = completed.location()
     parts = urlsplit(location)
     assert (parts.scheme, parts.netloc, parts.path, parts.fragment) == ("https", "app.example", "/cb", "")
     values = parse_qs(parts.query)
@@ -271,7 +275,7 @@ async def test_complete_for_the_implicit_flow_puts_the_token_in_the_fragment(ser
     ann = await user(services)
     browser = await browser_session(services, ann)
     request = await services.authorization.validate(query(response_type="token", scope="openid"))
-    location = await services.authorization.complete(request, ann, browser)
+    location = (await services.authorization.complete(request, ann, browser)).location()
     parts = urlsplit(location)
     assert (f"{parts.scheme}://{parts.netloc}{parts.path}", parts.query) == (REDIRECT, "")
     values = parse_qs(parts.fragment)

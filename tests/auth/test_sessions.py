@@ -158,7 +158,7 @@ async def test_ending_a_browser_session_ends_the_sessions_it_produced(services: 
     browser = await browser_session(services, ann)
     query = {"response_type": "token", "client_id": "app", "redirect_uri": "https://app.example/callback"}
     request = await services.authorization.validate(query)
-    location = await services.authorization.complete(request, ann, browser)
+    location = (await services.authorization.complete(request, ann, browser)).location()
     implicit_token = location.split("access_token=", 1)[1].split("&", 1)[0]
     principal = await services.sessions.resolve(implicit_token)
     assert principal is not None and principal.session is not None
@@ -225,7 +225,7 @@ async def implicit_token_and_browser(services: Services) -> tuple[str, str]:
     browser_cookie, browser = await services.sessions.create_browser_session(ann, max_age=600, ip=None)
     query = {"response_type": "token", "client_id": "app", "redirect_uri": "https://app.example/callback"}
     request = await services.authorization.validate(query)
-    location = await services.authorization.complete(request, ann, browser)
+    location = (await services.authorization.complete(request, ann, browser)).location()
     return location.split("access_token=", 1)[1].split("&", 1)[0], browser_cookie
 
 

@@ -75,6 +75,7 @@ class AuthorizationCodeGrant(Grant[ValidatedCode]):
                 parent_id=code.parent_id,
                 session_id=session_id,
                 context=code.context,
+                authentication=code.authentication,
             )
             return await self._tokens.issue(issuance)
 

@@ -300,6 +300,10 @@ COMMON_SCHEMAS: dict[str, Document] = {
             "refresh_token": {"type": "string"},
             "scope": {"type": "string"},
             "userinfo": {"type": "object"},
+            "id_token": {
+                "type": "string",
+                "description": "OpenID Connect ID token: for a code issued with the openid scope, and its refreshes",
+            },
         },
     },
     "TokenParameters": {

@@ -1,0 +1,91 @@
+"""What an ID token says (Core §2), built in one place: the identity claims every ID token has, then
+one claim source after another. A new claim (amr, acr, fhirUser, ...) is a source attached with
+`IdTokens.add_source`; the sources also tell discovery which claims exist (claims_supported).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fhirauth.auth.keys import ALGORITHM
+
+Document = dict[str, Any]
+
+IDENTITY_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
+# Core §3.1.3.6: at_hash and c_hash use the hash of the ID token's own JOSE `alg`.
+_HASHES = {"RS256": hashlib.sha256}
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The sign-in an ID token speaks of: when it happened (auth_time), the browser Session it made
+    (sid), and the nonce of the one authorization request it answers (never carried to a refresh)."""
+
+    auth_time: int
+    sid: str
+    nonce: str | None = None
+
+    def as_dict(self) -> Document:
+        stored: Document = {"auth_time": self.auth_time, "sid": self.sid}
+        if self.nonce is not None:
+            stored["nonce"] = self.nonce
+        return stored
+
+    @classmethod
+    def from_dict(cls, stored: Mapping[str, Any]) -> Authentication:
+        return cls(stored["auth_time"], stored["sid"], stored.get("nonce"))
+
+
+@dataclass(frozen=True)
+class IdTokenRequest:
+    """Everything an ID token is made from: who it is about, for which client, which sign-in, how long
+    it lives, and the code and access token it travels with (hashed into it)."""
+
+    client: Document
+    user: Document
+    authentication: Authentication
+    lifetime: int
+    access_token: str | None = None
+    code: str | None = None
+    # The granted scope: claims asked for by scope (SMART's fhirUser) come only with theirs.
+    scope: str | None = None
+
+
+@dataclass(frozen=True)
+class ClaimSource:
+    """Claims an ID token gets from its request; `names` are all the claims `claims` may return."""
+
+    names: tuple[str, ...]
+    claims: Callable[[IdTokenRequest], Document]
+
+
+def half_hash(value: str) -> str:
+    """at_hash / c_hash (Core §3.1.3.6, §3.3.2.11): the base64url left half of the value's hash."""
+    digest = _HASHES[ALGORITHM](value.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+def _sign_in(request: IdTokenRequest) -> Document:
+    authentication = request.authentication
+    claims: Document = {"auth_time": authentication.auth_time, "sid": authentication.sid}
+    # Core §3.1.2.1: the nonce passes through unmodified, and only when the request had one.
+    if authentication.nonce is not None:
+        claims["nonce"] = authentication.nonce
+    return claims
+
+
+def _hashes(request: IdTokenRequest) -> Document:
+    claims: Document = {}
+    if request.access_token is not None:
+        claims["at_hash"] = half_hash(request.access_token)
+    if request.code is not None:
+        claims["c_hash"] = half_hash(request.code)
+    return claims
+
+
+SIGN_IN = ClaimSource(("auth_time", "sid", "nonce"), _sign_in)
+HASHES = ClaimSource(("at_hash", "c_hash"), _hashes)
