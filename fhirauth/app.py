@@ -39,6 +39,7 @@ from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
 from fhirauth.auth.signup import Signups
 from fhirauth.auth.smart.authorization import SmartAuthorization
+from fhirauth.auth.smart.claims import FHIR_USER_CLAIM
 from fhirauth.auth.smart.enforcement import ScopeEnforcement
 from fhirauth.auth.smart.launch import Launches
 from fhirauth.auth.tokens import TokenIssuer
@@ -134,6 +135,7 @@ def build_services(
     keys = SigningKeys(storage, box, clock)
     sessions = SessionService(resources, clients, clock)
     id_tokens = IdTokens(keys, clock, issuer)
+    id_tokens.add_source(FHIR_USER_CLAIM)
     tokens = TokenIssuer(sessions, keys, clock, issuer, id_tokens)
     codes = AuthorizationCodes(storage, sessions, clock)
     client_auth = ClientAuthenticator(clients)

@@ -3,6 +3,8 @@ context in the token response, through refresh and introspection, and registerin
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -86,9 +88,23 @@ def test_launch_patient_alone_without_a_patient_just_has_no_patient(smart: TestC
     assert "patient" not in tokens
 
 
-def test_fhir_user_scope_puts_the_fhir_user_in_the_token_response(smart: TestClient) -> None:
-    tokens = smart_tokens(smart, "doc", "openid fhirUser user/User.rs")
-    assert tokens.get("fhirUser") == "Practitioner/d1" or "id_token" in tokens
+def id_token_claims(tokens: dict[str, Any]) -> dict[str, Any]:
+    payload = tokens["id_token"].split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def test_fhir_user_scope_puts_the_fhir_user_in_the_id_token_and_the_response(smart: TestClient) -> None:
+    tokens = smart_tokens(smart, "doc", "openid fhirUser user/User.rs offline_access")
+    assert tokens["fhirUser"] == "Practitioner/d1"
+    assert id_token_claims(tokens)["fhirUser"] == "Practitioner/d1"
+    assert introspect(smart, tokens["access_token"])["fhirUser"] == "Practitioner/d1"
+    refreshed = refresh(smart, tokens["refresh_token"])
+    assert id_token_claims(refreshed)["fhirUser"] == "Practitioner/d1"
+    # without the fhirUser scope, or without a fhirUser on the User, there is none
+    assert "fhirUser" not in id_token_claims(smart_tokens(smart, "doc", "openid user/User.rs"))
+    eve = smart_tokens(smart, "eve", "openid fhirUser")
+    assert "fhirUser" not in eve and "fhirUser" not in id_token_claims(eve)
 
 
 # The authorization request's SMART rules
