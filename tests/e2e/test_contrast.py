@@ -369,6 +369,8 @@ def test_every_page_is_readable_and_themed(server: LiveServer, themed_page: Page
     page.goto(f"{server.url}/auth/authorize?client_id=nobody")
     expect(page.get_by_role("heading")).to_have_text("This sign-in request is not valid")
     check(page, findings, "error")
+    page.goto(f"{server.url}/docs")
+    check(page, findings, "api_docs")
 
     # Signed in with 2FA off: the settings, a consent, the setup (and its error), the recovery codes
     sign_in(page, server)
@@ -439,5 +441,5 @@ def test_every_page_is_readable_and_themed(server: LiveServer, themed_page: Page
     styles = "\n".join(f"  {dict(box)} first on {where}" for box, where in findings.button_styles.items())
     if len(findings.button_styles) != 1:
         findings.problems.append(f"{len(findings.button_styles)} button styles:\n{styles}")
-    assert len(findings.pages) == 19
+    assert len(findings.pages) == 20
     assert not findings.problems, f"{theme.name} theme:\n" + "\n".join(findings.problems)
