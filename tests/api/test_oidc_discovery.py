@@ -88,6 +88,7 @@ def test_discovery_lists_what_is_supported(api: TestClient, metadata: dict[str, 
             "nonce",
             "at_hash",
             "c_hash",
+            "fhirUser",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_parameter_supported": False,
@@ -102,10 +103,13 @@ def test_every_advertised_response_type_works_in_every_advertised_mode(
     api: TestClient, metadata: dict[str, Any], clock: ManualClock
 ) -> None:
     sign_in(api)
+    # SMART's fhirUser claim comes with the fhirUser scope, for a User that has a fhirUser.
+    api.patch("/User/ann", json={"fhirUser": {"resourceType": "Patient", "id": "p1"}})
     seen_claims: set[str] = set()
     for response_type in metadata["response_types_supported"]:
         for mode in metadata["response_modes_supported"]:
-            response = authorize(api, **rp_request(response_type, response_mode=mode))
+            request = rp_request(response_type, response_mode=mode, scope="openid fhirUser")
+            response = authorize(api, **request)
             if mode == "query" and response_type != "code":
                 # Advertised, and refused only for tokens: they never go in the query.
                 assert response.status_code == 302
