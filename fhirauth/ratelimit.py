@@ -237,6 +237,8 @@ Keys = Sequence[tuple[Limit, str]]
 # Keys with failures known, per process: past this, the oldest is forgotten (which costs at most one
 # attempt more on it).
 _MAX_KNOWN = 10_000
+# How often the keys whose windows have ended are forgotten, so that a process back at peace is idle.
+_SWEEP_SECONDS = 60
 
 
 @dataclass
@@ -274,6 +276,7 @@ class FailureLimiter:
         self._storage = storage
         self._clock = clock
         self._known: dict[tuple[str, str], _Failures] = {}
+        self._sweep_at = clock()
 
     @property
     def idle(self) -> bool:
@@ -285,6 +288,8 @@ class FailureLimiter:
         """RateLimited when the failures (and the attempts under way) under one of `keys` have
         reached its limit."""
         now = self._clock()
+        if now >= self._sweep_at:
+            self._sweep(now)
         for limit, key in keys:
             self._check(limit, key, now)
 
@@ -357,6 +362,16 @@ class FailureLimiter:
             if len(self._known) > _MAX_KNOWN:
                 del self._known[next(iter(self._known))]
         return failures
+
+    def _sweep(self, now: datetime) -> None:
+        self._sweep_at = now + timedelta(seconds=_SWEEP_SECONDS)
+        ended = [
+            known_key
+            for known_key, failures in self._known.items()
+            if failures.in_flight == 0 and (failures.ends is None or now >= failures.ends)
+        ]
+        for known_key in ended:
+            del self._known[known_key]
 
     def _forget_if_clean(self, known_key: tuple[str, str]) -> None:
         failures = self._known.get(known_key)

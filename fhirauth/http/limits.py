@@ -7,8 +7,8 @@ request is answered before its body is read, its form parsed or any password has
 limits need the parsed body, so they are counted where it is read (the password check in Logins, the
 signup form) and surface as RateLimited, which `rate_limited` renders the same way. The two-factor
 step's per-account limit is the code lockout of the 2FA guard. The limits on failed client
-authentication are counted where secrets are verified (ClientRegistry), on every route; the edge
-asks `request_address` for the address behind them.
+authentication are counted where secrets are verified (ClientRegistry), on every route; they learn
+the address behind them from `request_address`, which reads the scope the edge keeps.
 
 Each refusal is answered in the format of the face it reached: an HTML page on the sign-in pages,
 RFC 6749 §5.2 JSON on the OAuth endpoints and the 2FA JSON operations, an OperationOutcome on the

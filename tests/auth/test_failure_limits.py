@@ -120,3 +120,15 @@ async def test_a_failure_counts_at_once_not_when_its_write_returns(services: Ser
     stored = await services.storage.record_get(RATE_KIND, _record_key("client-auth-client", "app"))
     assert stored is not None
     assert stored.expires_at == services.clock() + timedelta(seconds=60)
+
+
+async def test_keys_whose_windows_ended_are_forgotten(services: Services) -> None:
+    limiter = FailureLimiter(services.storage, services.clock)
+    limit = Limit("client-auth-ip", parse_rate("5/minute"))
+    await limiter.failed([(limit, "203.0.113.1")])
+    assert not limiter.idle
+    services.clock.advance(60)
+    # Any check after the window has ended forgets it: the process is idle again, and client
+    # authentication no longer works out addresses.
+    limiter.check([(limit, "198.51.100.1")])
+    assert limiter.idle
