@@ -12,10 +12,12 @@ import secrets
 import time
 import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx2
 import orjson
 
 from fhirauth.auth.passwords import PasswordHasher
@@ -24,6 +26,8 @@ from fhirauth.twofactor import totp
 
 CLIENT_ID = "bench"
 JWT_CLIENT_ID = "bench-jwt"
+# JWT access tokens signed with each other algorithm (Client.auth.<flow>.token_signing_alg).
+SIGNING_ALG_CLIENT_IDS = {"ES256": "bench-es256", "EdDSA": "bench-eddsa"}
 CLIENT_SECRET = "bench client secret"
 PASSWORD = "bench password of decent length"
 PASSWORD_USERS = 100
@@ -45,10 +49,21 @@ def basic(user: str, password: str) -> str:
 CLIENT_AUTH = basic(CLIENT_ID, CLIENT_SECRET)
 JWT_CLIENT_AUTH = basic(JWT_CLIENT_ID, CLIENT_SECRET)
 
+# The code grant: a first-party Client that redeems the codes, and one browser sign-in (User/pw0's,
+# whose `asid` cookie value is BROWSER_COOKIE) that has them minted through /auth/authorize.
+CODE_CLIENT_ID = "bench-code"
+CODE_CLIENT_AUTH = basic(CODE_CLIENT_ID, CLIENT_SECRET)
+CODE_REDIRECT = "http://127.0.0.1:9/cb"
+BROWSER_COOKIE = "bench-browser-sign-in-of-pw0-3f9c2a7e5b1d4c8a"
+# The code Client and the browser Session: OAuthDataset.resources counts them.
+CODE_GRANT_RESOURCES = 2
+_MINT_THREADS = 8
+SIGNING_ALG_CLIENT_AUTH = {alg: basic(id, CLIENT_SECRET) for alg, id in SIGNING_ALG_CLIENT_IDS.items()}
+
 
 @dataclass(frozen=True)
 class OAuthDataset:
-    """Two Clients (opaque and JWT tokens), PASSWORD_USERS Users with a password, and `totp_users`
+    """Clients (opaque tokens, and JWTs signed with each algorithm), PASSWORD_USERS Users with a password, and `totp_users`
     Users with a password, 2FA enabled with a known secret, and one live bearer token each.
 
     The Users share one Argon2id hash (seed stores a value that already is a hash as it is): hashing
@@ -66,8 +81,8 @@ class OAuthDataset:
 
     @property
     def resources(self) -> int:
-        """Two Clients, the Users, and a Session per 2FA user."""
-        return 2 + self.users + self.totp_users
+        """The Clients, the Users, and a Session per 2FA user."""
+        return 2 + len(SIGNING_ALG_CLIENT_IDS) + CODE_GRANT_RESOURCES + self.users + self.totp_users
 
     def bundles(self, directory: Path) -> Sequence[Path]:
         return sorted(directory.glob("bundle-*.json"))
@@ -76,7 +91,12 @@ class OAuthDataset:
         directory.mkdir(parents=True, exist_ok=True)
         password_hash = PasswordHasher().hash(PASSWORD)
         entries: list[dict[str, object]] = []
-        for id, jwt in ((CLIENT_ID, False), (JWT_CLIENT_ID, True)):
+        signing_algs = [
+            (CLIENT_ID, None),
+            (JWT_CLIENT_ID, "RS256"),
+            *((id, alg) for alg, id in SIGNING_ALG_CLIENT_IDS.items()),
+        ]
+        for id, alg in signing_algs:
             client: dict[str, object] = {
                 "resourceType": "Client",
                 # First-party: the 2FA check goes through the JSON 2FA operations, which answer no other.
@@ -84,8 +104,11 @@ class OAuthDataset:
                 "secret": CLIENT_SECRET,
                 "grant_types": ["client_credentials", "password"],
             }
-            if jwt:
-                client["auth"] = {"client_credentials": {"token_format": "jwt"}}
+            if alg is not None:
+                flow = {"token_format": "jwt"}
+                if alg != "RS256":
+                    flow["token_signing_alg"] = alg
+                client["auth"] = {"client_credentials": flow}
             entries.append(_put(f"/Client/{id}", client))
         password_forms = []
         for n in range(PASSWORD_USERS):
@@ -114,6 +137,7 @@ class OAuthDataset:
             }
             entries += [_put(f"/User/{id}", user), _put(f"/Session/s-{id}", session)]
             totp_users.append({"id": id, "email": user["email"], "secret": secret, "token": token})
+        entries += _code_grant_entries()
         for start in range(0, len(entries), BUNDLE_SIZE):
             bundle = {
                 "resourceType": "Bundle",
@@ -129,6 +153,27 @@ class OAuthDataset:
 
 def _put(url: str, resource: dict[str, object]) -> dict[str, object]:
     return {"request": {"method": "PUT", "url": url}, "resource": resource}
+
+
+def _code_grant_entries() -> list[dict[str, object]]:
+    client = {
+        "resourceType": "Client",
+        "first_party": True,
+        "secret": CLIENT_SECRET,
+        "grant_types": ["authorization_code"],
+        "auth": {"authorization_code": {"redirect_uri": CODE_REDIRECT}},
+    }
+    now = int(time.time())
+    sign_in = {
+        "resourceType": "Session",
+        "type": "browser",
+        "active": True,
+        "start": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now)),
+        "auth_time": now,
+        "user": {"resourceType": "User", "id": "pw0"},
+        "access_token": token_hash(BROWSER_COOKIE),
+    }
+    return [_put(f"/Client/{CODE_CLIENT_ID}", client), _put("/Session/bench-browser", sign_in)]
 
 
 def _post_form(url: str, form: dict[str, str], authorization: str) -> dict[str, object]:
@@ -196,6 +241,29 @@ class OAuthRuns:
             body = orjson.dumps({"token": totp.code_at(user["secret"], step)}).decode()
             lines.append(f"Bearer {user['token']}\t{body}")
         return self._write(name, lines)
+
+    def code_lines(self, url: str, count: int, *, openid: bool) -> Path:
+        """`count` authorization code grants, each with a code of its own minted just now (a code lives
+        60 s and is redeemed once); with `openid`, codes of OpenID requests, whose grants sign an ID token."""
+        query = {"client_id": CODE_CLIENT_ID, "response_type": "code", "redirect_uri": CODE_REDIRECT}
+        if openid:
+            query.update(scope="openid", nonce="bench-nonce")
+        authorize = f"{url}/auth/authorize?{urlencode(query)}"
+
+        def mint(how_many: int) -> list[str]:
+            with httpx2.Client(cookies={"asid": BROWSER_COOKIE}, timeout=30.0) as browser:
+                locations = [browser.get(authorize).headers["location"] for _ in range(how_many)]
+            return [parse_qs(urlsplit(location).query)["code"][0] for location in locations]
+
+        shares = [count // _MINT_THREADS + (n < count % _MINT_THREADS) for n in range(_MINT_THREADS)]
+        with ThreadPoolExecutor(_MINT_THREADS) as pool:
+            codes = [code for minted in pool.map(mint, shares) for code in minted]
+        lines = [
+            f"{CODE_CLIENT_AUTH}\t"
+            + urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": CODE_REDIRECT})
+            for code in codes
+        ]
+        return self._write("code-lines.txt", lines)
 
     def taken(self) -> int:
         """How many 2FA users the runs have used; the rest still have 2FA on and no code spent."""

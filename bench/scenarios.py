@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from oauth_data import CLIENT_AUTH, JWT_CLIENT_AUTH, OAuthRuns
+from oauth_data import CLIENT_AUTH, JWT_CLIENT_AUTH, SIGNING_ALG_CLIENT_AUTH, OAuthRuns
 
 MINIMAL = "minimal app: GET /User/{id}"
 # The same app under fhirauth's HTTP protocol (one socket write per response, fhirauth/http/protocol.py):
@@ -89,6 +89,18 @@ def _password_totp(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str]
     return [f"lines={lines}", f"type={FORM}"], []
 
 
+# Codes are minted over HTTP before each run (about 1,500 a second here), so the cap bounds that wait.
+CODE_CAP = 2_500
+
+
+def _code(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    return [f"lines={runs.code_lines(url, int(seconds * CODE_CAP), openid=False)}", f"type={FORM}"], []
+
+
+def _code_openid(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
+    return [f"lines={runs.code_lines(url, int(seconds * CODE_CAP), openid=True)}", f"type={FORM}"], []
+
+
 def _verify(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list[str]]:
     return [f"lines={runs.bearer_code_lines(int(seconds * VERIFY_CAP), 'verify-lines.txt')}"], []
 
@@ -99,6 +111,7 @@ def _disable(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list
 
 CLIENT_CREDENTIALS = "POST /auth/token client_credentials (opaque)"
 PASSWORD_GRANT = "POST /auth/token password"
+CODE_GRANT = "POST /auth/token authorization_code"
 
 # Run in this order. Consecutive scenarios of one (server, dataset) share one freshly seeded store
 # (each gets a fresh server process), so writes come last in their group.
@@ -149,6 +162,27 @@ SCENARIOS = (
         goal=AtLeast(0.15, MINIMAL),
     ),
     Scenario(
+        "POST /auth/token client_credentials (JWT ES256)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        body="client-credentials.txt",
+        content_type=FORM,
+        authorization=SIGNING_ALG_CLIENT_AUTH["ES256"],
+        goal=AtLeast(0.30, MINIMAL),
+    ),
+    Scenario(
+        "POST /auth/token client_credentials (JWT EdDSA)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        body="client-credentials.txt",
+        content_type=FORM,
+        authorization=SIGNING_ALG_CLIENT_AUTH["EdDSA"],
+    ),
+    Scenario(
         "POST /auth/introspect (opaque)",
         "fhirauth",
         "oauth",
@@ -190,6 +224,26 @@ SCENARIOS = (
         authorization=None,
         setup=_password_totp,
         goal=AtLeast(0.95, PASSWORD_GRANT),
+    ),
+    # Each request redeems a code of its own (minted by one browser sign-in just before the run).
+    Scenario(
+        CODE_GRANT,
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        authorization=None,
+        setup=_code,
+    ),
+    # The same with the openid scope: the response carries an RS256 ID token signed for it.
+    Scenario(
+        "POST /auth/token authorization_code + openid (id_token signed)",
+        "fhirauth",
+        "oauth",
+        method="POST",
+        path="/auth/token",
+        authorization=None,
+        setup=_code_openid,
     ),
     # Writes. Issue 4's check: each request a different user's current code, accepted and spent
     # (the replay guard's write included), behind the user's bearer token.

@@ -15,7 +15,7 @@ import orjson
 
 from fhirauth import logs
 from fhirauth.app import INDEXES, build_services
-from fhirauth.auth.keys import PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
+from fhirauth.auth.keys import ALGORITHMS, PUBLISH_AHEAD_SECONDS, RELOAD_SECONDS, VERIFIER_LEEWAY_SECONDS
 from fhirauth.auth.tokens import longest_jwt_lifetime
 from fhirauth.backup import export_bundle, restore_file
 from fhirauth.clock import Clock, isoformat, system_clock
@@ -196,20 +196,25 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         if retire_after is None:
             clients = await services.storage.all_resources("Client")
             retire_after = longest_jwt_lifetime(clients) + VERIFIER_LEEWAY_SECONDS
-        rotation = await services.keys.rotate(retire_after)
-        await services.audit.record(
-            "signing-key-rotated",
-            "success",
-            detail={"kid": rotation.kid, "signsFrom": isoformat(rotation.signs_from), "by": "cli"},
-        )
-        print(
-            f"new signing key {rotation.kid}: in the JWKS of every server within {RELOAD_SECONDS} s, "
-            f"signs from {isoformat(rotation.signs_from)}"
-        )
-        for kid, retires in rotation.retiring.items():
-            print(f"key {kid} signs until then and leaves the JWKS at {isoformat(retires)}")
-        for kid in rotation.pruned:
-            print(f"key {kid} had retired and was removed")
+        for rotation in await services.keys.rotate(retire_after, tuple(args.alg or ALGORITHMS)):
+            await services.audit.record(
+                "signing-key-rotated",
+                "success",
+                detail={
+                    "kid": rotation.kid,
+                    "alg": rotation.alg,
+                    "signsFrom": isoformat(rotation.signs_from),
+                    "by": "cli",
+                },
+            )
+            print(
+                f"new signing key {rotation.kid}: {rotation.alg}, in the JWKS of every server within "
+                f"{RELOAD_SECONDS} s, signs from {isoformat(rotation.signs_from)}"
+            )
+            for kid, retires in rotation.retiring.items():
+                print(f"key {kid} signs until then and leaves the JWKS at {isoformat(retires)}")
+            for kid in rotation.pruned:
+                print(f"key {kid} had retired and was removed")
 
     return _run(Settings(), rotate)
 
@@ -313,7 +318,8 @@ def parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="action", required=True)
     keys_rotate = keys_commands.add_parser(
         "rotate",
-        help="add a new signing key; the old ones stay published until the tokens they signed expire",
+        help="add a new signing key for each algorithm; the old ones stay published until the tokens "
+        "they signed expire",
         description=(
             f"The new key is published at once and signs {PUBLISH_AHEAD_SECONDS} s later, so that every "
             f"server (each re-reads the key set every {RELOAD_SECONDS} s) publishes it first."
@@ -325,6 +331,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long the replaced keys stay published after the new one starts signing (default: the "
         f"longest access-token lifetime of any JWT flow of any client, at least 3600, plus {VERIFIER_LEEWAY_SECONDS})",
+    )
+    keys_rotate.add_argument(
+        "--alg",
+        action="append",
+        choices=ALGORITHMS,
+        help="rotate this algorithm's keys only (repeatable; default: every algorithm's)",
     )
     keys_rotate.set_defaults(run=cmd_keys_rotate)
 

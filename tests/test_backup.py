@@ -182,11 +182,14 @@ async def test_a_store_with_its_own_signing_key_keeps_signing_and_publishes_the_
     await _dataset(source, clock)
     await _export(source, clock, tmp_path / "backup.json")
     target = await server()
-    (own,) = (await target.keys.jwks())["keys"]
-    (theirs,) = (await source.keys.jwks())["keys"]
+    own = [key["kid"] for key in (await target.keys.jwks())["keys"]]
+    theirs = [key["kid"] for key in (await source.keys.jwks())["keys"]]
     await restore_file(target.bundles, target.box, tmp_path / "backup.json")
     clock.advance(keys.RELOAD_SECONDS)
-    assert [key["kid"] for key in (await target.keys.jwks())["keys"]] == [own["kid"], theirs["kid"]]
+    # Each algorithm's set: the store's own key, which keeps signing, then the backup's.
+    assert [key["kid"] for key in (await target.keys.jwks())["keys"]] == [
+        kid for pair in zip(own, theirs, strict=True) for kid in pair
+    ]
 
 
 async def test_serve_seed_and_broken_records_are_refused(

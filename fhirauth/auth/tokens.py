@@ -1,8 +1,9 @@
 """The token format, in one place: what an access or refresh token is, how long it lives, and the
 Session that remembers it.
 
-Access tokens are opaque random strings by default and RS256 JWTs when the client's flow says
-`token_format: "jwt"`. Refresh tokens are always opaque. Either way storage keeps only hashes.
+Access tokens are opaque random strings by default and JWTs when the client's flow says
+`token_format: "jwt"` (RS256, or the flow's `token_signing_alg`). Refresh tokens are always opaque.
+Either way storage keeps only hashes.
 A grant that carries an OpenID sign-in (a code issued for the openid scope) also returns an ID token,
 and so do its refreshes while their scope keeps openid (OpenID Connect Core §3.1.3.3, §12.2).
 A refresh token is issued when the flow says `refresh_token: true` (Aidbox's rule), never for the
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhirauth.auth.flows import AUTHORIZATION_CODE, IMPLICIT, TOKEN_FLOWS, flow_settings
-from fhirauth.auth.keys import SigningKeys
+from fhirauth.auth.keys import ALGORITHM, ALGORITHMS, SigningKeys
 from fhirauth.auth.oidc.claims import Authentication, IdTokenRequest
 from fhirauth.auth.oidc.id_token import IdTokens
 from fhirauth.auth.sessions import SessionService, reference
@@ -44,6 +45,8 @@ class FlowConfig:
     # Aidbox: "If not present, token will be expireless"; counted from issue or last use.
     refresh_token_expiration: int | None = None
     audience: tuple[str, ...] = ()
+    # The JWT's signature (keys.ALGORITHMS); RS256 unless the flow's token_signing_alg says otherwise.
+    signing_alg: str = ALGORITHM
 
     @classmethod
     def of(cls, client: Document, flow: str) -> FlowConfig:
@@ -51,6 +54,7 @@ class FlowConfig:
         access = config.get("access_token_expiration")
         refresh = config.get("refresh_token_expiration")
         audience = config.get("audience")
+        signing_alg = config.get("token_signing_alg")
         return cls(
             jwt=config.get("token_format") == "jwt",
             access_token_expiration=access
@@ -63,6 +67,7 @@ class FlowConfig:
             else (audience,)
             if isinstance(audience, str)
             else (),
+            signing_alg=signing_alg if signing_alg in ALGORITHMS else ALGORITHM,
         )
 
 
@@ -230,7 +235,7 @@ class TokenIssuer:
             }
             if scope:
                 claims["scope"] = scope
-            access_token = await self._keys.sign(claims)
+            access_token = await self._keys.sign(claims, config.signing_alg)
             fields["jti"] = jti
         else:
             access_token = issued_token()
@@ -244,7 +249,11 @@ class TokenIssuer:
 
     @staticmethod
     def _response(
-        config: FlowConfig, tokens: _Tokens, scope: str | None, user: Document | None, context: Document | None
+        config: FlowConfig,
+        tokens: _Tokens,
+        scope: str | None,
+        user: Document | None,
+        context: Document | None,
     ) -> TokenResponse:
         return TokenResponse(
             access_token=tokens.access_token,

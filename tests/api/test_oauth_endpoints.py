@@ -298,6 +298,10 @@ def test_discovery_names_the_issuer_and_endpoints(api: TestClient, path: str) ->
 
 def test_jwks_has_public_keys_only(api: TestClient) -> None:
     response = api.get("/.well-known/jwks.json", headers=NO_AUTH)
-    (key,) = response.json()["keys"]
-    assert set(key) == {"kty", "n", "e", "kid", "use", "alg"}
+    # One key per signing algorithm: RS256, ES256, EdDSA (Ed25519).
+    assert [set(key) for key in response.json()["keys"]] == [
+        {"kty", "n", "e", "kid", "use", "alg"},
+        {"kty", "crv", "x", "y", "kid", "use", "alg"},
+        {"kty", "crv", "x", "kid", "use", "alg"},
+    ]
     assert response.headers["cache-control"] == "max-age=300"

@@ -34,7 +34,8 @@ def _header_kid(token: str) -> str:
 
 
 async def _kids(keys: SigningKeys) -> list[str]:
-    return [key["kid"] for key in (await keys.jwks())["keys"]]
+    """The published RS256 keys (tests/auth/test_signing_algs.py rotates the other algorithms)."""
+    return [key["kid"] for key in (await keys.jwks())["keys"] if key["alg"] == "RS256"]
 
 
 async def _issue(services: Services) -> str:
@@ -59,7 +60,7 @@ async def test_old_tokens_verify_until_they_expire_and_new_tokens_carry_the_new_
     (old_kid,) = await _kids(services.keys)
     assert _header_kid(before) == old_kid
 
-    rotation = await services.keys.rotate(LIFETIME)
+    (rotation,) = await services.keys.rotate(LIFETIME, ("RS256",))
     assert rotation.signs_from == clock() + timedelta(seconds=PUBLISH_AHEAD_SECONDS)
     assert rotation.retiring == {old_kid: rotation.signs_from + timedelta(seconds=LIFETIME)}
     assert rotation.pruned == []
@@ -93,7 +94,7 @@ async def test_other_workers_publish_the_new_key_within_the_reload_interval(
     worker = SigningKeys(services.storage, services.box, clock)
     (old_kid,) = await _kids(worker)
 
-    rotation = await services.keys.rotate(LIFETIME)
+    (rotation,) = await services.keys.rotate(LIFETIME, ("RS256",))
     clock.advance(RELOAD_SECONDS - 1)
     assert await _kids(worker) == [old_kid]
     clock.advance(1)
@@ -107,9 +108,9 @@ async def test_a_second_rotation_prunes_retired_keys_and_keeps_the_others(
     services: Services, clock: ManualClock
 ) -> None:
     (first,) = await _kids(services.keys)
-    second = await services.keys.rotate(60)
+    (second,) = await services.keys.rotate(60, ("RS256",))
     clock.advance(PUBLISH_AHEAD_SECONDS + 60)
-    third = await services.keys.rotate(600)
+    (third,) = await services.keys.rotate(600, ("RS256",))
     assert third.pruned == [first]
     assert third.retiring == {second.kid: third.signs_from + timedelta(seconds=600)}
     record = await services.storage.record_get(KIND, KEY)
@@ -141,8 +142,9 @@ async def test_reseal_moves_private_parts_to_the_new_master_secret(
     kids = await _kids(services.keys)
     both = SecretBox(["a-brand-new-master-secret", "oauth-test-master-secret"])
     keys = SigningKeys(services.storage, both, clock)
-    assert await keys.reseal() == (2, 0)
-    assert await keys.reseal() == (0, 2)
+    # Two keys of each algorithm.
+    assert await keys.reseal() == (6, 0)
+    assert await keys.reseal() == (0, 6)
     only_new = SigningKeys(services.storage, SecretBox(["a-brand-new-master-secret"]), clock)
     assert await _kids(only_new) == kids
 

@@ -130,6 +130,10 @@ def test_the_master_secret_procedure_keeps_every_sign_in_working(
     assert "is its master secret in FHIRAUTH_PREVIOUS_SECRET_KEYS?" in refused.stderr
 
 
+def _rs256_kids(jwks: dict[str, Any]) -> list[str]:
+    return [key["kid"] for key in jwks["keys"] if key["alg"] == "RS256"]
+
+
 def _moments(line: str) -> list[datetime]:
     return [datetime.fromisoformat(m) for m in re.findall(r"\d{4}-\d\d-\d\dT[\d:.]+Z", line)]
 
@@ -146,22 +150,22 @@ def test_keys_rotate_publishes_a_new_key_and_schedules_the_old_ones_retirement(
             "auth": {"client_credentials": {"token_format": "jwt", "access_token_expiration": 7200}},
         }
         assert http.put("/Client/long-lived", json=jwt_client).status_code == 201
-        (old,) = [key["kid"] for key in http.get("/.well-known/jwks.json").json()["keys"]]
+        (old,) = _rs256_kids(http.get("/.well-known/jwks.json").json())
     first.stop()
 
-    rotated = _fhirauth(storage, env, "keys", "rotate")
+    rotated = _fhirauth(storage, env, "keys", "rotate", "--alg", "RS256")
     assert rotated.returncode == 0, rotated.stderr
     announced, retiring = rotated.stdout.splitlines()
     new = announced.split()[3].rstrip(":")
     assert announced.startswith(
-        f"new signing key {new}: in the JWKS of every server within 10 s, signs from "
+        f"new signing key {new}: RS256, in the JWKS of every server within 10 s, signs from "
     )
     assert retiring.startswith(f"key {old} signs until then and leaves the JWKS at ")
     (signs_from,), (retires,) = _moments(announced), _moments(retiring)
     # The longest JWT lifetime of any client plus a minute of verifier leeway.
     assert (retires - signs_from).total_seconds() == 7200 + 60
 
-    custom = _fhirauth(storage, env, "keys", "rotate", "--retire-after", "30")
+    custom = _fhirauth(storage, env, "keys", "rotate", "--retire-after", "30", "--alg", "RS256")
     assert custom.returncode == 0, custom.stderr
     newest = custom.stdout.split()[3].rstrip(":")
     (custom_from,), (custom_retires,) = (
@@ -171,14 +175,21 @@ def test_keys_rotate_publishes_a_new_key_and_schedules_the_old_ones_retirement(
     assert custom.stdout.splitlines()[1].startswith(f"key {new} ")
     assert (custom_retires - custom_from).total_seconds() == 30
     assert _fhirauth(storage, env, "keys", "rotate", "--retire-after", "-1").returncode == 2
+    assert _fhirauth(storage, env, "keys", "rotate", "--alg", "HS256").returncode == 2
+    # Without --alg, every algorithm's set gets a new key.
+    every = _fhirauth(storage, env, "keys", "rotate")
+    assert every.returncode == 0, every.stderr
+    announced_every = [line for line in every.stdout.splitlines() if line.startswith("new signing key ")]
+    assert [line.split()[4].rstrip(",") for line in announced_every] == ["RS256", "ES256", "EdDSA"]
+    latest = announced_every[0].split()[3].rstrip(":")
 
     second = live_server_factory(storage=storage, env=env)
     with httpx2.Client(base_url=second.url, auth=("root", ROOT_CLIENT_SECRET)) as http:
-        assert [key["kid"] for key in http.get("/.well-known/jwks.json").json()["keys"]] == [newest, new, old]
+        assert _rs256_kids(http.get("/.well-known/jwks.json").json()) == [latest, newest, new, old]
         events = _audit_actions(http, "signing-key-rotated")
         assert sorted(
             detail["valueString"]
             for event in events
             for detail in event["entity"][0]["detail"]
             if detail["type"] == "kid"
-        ) == sorted([new, newest])
+        ) == sorted([new, newest, *(line.split()[3].rstrip(":") for line in announced_every)])
