@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import argon2
 from anyio import CapacityLimiter, to_thread
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from fhirauth.errors import Issue, Unavailable
 from fhirauth.security import random_token
 
 T = TypeVar("T")
@@ -31,14 +32,18 @@ _MAX_TIME_COST = 10
 _MAX_PARALLELISM = 8
 
 
-class HashingBusy(Exception):
-    """Every hashing thread is taken and the queue is full: try again in `retry_after` seconds."""
+class HashingBusy(Unavailable):
+    """Every hashing thread is taken and the queue is full. A 503 like any other Unavailable, so that
+    a batch Bundle refuses only the entry that needed a hash; each face answers it in its own format,
+    with Retry-After (fhirauth/http/limits.py)."""
 
     # Retry-After counts whole seconds, and a full queue empties well within one (32 hashes on two
     # threads at ~25 ms each: 0.4 s).
-    def __init__(self, retry_after: int = 1) -> None:
-        super().__init__(f"password hashing is busy; retry after {retry_after} s")
-        self.retry_after = retry_after
+    retry_after: ClassVar[int] = 1
+
+    def __init__(self) -> None:
+        message = "The server is busy; try again in 1 second"
+        super().__init__(message, issues=[Issue(message, "transient", severity="fatal")])
 
 
 class PasswordHasher:

@@ -32,7 +32,7 @@ from starlette.types import Scope
 
 from fhirauth.auth.oauth_errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 from fhirauth.auth.passwords import HashingBusy
-from fhirauth.errors import Issue, OutcomeError, TooManyRequests, Unavailable
+from fhirauth.errors import OutcomeError, TooManyRequests
 from fhirauth.http.errors import oauth_response
 from fhirauth.http.html import error_page
 from fhirauth.http.render import outcome_response, retry_after_header
@@ -141,12 +141,9 @@ async def hashing_busy(request: Request, exc: Exception) -> Response:
     face = _face_of(request)
     if face is _Face.PAGE:
         return await _page(request, 503, "Busy", f"The server is busy. Try again in {wait}.", seconds)
-    message = f"The server is busy; try again in {wait}"
     if face is _Face.OAUTH:
-        return _oauth(TemporarilyUnavailable(message), seconds)
-    return _outcome(
-        request, Unavailable(message, issues=[Issue(message, "transient", severity="fatal")]), seconds
-    )
+        return _oauth(TemporarilyUnavailable(f"The server is busy; try again in {wait}"), seconds)
+    return _outcome(request, exc, seconds)
 
 
 def _face_of(request: Request) -> _Face:

@@ -284,3 +284,37 @@ def test_a_full_queue_refuses_hashing_at_once(busy: tuple[TestClient, GatedHashe
     # None of them ran a verification, or counted as a failed client authentication.
     assert hasher.verifications == 1
     assert not counters(api, "192.0.2.2", "192.0.2.3", "192.0.2.4")
+
+
+def test_a_full_queue_refuses_a_batch_entry_alone(busy: tuple[TestClient, GatedHasher]) -> None:
+    api, _ = busy
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "PUT", "url": "/User/carol"}, "resource": {"resourceType": "User"}},
+            {
+                "request": {"method": "PUT", "url": "/User/dave"},
+                "resource": {"resourceType": "User", "password": PASSWORD},
+            },
+        ],
+    }
+    response = api.post("/", json=batch)
+    # The first entry was written: the whole batch answering 503 would have the client send it again.
+    assert response.status_code == 200, response.text
+    first, second = response.json()["entry"]
+    assert first["response"]["status"] == "201 Created"
+    assert second["response"] == {
+        "status": "503",
+        "outcome": {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "fatal",
+                    "code": "transient",
+                    "diagnostics": "Bundle.entry[1]: The server is busy; try again in 1 second",
+                }
+            ],
+        },
+    }
+    assert (api.get("/User/carol").status_code, api.get("/User/dave").status_code) == (200, 404)
