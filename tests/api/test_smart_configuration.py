@@ -3,10 +3,13 @@ server advertises is checked against what the server does; one without a check f
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 from starlette.testclient import TestClient
 
 from fhirauth.resources.schemas import SchemaRegistry
@@ -14,6 +17,8 @@ from tests.api.conftest import NO_AUTH
 from tests.api.smart_support import (
     BASE,
     CONFIDENTIAL,
+    REDIRECT,
+    VERIFIER,
     authorize,
     basic,
     bearer,
@@ -157,6 +162,36 @@ def _client_confidential_symmetric(api: TestClient) -> None:
     assert wrong.status_code == 401
 
 
+def _client_confidential_asymmetric(api: TestClient) -> None:
+    # A client with only a public key authenticates the code exchange with a JWT it signs (RFC 7523).
+    key = RSAKey.generate_key(2048, parameters={"kid": "app-key", "use": "sig", "alg": "RS384"})
+    client = {
+        "resourceType": "Client",
+        "jwks": {"keys": [key.as_dict(private=False)]},
+        "grant_types": ["authorization_code"],
+        "auth": {"authorization_code": {"redirect_uri": REDIRECT}},
+    }
+    assert api.put("/Client/asym-app", json=client).status_code == 201
+
+    def assertion(signer: RSAKey) -> str:
+        now = int(api.app.state.services.clock().timestamp())  # type: ignore[attr-defined]
+        claims = {"iss": "asym-app", "sub": "asym-app", "aud": f"{BASE}/auth/token", "exp": now + 60}
+        header = {"alg": "RS384", "kid": "app-key", "typ": "JWT"}
+        return jwt.encode(header, {**claims, "jti": uuid.uuid4().hex}, signer, algorithms=["RS384"])
+
+    for signer, status in ((RSAKey.generate_key(2048), 401), (key, 200)):
+        code = code_for(api, "ann", client_id="asym-app", scope="patient/User.rs")
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion(signer),
+        }
+        assert api.post("/auth/token", data=form, headers=NO_AUTH).status_code == status
+
+
 def _permission_offline(api: TestClient) -> None:
     assert "refresh_token" in smart_tokens(api, "ann", "patient/User.rs offline_access")
 
@@ -202,6 +237,7 @@ CHECKS: dict[str, Callable[[TestClient], None]] = {
     "context-style": _context_style,
     "client-public": _client_public,
     "client-confidential-symmetric": _client_confidential_symmetric,
+    "client-confidential-asymmetric": _client_confidential_asymmetric,
     "permission-offline": _permission_offline,
     "permission-patient": _permission_patient,
     "permission-user": _permission_user,
