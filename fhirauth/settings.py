@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     # Failed client authentications (wrong or unknown client secret), by address and by client id.
     rate_limit_client_auth_ip: str = "20/minute"
     rate_limit_client_auth_client: str = "20/minute"
-    # Password hashes that may wait for a hashing thread; past them, 503 at once.
-    password_hash_queue: int = Field(default=32, ge=0)
+    # Password hashes that may wait for a hashing thread (unset: 32 a thread); past them, 503 at once.
+    password_hash_queue: int | None = Field(default=None, ge=0)
     # Password brute-force detection: Keycloak's temporary lockout, "multiple" strategy.
     brute_force_protection: bool = True
     brute_force_failure_factor: int = Field(default=30, ge=1)

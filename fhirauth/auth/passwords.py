@@ -30,6 +30,7 @@ PARALLELISM = 1
 _MAX_MEMORY_COST_KIB = 262144
 _MAX_TIME_COST = 10
 _MAX_PARALLELISM = 8
+QUEUE_PER_THREAD = 32
 
 
 class HashingBusy(Unavailable):
@@ -37,8 +38,7 @@ class HashingBusy(Unavailable):
     a batch Bundle refuses only the entry that needed a hash; each face answers it in its own format,
     with Retry-After (fhirauth/http/limits.py)."""
 
-    # Retry-After counts whole seconds, and a full queue empties well within one (32 hashes on two
-    # threads at ~25 ms each: 0.4 s).
+    # Retry-After counts whole seconds, and a full queue (by default) empties within one.
     retry_after: ClassVar[int] = 1
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class PasswordHasher:
         time_cost: int = TIME_COST,
         parallelism: int = PARALLELISM,
         threads: int | None = None,
-        queue: int = 32,
+        queue: int | None = None,
     ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
@@ -71,9 +71,11 @@ class PasswordHasher:
         self._limiter = CapacityLimiter(threads)
         # Hashes admitted (running or waiting for a thread) and how many may be. Past that, waiting
         # only grows: unbounded, a burst queued minutes of work that every later login waited behind,
-        # for clients long gone. Refused at once, the client is told to come back.
+        # for clients long gone. Refused at once, the client is told to come back. By default the
+        # queue holds 32 hashes a thread, about 0.8 s of work at ~25 ms each: a burst of sign-ins is
+        # served within a second, and a longer wait is refused.
         self._admitted = 0
-        self._room = threads + queue
+        self._room = threads + (QUEUE_PER_THREAD * threads if queue is None else queue)
         # Made up front so that the first unknown-user login costs the same as every other one.
         self._dummy_hash = self.hash(random_token())
 

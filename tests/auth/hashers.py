@@ -18,7 +18,7 @@ class GatedHasher(PasswordHasher):
     test can keep every thread busy; `entered` is set when the first of them has started.
     """
 
-    def __init__(self, *, threads: int | None = None, queue: int = 32) -> None:
+    def __init__(self, *, threads: int | None = None, queue: int | None = None) -> None:
         super().__init__(memory_cost=64, time_cost=1, threads=threads, queue=queue)
         self.entered = threading.Event()
         self._open = threading.Event()

@@ -65,3 +65,17 @@ async def test_a_cancelled_wait_gives_its_room_back() -> None:
     assert not queued.done()
     hasher.release()
     assert (await running, await queued) == (True, True)
+
+
+async def test_the_queue_holds_32_hashes_per_thread_by_default() -> None:
+    hasher = GatedHasher(threads=2)
+    stored = hasher.hash("secret")
+    hasher.hold()
+    admitted = [asyncio.ensure_future(hasher.verify_async(stored, "secret")) for _ in range(2 + 64)]
+    await asyncio.to_thread(hasher.entered.wait, 5)
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in admitted)
+    with pytest.raises(HashingBusy):
+        await hasher.verify_async(stored, "secret")
+    hasher.release()
+    assert all(await asyncio.gather(*admitted))
