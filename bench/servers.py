@@ -133,7 +133,7 @@ def minimal_server(*, workers: int, workdir: Path, one_write: bool = False) -> I
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log"]
     env = dict(os.environ)
     if one_write:
-        command += ["--http", "fhirauth.http.protocol:CoalescingHttpToolsProtocol"]
+        command += ["--http", "fhirauth.http.serving.protocol:CoalescingHttpToolsProtocol"]
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     process = Process("minimal", command, workdir=workdir, env=env)
     try:

@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp
 
 from fhirauth import collector
 from fhirauth.audit import AuditLog
@@ -45,9 +43,8 @@ from fhirauth.auth.smart.launch import Launches
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
 from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, smart, twofactor_api, twofactor_pages
-from fhirauth.http.edge import Edge
 from fhirauth.http.limits import hashing_busy, rate_limited, request_address
-from fhirauth.http.router import FixedPathRouter
+from fhirauth.http.serving.application import App
 from fhirauth.keyfile import master_secrets, root_secret
 from fhirauth.maintenance import purge_expired_records
 from fhirauth.notify import Notifier
@@ -210,21 +207,6 @@ def build_services(
         rate_limiter=rate_limiter,
         rate_limits=rate_limits,
     )
-
-
-class App(Starlette):
-    https = False
-
-    def __init__(self, *, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.router = FixedPathRouter(routes, lifespan=kwargs.get("lifespan"))
-
-    def build_middleware_stack(self) -> ASGIApp:
-        # The edge replaces Starlette's error and exception middleware: one layer per request.
-        app: ASGIApp = self.router
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return Edge(app, self.exception_handlers, https=self.https)
 
 
 def routes() -> list[BaseRoute]:

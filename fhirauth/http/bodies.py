@@ -1,4 +1,5 @@
-"""Reading request bodies: size limit, JSON or YAML by content type, then the structural guard."""
+"""Request bodies as documents: JSON or YAML by content type, then the structural guard. The bytes
+come from serving/body.py, under the size limit."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any
 
 import orjson
 import yaml
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from fhirauth.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from fhirauth.errors import BadRequest, UnsupportedMediaType
+from fhirauth.http.serving.body import read_bytes
 from fhirauth.resources.structure import (
     MAX_DEPTH,
     MAX_KEYS,
@@ -40,34 +42,6 @@ _Loader.yaml_implicit_resolvers = {
 
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def read_bytes(request: Request, limit: int) -> bytes:
-    """The whole body; PayloadTooLarge past `limit` bytes, declared or received.
-
-    Read from the ASGI messages directly: Starlette's `Request.stream()` is an async generator, whose
-    three steps for a body of one message cost 17,000 instructions (3 % of a 2FA check). The body is
-    left where Starlette keeps the one it read, so a later `body()`, `stream()` or `form()` answers
-    from it instead of waiting for a message that will not come.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            request._body = body
-            return body
 
 
 def parse_document(

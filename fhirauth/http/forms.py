@@ -10,7 +10,8 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from fhirauth.errors import PayloadTooLarge
-from fhirauth.http.bodies import media_type, read_bytes
+from fhirauth.http.bodies import media_type
+from fhirauth.http.serving.body import read_bytes
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_FORM_FIELDS = 32

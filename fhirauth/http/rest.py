@@ -16,7 +16,7 @@ from fhirauth.auth.principal import Principal
 from fhirauth.errors import BadRequest
 from fhirauth.http.bodies import media_type, read_document, read_resource
 from fhirauth.http.render import body_response, location_header, version_headers
-from fhirauth.http.route import EdgeRoute
+from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.resources.bundles import EntryAuthorizer
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact

@@ -15,7 +15,7 @@ from fhirauth.http.bodies import read_document
 from fhirauth.http.oauth import metadata
 from fhirauth.http.render import NoStoreJSON, body_response, json_response
 from fhirauth.http.rest import services_of
-from fhirauth.http.route import EdgeRoute
+from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.services import Services
 
 

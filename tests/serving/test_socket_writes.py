@@ -15,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from fhirauth.http.protocol import FLUSH_BYTES, CoalescingHttpToolsProtocol
+from fhirauth.http.serving.protocol import FLUSH_BYTES, CoalescingHttpToolsProtocol
+
+pytestmark = pytest.mark.e2e
 
 CHUNK = b"x" * 16384
 CHUNKS = 20

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from support.server import LiveServer
 
+pytestmark = pytest.mark.e2e
+
 MB = 1 << 20
 DEFAULT_LIMIT = 65536
 SMALL_LIMIT = 8192

@@ -9,7 +9,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
 from starlette.testclient import TestClient
 
-from fhirauth.http.router import FixedPathRouter
+from fhirauth.http.serving.router import FixedPathRouter
 
 
 def answer(name: str):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import ClientDisconnect, Request
 
 from fhirauth.errors import PayloadTooLarge
-from fhirauth.http.bodies import read_bytes
+from fhirauth.http.serving.body import read_bytes
 
 Message = dict[str, Any]
 

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from fhirauth.errors import NotFound
 from fhirauth.http import errors
-from fhirauth.http.route import EdgeRoute
+from fhirauth.http.serving.route import EdgeRoute
 from tests.api.test_cors import PREFLIGHT, SPA, app_with_web_client
 
 SECURITY = {
