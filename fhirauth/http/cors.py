@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Scope
 
 from fhirauth.auth.origins import AllowedOrigins
-from fhirauth.http.rest import services_in
+from fhirauth.http.context import services_in
 
 RawHeaders = list[tuple[bytes, bytes]]
 

@@ -11,8 +11,8 @@ from starlette.routing import Route
 
 from fhirauth.errors import BadRequest, Forbidden
 from fhirauth.http.bodies import read_document
+from fhirauth.http.context import services_of
 from fhirauth.http.render import json_response
-from fhirauth.http.rest import services_of
 from fhirauth.http.security_headers import page_policy
 from fhirauth.http.serving.body import read_bytes
 from fhirauth.twofactor.qr import qr_svg

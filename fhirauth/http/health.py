@@ -4,8 +4,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhirauth.http.context import services_of
 from fhirauth.http.render import json_response
-from fhirauth.http.rest import services_of
 from fhirauth.storage.base import StorageUnavailable
 
 

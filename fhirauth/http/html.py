@@ -13,10 +13,10 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from fhirauth.http.context import services_of
 from fhirauth.http.cookies import CSRF_COOKIE, is_secure, read_cookie, set_cookie
 from fhirauth.http.csrf import CSRF_FIELD, Csrf
 from fhirauth.http.forms import Form, read_form
-from fhirauth.http.rest import services_of
 from fhirauth.http.security_headers import new_nonce, page_policy
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"

@@ -33,10 +33,10 @@ from starlette.types import Scope
 from fhirauth.auth.oauth_errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 from fhirauth.auth.passwords import HashingBusy
 from fhirauth.errors import OutcomeError, TooManyRequests
+from fhirauth.http.context import services_in, services_of
 from fhirauth.http.errors import oauth_response
 from fhirauth.http.html import error_page
 from fhirauth.http.render import outcome_response, retry_after_header
-from fhirauth.http.rest import services_in, services_of
 from fhirauth.ratelimit import Limit, RateLimited, RateLimits
 
 log = logging.getLogger("fhirauth.limits")

@@ -19,10 +19,10 @@ from fhirauth.auth.oidc.responses import RESPONSE_MODES, RESPONSE_TYPES
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type
+from fhirauth.http.context import services_of
 from fhirauth.http.cookies import SESSION_COOKIE, read_cookie
 from fhirauth.http.limits import client_ip
 from fhirauth.http.render import NO_STORE, NoStoreJSON, json_response
-from fhirauth.http.rest import services_of
 from fhirauth.http.serving.body import read_bytes
 from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.resources.secrets import redact

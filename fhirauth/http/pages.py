@@ -37,6 +37,7 @@ from fhirauth.auth.signup import (
     normalize_email,
 )
 from fhirauth.clock import isoformat
+from fhirauth.http.context import services_of
 from fhirauth.http.cookies import (
     PENDING_COOKIE,
     PENDING_COOKIE_MAX_AGE,
@@ -50,7 +51,6 @@ from fhirauth.http.csrf import CsrfRefused
 from fhirauth.http.forms import BadForm
 from fhirauth.http.html import STATIC_DIR, checked_form, error_page, render, secure_cookies, static
 from fhirauth.http.limits import client_ip
-from fhirauth.http.rest import services_of
 from fhirauth.notify import NotificationFailed
 
 Document = dict[str, Any]

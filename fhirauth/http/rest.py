@@ -10,11 +10,11 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
-from starlette.types import Scope
 
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import BadRequest
 from fhirauth.http.bodies import media_type, read_document, read_resource
+from fhirauth.http.context import services_of
 from fhirauth.http.render import body_response, location_header, version_headers
 from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.resources.bundles import EntryAuthorizer
@@ -22,21 +22,8 @@ from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
 from fhirauth.resources.structure import in_bundle_resources, when_planned
-from fhirauth.services import Services
 
 Document = dict[str, Any]
-
-
-def services_of(request: Request) -> Services:
-    return services_in(request.scope)
-
-
-def services_in(scope: Scope) -> Services:
-    """The app's Services (KeyError before its lifespan has built them)."""
-    # By key: State's attribute access first fails the normal lookup and builds an AttributeError,
-    # ten times the cost of the dict lookup behind it, and most requests ask more than once.
-    services: Services = scope["app"].state["services"]
-    return services
 
 
 # Headers that carry credentials stay out of what policies (and their logs) see.

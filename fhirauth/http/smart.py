@@ -12,9 +12,9 @@ from fhirauth.auth.smart.launch import LAUNCH_SECONDS, may_register
 from fhirauth.clock import isoformat
 from fhirauth.errors import Forbidden
 from fhirauth.http.bodies import read_document
+from fhirauth.http.context import services_of
 from fhirauth.http.oauth import metadata
 from fhirauth.http.render import NoStoreJSON, body_response, json_response
-from fhirauth.http.rest import services_of
 from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.services import Services
 

@@ -11,9 +11,9 @@ from starlette.responses import Response
 from fhirauth.auth.oauth_errors import error_body
 from fhirauth.errors import BadRequest, NotAuthenticated
 from fhirauth.http.bodies import media_type, parse_document
+from fhirauth.http.context import services_of
 from fhirauth.http.limits import client_ip
 from fhirauth.http.render import json_response, retry_after_header
-from fhirauth.http.rest import services_of
 from fhirauth.http.serving.body import read_bytes
 from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.ratelimit import retry_after

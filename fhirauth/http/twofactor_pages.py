@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from fhirauth.http.context import services_of
 from fhirauth.http.cookies import PENDING_COOKIE, PENDING_COOKIE_PATH, clear_cookie, read_cookie
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
 from fhirauth.http.render import retry_after_header
-from fhirauth.http.rest import services_of
 from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg

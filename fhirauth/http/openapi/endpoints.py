@@ -6,11 +6,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhirauth.http.context import services_of
 from fhirauth.http.html import templates
 from fhirauth.http.openapi.components import SCHEMA_PREFIX, Document
 from fhirauth.http.openapi.document import build_document
 from fhirauth.http.render import json_response
-from fhirauth.http.rest import services_of
 
 
 def document_of(request: Request) -> Document:
