@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from uvicorn.importer import import_from_string
 
 from fhirauth.http.serving.protocol import FLUSH_BYTES, CoalescingHttpToolsProtocol
 
@@ -149,3 +150,9 @@ async def test_a_long_stream_is_written_as_it_grows_not_held_whole(port: int) ->
     assert sent.startswith(headers) and len(sent) > len(body)
     assert len(writes) >= len(CHUNK) * CHUNKS // FLUSH_BYTES
     assert max(len(write) for write in writes) < FLUSH_BYTES + len(CHUNK) + 64
+
+
+def test_the_path_given_to_plain_uvicorn_names_this_protocol() -> None:
+    # docs/operations.md: `uvicorn --http fhirauth.http.protocol:CoalescingHttpToolsProtocol ...`
+    named = import_from_string("fhirauth.http.protocol:CoalescingHttpToolsProtocol")
+    assert named is CoalescingHttpToolsProtocol
