@@ -151,6 +151,18 @@ def _bundles_of(resource_type: str) -> dict[str, Document]:
     return {f"{resource_type}.searchset": searchset, f"{resource_type}.history": history}
 
 
+# SMART App Launch: the launch context a code grant's tokens carry (and their refreshes, and introspection).
+_SMART_CONTEXT: dict[str, Document] = {
+    "patient": {"type": "string", "description": "SMART: the Patient in context (its id)"},
+    "encounter": {"type": "string", "description": "SMART: the Encounter in context (its id)"},
+    "fhirContext": {"type": "array", "items": {"type": "object"}, "description": "SMART: more context"},
+    "need_patient_banner": {"type": "boolean"},
+    "smart_style_url": {"type": "string"},
+    "intent": {"type": "string"},
+    "fhirUser": {"type": "string", "description": "SMART: the FHIR record the user stands for"},
+}
+
+
 def _string_map(*names: str, required: Sequence[str] = ()) -> Document:
     schema: Document = {"type": "object", "properties": {name: {"type": "string"} for name in names}}
     if required:
@@ -304,6 +316,7 @@ COMMON_SCHEMAS: dict[str, Document] = {
                 "type": "string",
                 "description": "OpenID Connect ID token: for a code issued with the openid scope, and its refreshes",
             },
+            **_SMART_CONTEXT,
         },
     },
     "TokenParameters": {
@@ -331,6 +344,7 @@ COMMON_SCHEMAS: dict[str, Document] = {
             "iss": {"type": "string"},
             "aud": {"type": ["string", "array"]},
             "jti": {"type": "string"},
+            **_SMART_CONTEXT,
         },
     },
     "ServerMetadata": {
