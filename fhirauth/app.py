@@ -19,6 +19,7 @@ from fhirauth.auth.authconfig import AuthConfigs
 from fhirauth.auth.authenticate import Authenticator
 from fhirauth.auth.authorization import AuthorizationService
 from fhirauth.auth.bruteforce import BruteForcePolicy, PasswordLockout
+from fhirauth.auth.client_assertion import ClientAssertions
 from fhirauth.auth.client_auth import ClientAuthenticator, ClientAuthLimits
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.codes import AuthorizationCodes
@@ -29,6 +30,7 @@ from fhirauth.auth.grants.password import PasswordGrant
 from fhirauth.auth.grants.refresh_token import RefreshTokenGrant
 from fhirauth.auth.grants.registry import GrantRegistry
 from fhirauth.auth.introspection import Introspection
+from fhirauth.auth.jwks_fetch import JwksFetcher
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.oidc.id_token import IdTokens
@@ -42,7 +44,18 @@ from fhirauth.auth.smart.enforcement import ScopeEnforcement
 from fhirauth.auth.smart.launch import Launches
 from fhirauth.auth.tokens import TokenIssuer
 from fhirauth.clock import Clock, system_clock
-from fhirauth.http import demo, errors, health, oauth, openapi, pages, rest, smart, twofactor_api, twofactor_pages
+from fhirauth.http import (
+    demo,
+    errors,
+    health,
+    oauth,
+    openapi,
+    pages,
+    rest,
+    smart,
+    twofactor_api,
+    twofactor_pages,
+)
 from fhirauth.http.limits import hashing_busy, rate_limited, request_address
 from fhirauth.http.serving.application import App
 from fhirauth.keyfile import master_secrets, root_secret
@@ -105,12 +118,9 @@ def build_services(
     )
     rate_limiter = RateLimiter(storage, clock)
     rate_limits = RateLimits.from_settings(settings)
+    client_limits = ClientAuthLimits(FailureLimiter(storage, clock), rate_limits, request_address)
     clients = ClientRegistry(
-        resources,
-        passwords,
-        settings.root_client_id,
-        root_secret(settings),
-        ClientAuthLimits(FailureLimiter(storage, clock), rate_limits, request_address),
+        resources, passwords, settings.root_client_id, root_secret(settings), client_limits
     )
     notifier = Notifier(resources)
     lockout = (
@@ -135,7 +145,11 @@ def build_services(
     id_tokens.add_source(FHIR_USER_CLAIM)
     tokens = TokenIssuer(sessions, keys, clock, issuer, id_tokens)
     codes = AuthorizationCodes(storage, sessions, clock)
-    client_auth = ClientAuthenticator(clients)
+    jwks_fetcher = JwksFetcher(
+        clock, allow_private=settings.jwks_uri_allow_private, timeout=settings.jwks_uri_timeout_seconds
+    )
+    assertions = ClientAssertions(clients, storage, jwks_fetcher, client_limits, clock, issuer=issuer)
+    client_auth = ClientAuthenticator(clients, assertions)
     audit = AuditLog(resources, clock)
     auth_config = AuthConfigs(resources, settings.auth_config)
     twofactor = TwoFactorService(
@@ -290,6 +304,7 @@ def create_app(
                 starting.cancel()
             await services.twofactor.close()
             await services.keys.close()
+            await services.client_auth.close()
             await storage.close()
 
     app = App(

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Failed client authentications (wrong or unknown client secret), by address and by client id.
     rate_limit_client_auth_ip: str = "20/minute"
     rate_limit_client_auth_client: str = "20/minute"
+    # private_key_jwt clients' jwks_uri: fetched within this time, and never from a loopback, private or
+    # link-local address, nor over plain http, unless allowed (tests, closed networks).
+    jwks_uri_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    jwks_uri_allow_private: bool = False
     # Password hashes that may wait for a hashing thread (unset: 32 a thread); past them, 503 at once.
     password_hash_queue: int | None = Field(default=None, ge=0)
     # Password brute-force detection: Keycloak's temporary lockout, "multiple" strategy.

@@ -1,5 +1,6 @@
 """Client authentication: the limits on its failures, which every face shares, and the rules of the
-token, introspection and revocation endpoints (RFC 6749 §2.3)."""
+token, introspection and revocation endpoints (RFC 6749 §2.3): a secret, none (public clients), or a
+signed assertion (private_key_jwt, client_assertion.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fhirauth.auth.client_assertion import PRIVATE_KEY_JWT
 from fhirauth.auth.oauth_errors import InvalidClient
 from fhirauth.ratelimit import FailureLimiter, Keys, RateLimits
 
 if TYPE_CHECKING:
+    from fhirauth.auth.client_assertion import ClientAssertions
     from fhirauth.auth.clients import ClientRegistry
 
 Document = dict[str, Any]
@@ -64,40 +67,65 @@ class ClientAuthLimits:
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """What the request presented: from HTTP Basic (`scheme="Basic"`) or the body (`scheme=None`)."""
+    """What the request presented: from HTTP Basic (`scheme="Basic"`) or the body (`scheme=None`), or
+    a signed JWT (`assertion`, private_key_jwt), with `client_id` when the body names one."""
 
     client_id: str | None
     secret: str | None
     scheme: str | None = None
+    assertion: str | None = None
 
 
 @dataclass(frozen=True)
 class AuthenticatedClient:
-    """The client, and whether it proved itself with a secret (public clients have none to prove)."""
+    """The client, whether it proved itself (public clients have nothing to prove), and whether it did
+    so with a signed assertion (private_key_jwt) rather than a secret."""
 
     client: Document
     public: bool
+    by_assertion: bool = False
+
+
+def signs_assertions(client: Document) -> bool:
+    """Whether the client authenticates with private_key_jwt: it registered its keys, or said so."""
+    method = client.get("token_endpoint_auth_method")
+    if method is not None:
+        return bool(method == PRIVATE_KEY_JWT)
+    return "jwks" in client or "jwks_uri" in client
 
 
 class ClientAuthenticator:
-    def __init__(self, clients: ClientRegistry) -> None:
+    def __init__(self, clients: ClientRegistry, assertions: ClientAssertions) -> None:
         self._clients = clients
+        self._assertions = assertions
 
     async def authenticate(self, credentials: ClientCredentials) -> AuthenticatedClient:
         scheme = credentials.scheme
+        if credentials.assertion is not None:
+            signer = await self._assertions.authenticate(credentials.assertion, credentials.client_id)
+            if not signs_assertions(signer):
+                raise InvalidClient("This client authenticates with its secret, not a client assertion")
+            return AuthenticatedClient(signer, public=False, by_assertion=True)
         if not credentials.client_id:
             raise InvalidClient("Client authentication required: HTTP Basic or 'client_id'", scheme=scheme)
         if credentials.secret is None:
             client = await self._clients.get(credentials.client_id)
             if client is None:
                 raise InvalidClient("Unknown client", scheme=scheme)
+            if signs_assertions(client):
+                raise InvalidClient("This client must authenticate with a client assertion", scheme=scheme)
             if isinstance(client.get("secret"), str) or self._clients.root_id == client["id"]:
                 raise InvalidClient("This client must authenticate with its secret", scheme=scheme)
             return AuthenticatedClient(client, public=True)
         client = await self._clients.authenticate(credentials.client_id, credentials.secret)
         if client is None:
             raise InvalidClient("Invalid client credentials", scheme=scheme)
+        if client.get("token_endpoint_auth_method") == PRIVATE_KEY_JWT:
+            raise InvalidClient("This client must authenticate with a client assertion", scheme=scheme)
         return AuthenticatedClient(client, public=False)
+
+    async def close(self) -> None:
+        await self._assertions.close()
 
     async def authenticate_confidential(self, credentials: ClientCredentials) -> Document:
         """Introspection and revocation are for clients that hold a secret (RFC 7662 §2.1, RFC 7009 §2.1)."""

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhirauth.auth.authenticate import BEARER_CHALLENGE, parse_basic
+from fhirauth.auth.client_assertion import ALGORITHMS as ASSERTION_ALGORITHMS
+from fhirauth.auth.client_assertion import JWT_BEARER, PRIVATE_KEY_JWT
 from fhirauth.auth.client_auth import ClientCredentials
 from fhirauth.auth.grants.refresh_token import RefreshTokenReused
 from fhirauth.auth.keys import ALGORITHM
@@ -93,9 +95,12 @@ def _json_pairs(raw: bytes) -> list[tuple[str, str]]:
 
 
 def client_credentials(request: Request, params: dict[str, str]) -> ClientCredentials:
-    """HTTP Basic or `client_id`/`client_secret` in the body, not both (RFC 6749 §2.3.1)."""
+    """HTTP Basic, `client_id`/`client_secret` in the body, or a client assertion (RFC 7521 §4.2): one
+    of them (RFC 6749 §2.3)."""
     header = request.headers.get("authorization", "").strip()
     body_id, body_secret = params.get("client_id"), params.get("client_secret")
+    if "client_assertion_type" in params or "client_assertion" in params:
+        return _assertion(params, body_id, sent_other=bool(header) or body_secret is not None)
     if not header:
         return ClientCredentials(body_id, body_secret)
     scheme, _, value = header.partition(" ")
@@ -110,6 +115,19 @@ def client_credentials(request: Request, params: dict[str, str]) -> ClientCreden
     if body_id is not None and body_id != basic.client_id:
         raise InvalidRequest("'client_id' does not match the Basic credentials")
     return ClientCredentials(basic.client_id, basic.secret, "Basic")
+
+
+def _assertion(params: dict[str, str], client_id: str | None, *, sent_other: bool) -> ClientCredentials:
+    if sent_other:
+        raise InvalidRequest(
+            "Authenticate the client one way: a client assertion, or HTTP Basic, or a secret"
+        )
+    if params.get("client_assertion_type") != JWT_BEARER:
+        raise InvalidClient(f"Unsupported 'client_assertion_type'; use {JWT_BEARER}")
+    assertion = params.get("client_assertion")
+    if assertion is None:
+        raise InvalidRequest("Missing 'client_assertion'")
+    return ClientCredentials(client_id, None, assertion=assertion)
 
 
 async def token(request: Request) -> Response:
@@ -200,6 +218,9 @@ async def end_session(request: Request) -> Response:
     return Response(status_code=204, headers=dict(NO_STORE))
 
 
+_AUTH_METHODS = ("client_secret_basic", "client_secret_post", PRIVATE_KEY_JWT)
+
+
 def metadata(base_url: str, grant_types: list[str]) -> Document:
     """RFC 8414 authorization server metadata, also served as OpenID Connect Discovery §3 (as Aidbox
     does): only what the server does. `claims_supported` comes from the ID token's claim sources."""
@@ -214,9 +235,12 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "response_types_supported": [kind.name for kind in RESPONSE_TYPES],
         "response_modes_supported": list(RESPONSE_MODES),
         "grant_types_supported": [*grant_types, "implicit"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": [*_AUTH_METHODS, "none"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "introspection_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": [*_AUTH_METHODS, "none"],
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "code_challenge_methods_supported": ["S256", "plain"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [ALGORITHM],

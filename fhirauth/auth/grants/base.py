@@ -17,10 +17,12 @@ V = TypeVar("V")
 
 @dataclass(frozen=True)
 class TokenRequest:
-    """A token request after client authentication: its parameters and the authenticated client."""
+    """A token request after client authentication: its parameters, the authenticated client, and
+    whether it authenticated with a signed assertion (private_key_jwt)."""
 
     params: Mapping[str, str]
     client: Document
+    by_assertion: bool = False
 
     def require(self, name: str) -> str:
         value = self.params.get(name)

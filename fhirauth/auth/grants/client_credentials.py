@@ -8,7 +8,8 @@ from typing import Any
 from fhirauth.auth import scopes
 from fhirauth.auth.flows import CLIENT_CREDENTIALS
 from fhirauth.auth.grants.base import Grant, TokenRequest
-from fhirauth.auth.oauth_errors import InvalidRequest
+from fhirauth.auth.oauth_errors import InvalidRequest, InvalidScope
+from fhirauth.auth.smart import scopes as smart
 from fhirauth.auth.tokens import FlowConfig, Issuance, TokenIssuer, TokenResponse
 
 Document = dict[str, Any]
@@ -21,6 +22,17 @@ class ValidatedClientCredentials:
     audience: str | None
 
 
+def _backend_services_scope(scope: str | None) -> None:
+    """SMART Backend Services: a client authenticated by a signed assertion asks for system/ scopes,
+    and only those."""
+    if not scope:
+        raise InvalidScope("Ask for the system/ scopes this backend service needs")
+    for token in scope.split(" "):
+        resource = smart.resource_scope(token)
+        if resource is None or resource.context != smart.SYSTEM:
+            raise InvalidScope(f"Scope '{token}' is not a system/ scope; a backend service has those only")
+
+
 class ClientCredentialsGrant(Grant[ValidatedClientCredentials]):
     grant_type = CLIENT_CREDENTIALS
 
@@ -29,6 +41,8 @@ class ClientCredentialsGrant(Grant[ValidatedClientCredentials]):
 
     async def validate(self, request: TokenRequest) -> ValidatedClientCredentials:
         scope = scopes.requested(request.params.get("scope"), request.client, CLIENT_CREDENTIALS)
+        if request.by_assertion:
+            _backend_services_scope(scope)
         audience = request.params.get("audience") or None
         # Aidbox: `audience` becomes the JWT's `aud`; a client that lists audiences may ask only for those.
         if audience is not None:

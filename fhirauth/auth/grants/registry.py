@@ -43,5 +43,5 @@ class GrantRegistry:
             )
         if not grant.permitted(client):
             raise UnauthorizedClient(f"This client may not use the {grant_type} grant")
-        validated = await grant.validate(TokenRequest(params, client))
+        validated = await grant.validate(TokenRequest(params, client, authenticated.by_assertion))
         return await grant.respond(validated)

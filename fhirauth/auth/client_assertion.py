@@ -1,0 +1,227 @@
+"""private_key_jwt: a client proves itself with a JWT it signed (RFC 7523 §2.2, RFC 7521 §4.2; SMART
+Backend Services), verified with the public keys it registered (`jwks`, or `jwks_uri`).
+
+The assertion's `aud` is this server's token endpoint URL (what SMART clients send) or its issuer
+identifier (what RFC 7523 allows and its revision recommends), as one value: an assertion that names
+several audiences could be replayed here by any of them. It lives at most MAX_LIFETIME_SECONDS, and
+its `jti` is spent once: a storage record created only if absent, so of two requests racing with one
+assertion on two workers exactly one gets through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from joserfc.jws import JWSRegistry
+
+from fhirauth.auth.jwks_fetch import JwksFetcher, JwksUnavailable, import_key_set
+from fhirauth.auth.oauth_errors import InvalidClient
+from fhirauth.clock import Clock
+from fhirauth.storage.base import Storage
+
+if TYPE_CHECKING:
+    from fhirauth.auth.client_auth import ClientAuthLimits
+    from fhirauth.auth.clients import ClientRegistry
+
+Document = dict[str, Any]
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+PRIVATE_KEY_JWT = "private_key_jwt"
+# SMART: clients SHALL support RS384 and ES384; RS256 and ES256 for other private_key_jwt clients.
+# Never `none` or an HMAC (whose "key" would be public), nor anything else.
+ALGORITHMS = ("RS384", "ES384", "RS256", "ES256")
+_KEY_TYPES: dict[str, type[RSAKey | ECKey]] = {
+    "RS384": RSAKey,
+    "RS256": RSAKey,
+    "ES384": ECKey,
+    "ES256": ECKey,
+}
+_CURVES = {"ES384": "P-384", "ES256": "P-256"}
+MAX_LIFETIME_SECONDS = 300
+LEEWAY_SECONDS = 60
+_MAX_JTI = 256
+JTI_KIND = "client-assertion-jti"
+_REGISTRY = JWSRegistry(algorithms=ALGORITHMS)
+
+
+@dataclass(frozen=True)
+class _Assertion:
+    header: Document
+    claims: Document
+    compact: jws.CompactSignature
+
+
+class ClientAssertions:
+    def __init__(
+        self,
+        clients: ClientRegistry,
+        storage: Storage,
+        fetcher: JwksFetcher,
+        limits: ClientAuthLimits,
+        clock: Clock,
+        *,
+        issuer: str,
+    ) -> None:
+        self._clients = clients
+        self._storage = storage
+        self._fetcher = fetcher
+        self._limits = limits
+        self._clock = clock
+        self._audiences = frozenset({issuer, f"{issuer}/auth/token"})
+        # Registered sets, imported once per client version.
+        self._registered: dict[tuple[str, str], KeySet] = {}
+
+    async def close(self) -> None:
+        await self._fetcher.close()
+
+    async def authenticate(self, assertion: str, client_id: str | None) -> Document:
+        """The client that signed `assertion`; InvalidClient (counted against the request's address)
+        when anything about it is wrong."""
+        self._limits.check_address()
+        try:
+            return await self._authenticate(assertion, client_id)
+        except InvalidClient:
+            # Against the address alone: garbage naming a client must not lock that client out.
+            await self._limits.failed(None)
+            raise
+
+    async def _authenticate(self, assertion: str, client_id: str | None) -> Document:
+        parsed = _parse(assertion)
+        claims = parsed.claims
+        issuer = claims.get("iss")
+        if not isinstance(issuer, str) or not issuer:
+            raise InvalidClient("The client assertion needs 'iss': the client id")
+        if claims.get("sub") != issuer:
+            raise InvalidClient("The client assertion's 'sub' must be its 'iss', the client id")
+        if client_id is not None and client_id != issuer:
+            raise InvalidClient("'client_id' does not match the client assertion's 'iss'")
+        client = await self._clients.get(issuer)
+        if client is None or client["id"] == self._clients.root_id:
+            raise InvalidClient("Unknown client")
+        key = await self._key(client, parsed.header)
+        try:
+            verified = jws.validate_compact(parsed.compact, key, registry=_REGISTRY)
+        except JoseError:
+            verified = False
+        if not verified:
+            raise InvalidClient("The client assertion's signature does not verify")
+        expires = self._check_claims(claims)
+        await self._spend(client["id"], claims["jti"], expires)
+        return client
+
+    async def _key(self, client: Document, header: Document) -> RSAKey | ECKey:
+        alg, kid = header["alg"], header.get("kid")
+        try:
+            keys = self._registered_keys(client)
+            uri = client.get("jwks_uri")
+            if keys is None and isinstance(uri, str):
+                keys = await self._fetcher.keys(uri)
+                key = _pick(keys, alg, kid)
+                if key is None:
+                    # The client may have rotated its keys since the set was cached.
+                    refreshed = await self._fetcher.refreshed(uri)
+                    key = _pick(refreshed, alg, kid) if refreshed is not None else None
+            elif keys is not None:
+                key = _pick(keys, alg, kid)
+            else:
+                raise InvalidClient("This client has registered no keys ('jwks' or 'jwks_uri')")
+        except JwksUnavailable as error:
+            raise InvalidClient(f"This client's keys could not be had: {error}") from None
+        if key is None:
+            raise InvalidClient(f"No key of this client fits the assertion's 'kid' and '{alg}'")
+        return key
+
+    def _registered_keys(self, client: Document) -> KeySet | None:
+        document = client.get("jwks")
+        if document is None:
+            return None
+        version = (client["id"], client.get("meta", {}).get("versionId", ""))
+        keys = self._registered.get(version)
+        if keys is None:
+            keys = import_key_set(document)
+            if len(self._registered) >= 1024:
+                self._registered.clear()
+            self._registered[version] = keys
+        return keys
+
+    def _check_claims(self, claims: Document) -> datetime:
+        audience = claims.get("aud")
+        if isinstance(audience, list) and len(audience) == 1:
+            audience = audience[0]
+        if not isinstance(audience, str) or audience not in self._audiences:
+            raise InvalidClient("The client assertion's 'aud' must be this server's token endpoint URL")
+        now = self._clock()
+        leeway = timedelta(seconds=LEEWAY_SECONDS)
+        expires = _moment(claims, "exp")
+        if expires is None:
+            raise InvalidClient("The client assertion needs 'exp'")
+        if expires + leeway <= now:
+            raise InvalidClient("The client assertion has expired")
+        if expires > now + timedelta(seconds=MAX_LIFETIME_SECONDS) + leeway:
+            raise InvalidClient(f"The client assertion's 'exp' is more than {MAX_LIFETIME_SECONDS} s ahead")
+        not_before = _moment(claims, "nbf")
+        if "nbf" in claims and (not_before is None or not_before > now + leeway):
+            raise InvalidClient("The client assertion is not valid yet ('nbf')")
+        issued = _moment(claims, "iat")
+        if "iat" in claims and (issued is None or issued > now + leeway):
+            raise InvalidClient("The client assertion's 'iat' is in the future")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI:
+            raise InvalidClient(f"The client assertion needs a 'jti' of at most {_MAX_JTI} characters")
+        return expires
+
+    async def _spend(self, client_id: str, jti: str, expires: datetime) -> None:
+        """Record the jti until the assertion could no longer be accepted; a second use is refused."""
+        key = hashlib.sha256(f"{client_id}\x00{jti}".encode()).hexdigest()
+        expires_at = expires + timedelta(seconds=LEEWAY_SECONDS)
+        created = await self._storage.record_put(JTI_KIND, key, {}, expected_rev=None, expires_at=expires_at)
+        if created is None:
+            raise InvalidClient("This client assertion was used before ('jti')")
+
+
+def _parse(assertion: str) -> _Assertion:
+    try:
+        compact = jws.extract_compact(assertion.encode("ascii"))
+        claims = orjson.loads(compact.payload)
+    except (JoseError, ValueError, UnicodeError):
+        raise InvalidClient("The client assertion is not a signed JWT") from None
+    header = compact.protected
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise InvalidClient(f"The client assertion's 'alg' must be one of {', '.join(ALGORITHMS)}")
+    if header.get("typ", "JWT") != "JWT" or not isinstance(header.get("kid", ""), str):
+        raise InvalidClient("The client assertion's header must have 'typ' JWT and a string 'kid'")
+    if not isinstance(claims, dict):
+        raise InvalidClient("The client assertion's payload is not a JSON object")
+    return _Assertion(header, claims, compact)
+
+
+def _pick(keys: KeySet, alg: str, kid: str | None) -> RSAKey | ECKey | None:
+    """The one key of the set that the assertion names and its algorithm fits; None unless exactly one."""
+    key_type, curve = _KEY_TYPES[alg], _CURVES.get(alg)
+    fitting: list[RSAKey | ECKey] = [
+        key
+        for key in keys.keys
+        if isinstance(key, key_type)
+        and (kid is None or key.kid == kid)
+        and (curve is None or (isinstance(key, ECKey) and key.curve_name == curve))
+        and key.get("use", "sig") == "sig"
+    ]
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def _moment(claims: Document, name: str) -> datetime | None:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
