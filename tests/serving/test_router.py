@@ -14,7 +14,12 @@ from fhirauth.http.serving.router import FixedPathRouter
 
 def answer(name: str):  # type: ignore[no-untyped-def]
     async def endpoint(request: Request) -> Response:
-        return PlainTextResponse(f"{name} {dict(request.path_params)}")
+        # What Starlette's routing leaves in the scope for the endpoint, FixedPathRouter leaves too.
+        scope = request.scope
+        return PlainTextResponse(
+            f"{name} {dict(request.path_params)} route={scope['route'].path}"
+            f" endpoint={scope['endpoint'] is endpoint} router={scope['router'] is scope['app'].router}"
+        )
 
     return endpoint
 
@@ -45,22 +50,42 @@ REQUESTS = [
 ]
 
 
-def client(router: Router) -> TestClient:
+# Behind a proxy that mounts the app under a prefix: the prefix is no part of the route's path.
+ROOT_PATH_REQUESTS = [
+    ("POST", "/api/token"),
+    ("GET", "/api/health"),
+    ("GET", "/api/users/7"),
+    ("GET", "/slash/"),  # under root_path /slash this is "/": no route, though "/slash/" is one
+    ("GET", "/elsewhere/health"),  # a path outside the root path is routed whole
+]
+
+
+def client(router: Router, root_path: str = "") -> TestClient:
     app = Starlette()
     app.router = router
-    return TestClient(app, follow_redirects=False)
+    return TestClient(app, follow_redirects=False, root_path=root_path)
 
 
-@pytest.mark.parametrize(("method", "path"), REQUESTS)
-def test_fixed_path_router_answers_as_starlettes_router(method: str, path: str) -> None:
-    expected = client(Router(TABLE)).request(method, path)
-    got = client(FixedPathRouter(TABLE)).request(method, path)
+def assert_same_answer(method: str, path: str, root_path: str = "") -> None:
+    expected = client(Router(TABLE), root_path).request(method, path)
+    got = client(FixedPathRouter(TABLE), root_path).request(method, path)
     assert (got.status_code, got.text, got.headers.get("allow"), got.headers.get("location")) == (
         expected.status_code,
         expected.text,
         expected.headers.get("allow"),
         expected.headers.get("location"),
     )
+
+
+@pytest.mark.parametrize(("method", "path"), REQUESTS)
+def test_fixed_path_router_answers_as_starlettes_router(method: str, path: str) -> None:
+    assert_same_answer(method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), ROOT_PATH_REQUESTS)
+def test_under_a_root_path_too(method: str, path: str) -> None:
+    root_path = "/slash" if path == "/slash/" else "/api"
+    assert_same_answer(method, path, root_path)
 
 
 def test_a_fixed_path_tries_only_the_routes_that_can_match_it() -> None:

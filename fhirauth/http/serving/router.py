@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from starlette._utils import get_route_path
-from starlette.routing import BaseRoute, Match, Route, Router
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 
@@ -53,6 +53,8 @@ def _exact(route: Route, scope: Scope) -> tuple[Match, Scope]:
 
 
 def _may_match(route: BaseRoute, path: str) -> bool:
-    pattern = getattr(route, "path_regex", None)
-    # A route without a path pattern (a Host) is kept: it may match anything.
-    return pattern is None or pattern.match(path) is not None
+    """Whether `route` takes `path` by some method; asked once per route and fixed path, at start-up."""
+    if not isinstance(route, Route | Mount):
+        return True  # a Host or a route of another kind may match anything
+    match, _ = route.matches({"type": "http", "path": path, "root_path": "", "method": ""})
+    return match is not Match.NONE
