@@ -13,10 +13,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.testclient import TestClient
 
-from fhirauth.app import INDEXES, App, build_services
+from fhirauth.app import INDEXES, build_services
 from fhirauth.auth.origins import CACHE_SECONDS
 from fhirauth.clock import ManualClock
 from fhirauth.http import errors
+from fhirauth.http.serving.application import App
 from fhirauth.services import Services
 from fhirauth.storage.backends import open_storage
 from tests.api.conftest import NO_AUTH, settings_for
