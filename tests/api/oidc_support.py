@@ -8,9 +8,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
+import pytest
 from authlib.oidc.core import CodeIDToken, HybridIDToken, ImplicitIDToken
 from authlib.oidc.core.util import create_half_hash
 from joserfc import jwt
+from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
@@ -128,9 +130,9 @@ def browser_session_id(api: TestClient) -> str:
     return session_id
 
 
-def half_hash(value: str) -> str:
-    """at_hash / c_hash as authlib (the relying party's library) computes them for RS256."""
-    result: bytes = create_half_hash(value, "RS256")
+def half_hash(value: str, alg: str = "RS256") -> str:
+    """at_hash / c_hash as authlib (the relying party's library) computes them for `alg`."""
+    result: bytes = create_half_hash(value, alg)
     return result.decode("ascii")
 
 
@@ -141,13 +143,20 @@ def id_token_claims(
     kind: str,
     now: datetime,
     client_id: str = "rp",
+    alg: str = "RS256",
     **params: str,
 ) -> dict[str, Any]:
-    """The claims of an ID token that verifies against /.well-known/jwks.json and passes authlib's
-    checks for `kind` (code, implicit or hybrid) with `params` (nonce, access_token, code, max_age)."""
+    """The claims of an ID token that verifies against /.well-known/jwks.json with `alg` and passes
+    authlib's checks for `kind` (code, implicit or hybrid) with `params` (nonce, access_token, code,
+    max_age); at_hash and c_hash are checked with the hash of the token's own `alg`."""
     keys = KeySet.import_key_set(api.get("/.well-known/jwks.json", headers=NO_AUTH).json())
-    decoded = jwt.decode(token, keys, algorithms=["RS256"])
-    assert decoded.header["alg"] == "RS256"
+    if alg == "EdDSA":
+        # joserfc warns that RFC 9864 prefers "Ed25519"; relying parties know "EdDSA".
+        with pytest.warns(SecurityWarning):
+            decoded = jwt.decode(token, keys, algorithms=[alg])
+    else:
+        decoded = jwt.decode(token, keys, algorithms=[alg])
+    assert decoded.header["alg"] == alg
     assert decoded.header["kid"] in {key["kid"] for key in keys.as_dict()["keys"]}
     claims_class = _CLAIM_CLASSES[kind]
     options = {"iss": {"essential": True, "value": ISSUER}, "aud": {"essential": True, "value": client_id}}

@@ -24,6 +24,7 @@ from tests.api.oidc_support import (
     ISSUER,
     NONCE,
     RESPONSE_TYPES,
+    RP_SECRET,
     answer,
     authorize,
     half_hash,
@@ -144,6 +145,53 @@ def test_code_token_needs_no_nonce(api: TestClient, clients: None) -> None:
     del params["nonce"]
     values = answer(authorize(api, **params).headers["location"], CB, "fragment")
     assert set(values) == {"code", "access_token", "token_type", "expires_in", "state"}
+
+
+@pytest.mark.parametrize("alg", ["ES256", "EdDSA"])
+def test_a_clients_id_token_signed_response_alg_signs_its_id_tokens(
+    api: TestClient, clients: None, clock: ManualClock, alg: str
+) -> None:
+    # Dynamic Client Registration §2: the client's choice for both endpoints' ID tokens; at_hash and
+    # c_hash follow it (SHA-512 for Ed25519, Core errata set 2).
+    put_client(
+        api,
+        "rp-alg",
+        first_party=True,
+        secret=RP_SECRET,
+        id_token_signed_response_alg=alg,
+        grant_types=["authorization_code", "implicit"],
+        auth={"authorization_code": {"redirect_uri": CB}, "implicit": {"redirect_uri": CB}},
+    )
+    sign_in(api)
+    response = authorize(api, **{**rp_request("code id_token token"), "client_id": "rp-alg"})
+    values = answer(response.headers["location"], CB, "fragment")
+    front = id_token_claims(
+        api,
+        values["id_token"],
+        kind="hybrid",
+        now=clock(),
+        client_id="rp-alg",
+        alg=alg,
+        nonce=NONCE,
+        code=values["code"],
+        access_token=values["access_token"],
+    )
+    assert (front["c_hash"], front["at_hash"]) == (
+        half_hash(values["code"], alg),
+        half_hash(values["access_token"], alg),
+    )
+    form = {"grant_type": "authorization_code", "code": values["code"], "redirect_uri": CB}
+    body = api.post("/auth/token", data=form, auth=("rp-alg", RP_SECRET)).json()
+    back = id_token_claims(
+        api,
+        body["id_token"],
+        kind="code",
+        now=clock(),
+        client_id="rp-alg",
+        alg=alg,
+        access_token=body["access_token"],
+    )
+    assert back["at_hash"] == half_hash(body["access_token"], alg)
 
 
 # Refusals, each going back to the client in the mode its response type uses

@@ -5,19 +5,16 @@ one claim source after another. A new claim (amr, acr, fhirUser, ...) is a sourc
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fhirauth.auth.keys import ALGORITHM
-
 Document = dict[str, Any]
 
 IDENTITY_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
-# Core §3.1.3.6: at_hash and c_hash use the hash of the ID token's own JOSE `alg`.
-_HASHES = {"RS256": hashlib.sha256}
+# Core §3.1.3.6, §3.3.2.11: hashes of the access token and code the ID token travels with, made with
+# the hash of its own signature's algorithm (IdTokens asks the signing key for them).
+HASH_CLAIMS = ("at_hash", "c_hash")
 
 
 @dataclass(frozen=True)
@@ -63,12 +60,6 @@ class ClaimSource:
     claims: Callable[[IdTokenRequest], Document]
 
 
-def half_hash(value: str) -> str:
-    """at_hash / c_hash (Core §3.1.3.6, §3.3.2.11): the base64url left half of the value's hash."""
-    digest = _HASHES[ALGORITHM](value.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
-
-
 def _sign_in(request: IdTokenRequest) -> Document:
     authentication = request.authentication
     claims: Document = {"auth_time": authentication.auth_time, "sid": authentication.sid}
@@ -78,14 +69,4 @@ def _sign_in(request: IdTokenRequest) -> Document:
     return claims
 
 
-def _hashes(request: IdTokenRequest) -> Document:
-    claims: Document = {}
-    if request.access_token is not None:
-        claims["at_hash"] = half_hash(request.access_token)
-    if request.code is not None:
-        claims["c_hash"] = half_hash(request.code)
-    return claims
-
-
 SIGN_IN = ClaimSource(("auth_time", "sid", "nonce"), _sign_in)
-HASHES = ClaimSource(("at_hash", "c_hash"), _hashes)

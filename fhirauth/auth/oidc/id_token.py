@@ -1,10 +1,23 @@
-"""Signing ID tokens: RS256 with the keys /.well-known/jwks.json publishes (SigningKeys, joserfc)."""
+"""Signing ID tokens with the keys /.well-known/jwks.json publishes (SigningKeys, joserfc): RS256, or
+the client's `id_token_signed_response_alg` (OpenID Connect Dynamic Client Registration §2)."""
 
 from __future__ import annotations
 
-from fhirauth.auth.keys import SigningKeys
-from fhirauth.auth.oidc.claims import HASHES, IDENTITY_CLAIMS, SIGN_IN, ClaimSource, Document, IdTokenRequest
+from fhirauth.auth.keys import ALGORITHM, ALGORITHMS, SigningKeys
+from fhirauth.auth.oidc.claims import (
+    HASH_CLAIMS,
+    IDENTITY_CLAIMS,
+    SIGN_IN,
+    ClaimSource,
+    Document,
+    IdTokenRequest,
+)
 from fhirauth.clock import Clock
+
+
+def signing_alg(client: Document) -> str:
+    alg = client.get("id_token_signed_response_alg")
+    return alg if isinstance(alg, str) and alg in ALGORITHMS else ALGORITHM
 
 
 class IdTokens:
@@ -12,7 +25,7 @@ class IdTokens:
         self._keys = keys
         self._clock = clock
         self._issuer = issuer
-        self._sources = [SIGN_IN, HASHES]
+        self._sources = [SIGN_IN]
 
     def add_source(self, source: ClaimSource) -> None:
         """Attach a claim source; its claims go into every ID token signed from now on."""
@@ -20,9 +33,10 @@ class IdTokens:
 
     @property
     def claims_supported(self) -> list[str]:
-        return [*IDENTITY_CLAIMS, *(name for source in self._sources for name in source.names)]
+        return [*IDENTITY_CLAIMS, *HASH_CLAIMS, *(name for source in self._sources for name in source.names)]
 
     async def sign(self, request: IdTokenRequest) -> str:
+        signer = await self._keys.signer_for(signing_alg(request.client))
         iat = int(self._clock().timestamp())
         claims: Document = {
             "iss": self._issuer,
@@ -32,6 +46,10 @@ class IdTokens:
             "exp": iat + request.lifetime,
             "iat": iat,
         }
+        if request.access_token is not None:
+            claims["at_hash"] = signer.half_hash(request.access_token)
+        if request.code is not None:
+            claims["c_hash"] = signer.half_hash(request.code)
         for source in self._sources:
             claims.update(source.claims(request))
-        return await self._keys.sign(claims)
+        return signer.sign(claims)
