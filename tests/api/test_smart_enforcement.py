@@ -57,8 +57,33 @@ def test_patient_read_scope_reads_the_patients_user_and_nothing_else(smart: Test
     assert outcome(smart.get("/User/bob/_history/1", headers=auth)) == FORBIDDEN
     assert smart.head("/User/bob", headers=auth).status_code == 403
     assert outcome(smart.get("/Client/smart-app", headers=auth)) == FORBIDDEN
-    # a search cannot be confined to the compartment, so it is refused
-    assert outcome(smart.get("/User", headers=auth)) == FORBIDDEN
+
+
+def test_patient_search_scope_searches_only_when_the_query_keeps_to_the_compartment(
+    smart: TestClient,
+) -> None:
+    auth = token_for(smart, "ann", "patient/User.rs")
+    confined = {"fhirUser.resourceType": "Patient", "fhirUser.id": "p1"}
+    found = smart.get("/User", params=confined, headers=auth)
+    assert found.status_code == 200, found.text
+    assert [entry["resource"]["id"] for entry in found.json()["entry"]] == ["ann"]
+    narrowed = smart.get("/User", params={**confined, "email": "nobody@example.org"}, headers=auth)
+    assert (narrowed.status_code, narrowed.json()["entry"]) == (200, [])
+    for params in (
+        {},
+        {"fhirUser.id": "p1"},
+        {"fhirUser.resourceType": "Patient"},
+        {"fhirUser.resourceType": "Patient", "fhirUser.id": "p2"},
+        {"fhirUser.resourceType": "Patient", "fhirUser.id": "p1,p2"},
+        {"fhirUser.resourceType": "Patient,Practitioner", "fhirUser.id": "p1"},
+        {"email": "ann@example.org"},
+    ):
+        assert outcome(smart.get("/User", params=params, headers=auth)) == FORBIDDEN, params
+    # without the s permission
+    read_only = token_for(smart, "bob", "patient/User.r")
+    assert (
+        outcome(smart.get("/User", params={**confined, "fhirUser.id": "p2"}, headers=read_only)) == FORBIDDEN
+    )
 
 
 def test_patient_read_scope_cannot_write(smart: TestClient) -> None:

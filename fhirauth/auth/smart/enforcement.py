@@ -10,14 +10,16 @@ a request and for each Bundle entry alike), so every route and every entry goes 
 * `patient/` scopes: the patient's compartment. fhirauth holds no clinical data, so a patient's
   compartment here is the User records whose fhirUser is that Patient (the patient's own account):
   read, vread and history of those; update and patch that keep it the patient's; create of a User for
-  that patient; delete. Every other type is outside any patient's compartment, and a search cannot be
-  confined to the compartment, so patient/ scopes allow neither.
+  that patient; delete; a search whose query names the patient (`fhirUser.resourceType=Patient&
+  fhirUser.id=<patient>`, which finds the Users whose fhirUser is stored as a Reference). Every other
+  type is outside any patient's compartment: patient/ scopes reach none of it.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.smart import scopes
@@ -58,6 +60,13 @@ def _touches_fhir_user(patch: Any) -> bool:
             if isinstance(path, str) and (path in ("", "/fhirUser") or path.startswith("/fhirUser/")):
                 return True
     return False
+
+
+def _confined(query: str, patient: str) -> bool:
+    """Whether a User search keeps to the patient's compartment: its parameters are all ANDed, so
+    naming the patient's reference exactly (one value each, no comma's OR) bounds every result."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return ("fhirUser.resourceType", "Patient") in pairs and ("fhirUser.id", patient) in pairs
 
 
 class ScopeEnforcement:
@@ -105,20 +114,21 @@ class ScopeEnforcement:
                 return True
             if scope.context == scopes.PATIENT and isinstance(patient, str):
                 if compartment is None:
-                    compartment = await self._in_compartment(
-                        patient, method, resource_type, id, request.get("body")
-                    )
+                    compartment = await self._in_compartment(patient, method, resource_type, id, request)
                 if compartment:
                     return True
         return False
 
     async def _in_compartment(
-        self, patient: str, method: str, resource_type: str, id: str | None, body: Any
+        self, patient: str, method: str, resource_type: str, id: str | None, request: Document
     ) -> bool:
         if resource_type != _COMPARTMENT_TYPE:
             return False
+        body = request.get("body")
         if id is None:
-            return method == "post" and patient_of(body) == patient
+            if method == "post":
+                return patient_of(body) == patient
+            return _confined(str(request.get("query-string", "")), patient)
         stored = await self._resources.find(_COMPARTMENT_TYPE, id)
         if stored is None or patient_of(stored.document) != patient:
             return False
