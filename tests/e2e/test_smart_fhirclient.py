@@ -140,6 +140,8 @@ def test_a_standalone_patient_launch_with_fhirclient(server: LiveServer) -> None
     user = client.server.request_json("User/ann")
     assert (user["resourceType"], user["id"], user["email"]) == ("User", "ann", "ann@example.org")
     assert "password" not in user
+    found = client.server.request_json("User?fhirUser.resourceType=Patient&fhirUser.id=p1")
+    assert [entry["resource"]["id"] for entry in found["entry"]] == ["ann"]
     # 5. another patient's record, another type, and any write are refused by the scopes
     for path in ("User/bob", "Client/fhirclient-app"):
         with pytest.raises(FHIRPermissionDeniedException):
