@@ -33,6 +33,7 @@ from fhirauth.auth.introspection import Introspection
 from fhirauth.auth.jwks_fetch import JwksFetcher
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
+from fhirauth.auth.oidc.amr import AMR_CLAIMS
 from fhirauth.auth.oidc.id_token import IdTokens
 from fhirauth.auth.passwords import HashingBusy, PasswordHasher
 from fhirauth.auth.policies import AccessControl
@@ -143,6 +144,7 @@ def build_services(
     sessions = SessionService(resources, clients, clock)
     id_tokens = IdTokens(keys, clock, issuer)
     id_tokens.add_source(FHIR_USER_CLAIM)
+    id_tokens.add_source(AMR_CLAIMS)
     tokens = TokenIssuer(sessions, keys, clock, issuer, id_tokens)
     codes = AuthorizationCodes(storage, sessions, clock)
     jwks_fetcher = JwksFetcher(

@@ -43,8 +43,9 @@ from fhirauth.auth.oidc.responses import (
     response_type,
     response_type_named,
 )
+from fhirauth.auth.oidc.step_up import AcrRequest, acr_request
 from fhirauth.auth.pkce import CodeChallenge
-from fhirauth.auth.sessions import signed_in_at
+from fhirauth.auth.sessions import sign_in_methods, signed_in_at
 from fhirauth.auth.smart.authorization import SmartAuthorization
 from fhirauth.auth.tokens import FlowConfig, Issuance, TokenIssuer
 from fhirauth.clock import Clock
@@ -64,7 +65,7 @@ PARAMETERS = (
     "aud",
 )
 # Read only when the scope has openid (Core §3.1.2.2: without it the request is plain OAuth).
-OPENID_PARAMETERS = ("nonce", "prompt", "max_age")
+OPENID_PARAMETERS = ("nonce", "prompt", "max_age", "acr_values", "claims")
 # Given twice, these leave the redirect target or the way to it in doubt, so nothing may redirect.
 _TARGET_PARAMETERS = ("client_id", "redirect_uri", "response_mode")
 MAX_NONCE_CHARS = 512
@@ -80,9 +81,11 @@ class UnsafeAuthorizationRequest(Exception):
 
 
 class Step(Enum):
-    """What /auth/authorize does for a valid request: the login page, the consent page, or the answer."""
+    """What /auth/authorize does for a valid request: the login page, the second factor the request
+    needs (step-up), the consent page, or the answer."""
 
     SIGN_IN = "sign-in"
+    STEP_UP = "step-up"
     CONSENT = "consent"
     COMPLETE = "complete"
 
@@ -101,6 +104,8 @@ class AuthorizationRequest:
     nonce: str | None = None
     prompt: frozenset[str] = frozenset()
     max_age: int | None = None
+    # The authentication context class the request or its client needs; None: any sign-in will do.
+    acr: AcrRequest | None = None
 
     @property
     def kind(self) -> ResponseType:
@@ -213,6 +218,7 @@ class AuthorizationService:
                 request = _with_openid_parameters(request, params, repeated)
             elif kind.openid:
                 raise InvalidRequest(f"response_type '{kind.name}' needs 'openid' in 'scope'")
+            request = replace(request, acr=acr_request(client, params, request.openid))
             challenge = pkce.read_challenge(params, client) if kind.code else None
             launch = await self._smart.validate(params, client_id, scope, challenge)
         except OAuthError as error:
@@ -243,6 +249,10 @@ class AuthorizationService:
                 if silent:
                     raise LoginRequired("The user signed in longer ago than 'max_age' allows")
                 return Step.SIGN_IN
+            if request.acr is not None and not request.acr.met_by(sign_in_methods(browser_session).amr):
+                if silent:
+                    raise InteractionRequired("The request needs a second factor this sign-in has not given")
+                return Step.STEP_UP
             if prompt.CONSENT in request.prompt:
                 return Step.CONSENT
             if await self._consents.needed(request.client, user, request.scope):
@@ -258,8 +268,15 @@ class AuthorizationService:
     ) -> AuthorizationResponse:
         """Issue what the response type asks for, for `user` signed in by `browser_session`."""
         kind = request.kind
+        amr = sign_in_methods(browser_session).amr
         authentication = (
-            Authentication(signed_in_at(browser_session), browser_session["id"], request.nonce)
+            Authentication(
+                signed_in_at(browser_session),
+                browser_session["id"],
+                request.nonce,
+                amr,
+                request.acr.claim(amr) if request.acr is not None else None,
+            )
             if request.openid
             else None
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fhirauth.auth.oidc.amr import acr_of
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.sessions import SessionService, client_of
 
@@ -78,6 +79,12 @@ class Introspection:
             body["aud"] = audience
         if session.get("jti") and not is_refresh:
             body["jti"] = session["jti"]
+        # How the user signed in, for the tokens of an OpenID sign-in, as their ID token says.
+        amr = session.get("amr")
+        if isinstance(amr, list) and amr:
+            body["amr"] = amr
+            acr = session.get("acr")
+            body["acr"] = acr if isinstance(acr, str) else acr_of(amr)
         # SMART (token-introspection.md): the launch context, as the token response gave it.
         context = session.get("context")
         if isinstance(context, dict):

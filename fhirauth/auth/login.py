@@ -162,9 +162,11 @@ class PendingLogins:
         self._storage = storage
         self._clock = clock
 
-    async def create(self, user_id: str, continuation: str) -> str:
+    async def create(self, user_id: str, continuation: str, **fields: Any) -> str:
+        """A pending login for `user_id`; `fields` say what it started from (the methods done so far,
+        the sign-in a step-up raises)."""
         pending_id = issued_token()
-        document = {"user": user_id, "continuation": continuation, "webhookSent": False}
+        document = {**fields, "user": user_id, "continuation": continuation, "webhookSent": False}
         expires_at = self._clock() + timedelta(seconds=PENDING_LOGIN_SECONDS)
         await self._storage.record_put(
             PENDING_LOGIN_KIND, token_hash(pending_id), document, expected_rev=None, expires_at=expires_at

@@ -15,6 +15,7 @@ from typing import Any
 
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.login import is_inactive
+from fhirauth.auth.oidc.amr import SignInMethods
 from fhirauth.auth.principal import Principal
 from fhirauth.clock import Clock, isoformat
 from fhirauth.errors import PreconditionFailed
@@ -72,6 +73,13 @@ def signed_in_at(browser_session: Document) -> int:
     return int(datetime.fromisoformat(browser_session["start"]).timestamp())
 
 
+def sign_in_methods(browser_session: Document) -> SignInMethods:
+    """How the user signed in to this browser Session. One stored before methods were recorded was
+    made with a password (then maybe a code, which it cannot tell): a password sign-in."""
+    stored = SignInMethods.from_dict(browser_session.get("amr_times"))
+    return stored if stored is not None else SignInMethods.password(signed_in_at(browser_session))
+
+
 class SessionService:
     def __init__(self, resources: ResourceService, clients: ClientRegistry, clock: Clock) -> None:
         self._resources = resources
@@ -125,18 +133,21 @@ class SessionService:
         return session_id if isinstance(session_id, str) else None
 
     async def create_browser_session(
-        self, user: Document, *, max_age: int, ip: str | None
+        self, user: Document, *, max_age: int, ip: str | None, methods: SignInMethods | None = None
     ) -> tuple[str, Document]:
-        """A new sign-in: the cookie token (returned once, stored as its hash) and its Session."""
+        """A new sign-in made with `methods` (a password, just now, when not given): the cookie token
+        (returned once, stored as its hash) and its Session."""
         token = issued_token()
         now = self._clock()
+        if methods is None:
+            methods = SignInMethods.password(int(now.timestamp()))
         session: Document = {
             "resourceType": "Session",
             "id": new_id(),
             "type": BROWSER,
             "active": True,
             "start": isoformat(now),
-            "auth_time": int(now.timestamp()),
+            **methods.session_fields(),
             "exp": int(now.timestamp()) + max_age,
             "user": reference("User", user["id"]),
             "access_token": token_hash(token),
@@ -144,6 +155,15 @@ class SessionService:
         if ip:
             session["ip"] = ip
         return token, await self.create(session)
+
+    async def step_up(self, browser_session: Document, methods: SignInMethods) -> tuple[str, Document] | None:
+        """The same sign-in (its Session id, the ID tokens' sid, and the tokens it issued) made with
+        more `methods`, under a new cookie token: the one from before the step-up stops working, as a
+        cookie does at any sign-in. None when the Session changed meanwhile (ended, say)."""
+        token = issued_token()
+        raised = {**browser_session, **methods.session_fields(), "access_token": token_hash(token)}
+        replaced = await self.replace(raised, int(browser_session["meta"]["versionId"]))
+        return (token, replaced) if replaced is not None else None
 
     async def _find(self, field: str, token: str) -> Document | None:
         found = await self._lookup(field, _digest(token), with_user=False)

@@ -173,6 +173,11 @@ class TokenIssuer:
             session["context"] = issuance.context
         if issuance.authentication is not None:
             session["auth_time"] = issuance.authentication.auth_time
+            # How the user signed in, as the grant's ID token says, for its refreshes and introspection.
+            if issuance.authentication.amr:
+                session["amr"] = list(issuance.authentication.amr)
+            if issuance.authentication.acr is not None:
+                session["acr"] = issuance.authentication.acr
         await self._sessions.create(session)
         response = self._response(config, tokens, issuance.scope, user, issuance.context)
         return await self._with_id_token(response, config, client, user, issuance.authentication)
@@ -274,4 +279,10 @@ def _refreshed_sign_in(session: Document, scope: str | None) -> Authentication |
         return None
     if "openid" not in scope.split(" "):
         return None
-    return Authentication(auth_time, parent["id"])
+    amr, acr = session.get("amr"), session.get("acr")
+    return Authentication(
+        auth_time,
+        parent["id"],
+        amr=tuple(amr) if isinstance(amr, list) else (),
+        acr=acr if isinstance(acr, str) else None,
+    )

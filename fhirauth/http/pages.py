@@ -26,6 +26,7 @@ from fhirauth.auth.login import (
     has_two_factor,
     local_path,
 )
+from fhirauth.auth.oidc.amr import SignInMethods
 from fhirauth.auth.oidc.responses import AuthorizationResponse, ResponseMode
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.signup import (
@@ -112,8 +113,11 @@ async def browser_session(request: Request) -> Principal | None:
     return principal
 
 
-async def finish_sign_in(request: Request, user: Document, continuation: str) -> Response:
-    """Start a new browser session for `user` (a new cookie value every time) and go on.
+async def finish_sign_in(
+    request: Request, user: Document, continuation: str, methods: SignInMethods
+) -> Response:
+    """Start a new browser session for `user`, signed in with `methods` (a new cookie value every
+    time), and go on.
 
     Called after the password (or the signup link), and by the two-factor step once its code is right.
     """
@@ -124,7 +128,7 @@ async def finish_sign_in(request: Request, user: Document, continuation: str) ->
         await services.sessions.end(previous.session)
     max_age = await services.auth_config.asid_cookie_max_age()
     token, session = await services.sessions.create_browser_session(
-        user, max_age=max_age, ip=client_ip(request)
+        user, max_age=max_age, ip=client_ip(request), methods=methods
     )
     target = local_path(continuation, services.settings.base_url) or DEFAULT_CONTINUATION
     response = RedirectResponse(target, 302)
@@ -179,6 +183,8 @@ async def authorize(request: Request) -> Response:
     if step is Step.SIGN_IN:
         return RedirectResponse(_with_query("/auth/login", request.url.query), 302)
     assert user is not None and session is not None, "only a signed-in browser gets past the sign-in step"
+    if step is Step.STEP_UP:
+        return await _step_up(request, user, session)
     if step is Step.CONSENT:
         return await _consent_page(request, validated, user)
     return await _answer(request, await services.authorization.complete(validated, user, session))
@@ -261,13 +267,17 @@ async def login(request: Request) -> Response:
         )
         return await _login_form(request, username=username[:_MAX_AUDIT_CHARS], error=message, status=400)
     continuation = continuation_for(params, request.url.query, services.settings.base_url)
+    methods = SignInMethods.password(int(services.clock().timestamp()))
     if has_two_factor(user):
-        return await _start_second_factor(request, user, continuation)
-    return await finish_sign_in(request, user, continuation)
+        return await _start_second_factor(request, user, continuation, amr_times=dict(methods.times))
+    return await finish_sign_in(request, user, continuation, methods)
 
 
-async def _start_second_factor(request: Request, user: Document, continuation: str) -> Response:
-    pending_id = await services_of(request).pending_logins.create(user["id"], continuation)
+async def _start_second_factor(
+    request: Request, user: Document, continuation: str, **fields: Any
+) -> Response:
+    """The code step of the pending login that `fields` describe (PendingLogins.create)."""
+    pending_id = await services_of(request).pending_logins.create(user["id"], continuation, **fields)
     response = RedirectResponse("/auth/two-factor/verify", 302)
     set_cookie(
         response,
@@ -278,6 +288,18 @@ async def _start_second_factor(request: Request, user: Document, continuation: s
         path=PENDING_COOKIE_PATH,
     )
     return response
+
+
+# Step-up: a signed-in browser whose request needs a second factor its sign-in has not given
+
+
+async def _step_up(request: Request, user: Document, session: Document) -> Response:
+    """The code step for this sign-in, which the two-factor page then raises in place; a user without
+    a second factor sets one up first (its code raises the sign-in), then comes back here."""
+    continuation = _with_query("/auth/authorize", request.url.query)
+    if not has_two_factor(user):
+        return RedirectResponse(f"/auth/two-factor/enable?redirect_to={quote(continuation, safe='')}", 302)
+    return await _start_second_factor(request, user, continuation, stepUp=session["id"])
 
 
 # /auth/logout
@@ -449,7 +471,9 @@ async def signup_confirm(request: Request) -> Response:
         ip=client_ip(request),
         detail={"registration": registration_id},
     )
-    return await finish_sign_in(request, user, continuation or DEFAULT_CONTINUATION)
+    # The link proved the mailbox, and the user has just chosen the password: a password sign-in.
+    methods = SignInMethods.password(int(services.clock().timestamp()))
+    return await finish_sign_in(request, user, continuation or DEFAULT_CONTINUATION, methods)
 
 
 # Browsers ask every origin for /favicon.ico: a 404 is a console error on every page, ours (which link

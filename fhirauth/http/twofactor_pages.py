@@ -10,8 +10,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from fhirauth.auth.login import local_path
+from fhirauth.auth.oidc.amr import OTP, SignInMethods
+from fhirauth.auth.sessions import sign_in_methods
 from fhirauth.http.context import services_of
-from fhirauth.http.cookies import PENDING_COOKIE, PENDING_COOKIE_PATH, clear_cookie, read_cookie
+from fhirauth.http.cookies import (
+    PENDING_COOKIE,
+    PENDING_COOKIE_PATH,
+    SESSION_COOKIE,
+    clear_cookie,
+    read_cookie,
+    set_cookie,
+)
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
 from fhirauth.http.render import retry_after_header
@@ -45,6 +55,36 @@ async def _user_and_sign_in(request: Request) -> tuple[Document, str] | None:
     if principal is None or principal.user is None or principal.session is None:
         return None
     return principal.user, sign_in_of(principal.session)
+
+
+async def _add_second_factor(request: Request, response: Response, session: Document) -> bool:
+    """Raise this browser's sign-in with the code it has just given (SessionService.step_up: the same
+    Session, a new cookie on `response`); False when the Session ended meanwhile."""
+    services = services_of(request)
+    now = int(services.clock().timestamp())
+    raised = await services.sessions.step_up(session, sign_in_methods(session).with_otp(now))
+    if raised is None:
+        return False
+    token, stepped = raised
+    exp = stepped.get("exp")
+    max_age = exp - now if isinstance(exp, int) else None
+    set_cookie(response, SESSION_COOKIE, token, max_age=max_age, secure=secure_cookies(request))
+    await services.audit.record(
+        "login",
+        "success",
+        user=stepped["user"]["id"],
+        ip=client_ip(request),
+        detail={"session": stepped["id"], "stepUp": OTP},
+    )
+    return True
+
+
+def _after_enrolment(request: Request) -> str:
+    """Where the enable page goes once 2FA is on: its `redirect_to` (a step-up's authorization
+    request), a local path only, else the settings."""
+    redirect_to = request.query_params.get("redirect_to")
+    target = local_path(redirect_to, services_of(request).settings.base_url) if redirect_to else None
+    return target or SETTINGS
 
 
 def _to_login() -> Response:
@@ -105,11 +145,14 @@ async def _enable_form(
     except TwoFactorError:
         return RedirectResponse(SETTINGS, 302)
     grouped = " ".join(enrollment.secret[i : i + 4] for i in range(0, len(enrollment.secret), 4))
+    after = _after_enrolment(request)
     context = {
         "qr": qr_svg(enrollment.uri),
         "secret_grouped": grouped,
         "account": enrollment.account,
         "error": error,
+        "action": f"{SETTINGS}/enable"
+        + (f"?redirect_to={quote(after, safe='')}" if after != SETTINGS else ""),
     }
     return await render(request, "two_factor_enable.html", context, status=status)
 
@@ -123,10 +166,10 @@ async def enable_page(request: Request) -> Response:
 
 @page
 async def enable(request: Request) -> Response:
-    signed_in = await _user_and_sign_in(request)
-    if signed_in is None:
+    principal = await browser_session(request)
+    if principal is None or principal.user is None or principal.session is None:
         return _to_login()
-    user, sign_in = signed_in
+    user, sign_in = principal.user, sign_in_of(principal.session)
     form = await checked_form(request)
     try:
         codes = await services_of(request).twofactor.confirm_enrollment(
@@ -141,9 +184,17 @@ async def enable(request: Request) -> Response:
             # Expired, or pending for another sign-in: this one gets a key of its own to scan.
             return await _enable_form(request, user, sign_in, error=_SETUP_EXPIRED, status=400)
         return RedirectResponse(SETTINGS, 302)
+    after = _after_enrolment(request)
+    response: Response
     if not codes:
-        return RedirectResponse(f"{SETTINGS}?done=enabled", 303)
-    return await render(request, "two_factor_codes.html", {"codes": codes, "notice": _ENABLED})
+        response = RedirectResponse(f"{SETTINGS}?done=enabled" if after == SETTINGS else after, 303)
+    else:
+        context = {"codes": codes, "notice": _ENABLED, "next_url": after}
+        response = await render(request, "two_factor_codes.html", context)
+    # The code that turned 2FA on is a second factor this sign-in has given; had the Session ended
+    # meanwhile, 2FA is on all the same and the next sign-in asks for a code.
+    await _add_second_factor(request, response, principal.session)
+    return response
 
 
 # Disable and new recovery codes: both need a current code
@@ -308,7 +359,27 @@ async def verify(request: Request) -> Response:
     finished = await services.pending_logins.take(pending_id)
     if finished is None:
         return await _expired(request)
-    return await finish_sign_in(request, user, finished.continuation)
+    step_up = finished.document.get("stepUp")
+    if step_up is not None:
+        return await _finish_step_up(request, step_up, finished.continuation)
+    now = int(services.clock().timestamp())
+    # A pending login stored before methods were recorded started with the password, just now.
+    password = SignInMethods.from_dict(finished.document.get("amr_times")) or SignInMethods.password(now)
+    return await finish_sign_in(request, user, finished.continuation, password.with_otp(now))
+
+
+async def _finish_step_up(request: Request, session_id: str, continuation: str) -> Response:
+    """The code of a step-up raises the browser's sign-in it was asked for, if that is still this
+    browser's sign-in: alone, a code signs nobody in."""
+    principal = await browser_session(request)
+    if principal is None or principal.session is None or principal.session["id"] != session_id:
+        return await _expired(request)
+    target = local_path(continuation, services_of(request).settings.base_url) or SETTINGS
+    response = RedirectResponse(target, 302)
+    if not await _add_second_factor(request, response, principal.session):
+        return await _expired(request)
+    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
+    return response
 
 
 routes = [

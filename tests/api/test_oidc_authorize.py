@@ -113,6 +113,8 @@ def test_each_response_type_returns_what_core_says_where_it_says(
         "auth_time": SIGNED_IN_AT,
         "nonce": NONCE,
         "sid": browser,
+        "amr": ["pwd"],
+        "acr": "urn:fhirauth:acr:pwd",
     }
     if "access_token" in values:
         expected["at_hash"] = half_hash(values["access_token"])

@@ -90,6 +90,8 @@ def test_the_code_grant_with_openid_returns_an_id_token(
         "nonce": NONCE,
         "sid": browser,
         "at_hash": half_hash(body["access_token"]),
+        "amr": ["pwd"],
+        "acr": "urn:fhirauth:acr:pwd",
     }
     # The token Session remembers the sign-in's time for the refreshes; the nonce was for this answer only.
     session = token_session(api)
@@ -151,6 +153,8 @@ def test_a_refresh_keeps_the_subject_and_the_sign_in_time(
         "auth_time": SIGNED_IN_AT,
         "sid": browser,
         "at_hash": half_hash(body["access_token"]),
+        "amr": ["pwd"],
+        "acr": "urn:fhirauth:acr:pwd",
     }
     # And again, from the rotated refresh token.
     clock.advance(10)

@@ -20,21 +20,34 @@ HASH_CLAIMS = ("at_hash", "c_hash")
 @dataclass(frozen=True)
 class Authentication:
     """The sign-in an ID token speaks of: when it happened (auth_time), the browser Session it made
-    (sid), and the nonce of the one authorization request it answers (never carried to a refresh)."""
+    (sid), the nonce of the one authorization request it answers (never carried to a refresh), and
+    how the user signed in (amr, and the acr answered for it; fhirauth/auth/oidc/amr.py)."""
 
     auth_time: int
     sid: str
     nonce: str | None = None
+    amr: tuple[str, ...] = ()
+    acr: str | None = None
 
     def as_dict(self) -> Document:
         stored: Document = {"auth_time": self.auth_time, "sid": self.sid}
         if self.nonce is not None:
             stored["nonce"] = self.nonce
+        if self.amr:
+            stored["amr"] = list(self.amr)
+        if self.acr is not None:
+            stored["acr"] = self.acr
         return stored
 
     @classmethod
     def from_dict(cls, stored: Mapping[str, Any]) -> Authentication:
-        return cls(stored["auth_time"], stored["sid"], stored.get("nonce"))
+        return cls(
+            stored["auth_time"],
+            stored["sid"],
+            stored.get("nonce"),
+            tuple(stored.get("amr", ())),
+            stored.get("acr"),
+        )
 
 
 @dataclass(frozen=True)
