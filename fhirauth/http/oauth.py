@@ -14,10 +14,9 @@ from fhirauth.auth.client_assertion import ALGORITHMS as ASSERTION_ALGORITHMS
 from fhirauth.auth.client_assertion import JWT_BEARER, PRIVATE_KEY_JWT
 from fhirauth.auth.client_auth import ClientCredentials
 from fhirauth.auth.grants.refresh_token import RefreshTokenReused
-from fhirauth.auth.keys import ALGORITHM
+from fhirauth.auth.keys import ALGORITHMS
 from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
 from fhirauth.auth.oidc import prompt
-from fhirauth.auth.oidc.amr import ACR_VALUES
 from fhirauth.auth.oidc.responses import RESPONSE_MODES, RESPONSE_TYPES
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
@@ -244,12 +243,10 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "code_challenge_methods_supported": ["S256", "plain"],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALGORITHM],
+        "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "scopes_supported": ["openid"],
         "prompt_values_supported": list(prompt.SUPPORTED),
-        "acr_values_supported": list(ACR_VALUES),
-        # Of `claims`, id_token.acr is honoured (fhirauth/auth/oidc/step_up.py); the rest is voluntary.
-        "claims_parameter_supported": True,
+        "claims_parameter_supported": False,
         "request_parameter_supported": False,
         # Discovery §3: this one defaults to true, so it must be said.
         "request_uri_parameter_supported": False,
