@@ -17,6 +17,7 @@ from fhirauth.auth.grants.refresh_token import RefreshTokenReused
 from fhirauth.auth.keys import ALGORITHMS
 from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
 from fhirauth.auth.oidc import prompt
+from fhirauth.auth.oidc.amr import ACR_VALUES
 from fhirauth.auth.oidc.responses import RESPONSE_MODES, RESPONSE_TYPES
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
@@ -246,7 +247,9 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
         "scopes_supported": ["openid"],
         "prompt_values_supported": list(prompt.SUPPORTED),
-        "claims_parameter_supported": False,
+        "acr_values_supported": list(ACR_VALUES),
+        # Of `claims`, id_token.acr is honoured (fhirauth/auth/oidc/step_up.py); the rest is voluntary.
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         # Discovery §3: this one defaults to true, so it must be said.
         "request_uri_parameter_supported": False,
