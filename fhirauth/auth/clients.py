@@ -58,7 +58,12 @@ class ClientRegistry:
     def root_id(self) -> str:
         return self._root_id
 
-    def is_root(self, client_id: str, secret: str) -> bool:
+    @property
+    def failures_idle(self) -> bool:
+        """Whether no failed client authentication is known: then none can be refused."""
+        return self._limits.idle
+
+    def _is_root(self, client_id: str, secret: str) -> bool:
         # Both comparisons always run, so timing does not tell which part was wrong.
         id_ok = secrets_equal(client_id, self._root_id)
         secret_ok = secrets_equal(secret, self._root_secret)
@@ -98,9 +103,11 @@ class ClientRegistry:
         An id naming no client with a secret costs no verification: client ids are not secrets
         (RFC 6749 §2.2), and a request without a secret is told "Unknown client" anyway.
         """
-        if client_id == self._root_id:
-            return self.root_document() if self.is_root(client_id, secret) else None
+        # Before any comparison, the root's included: an address past its limit is refused whether
+        # its guess is right or wrong, so the answer tells it nothing.
         self._limits.check_address()
+        if client_id == self._root_id:
+            return await self._authenticate_root(client_id, secret)
         client = await self.get(client_id)
         stored_hash = client.get("secret") if client else None
         if not isinstance(stored_hash, str):
@@ -120,6 +127,14 @@ class ClientRegistry:
             verifying.add_done_callback(lambda _: self._verifying.pop(key, None))
         # Shielded: one caller giving up must not cancel the verification the others wait for.
         return client if await asyncio.shield(verifying) else None
+
+    async def _authenticate_root(self, client_id: str, secret: str) -> Document | None:
+        if self._is_root(client_id, secret):
+            return self.root_document()
+        # Against the address alone: counted against the root's id, anyone's guesses would lock the
+        # administrator out.
+        await self._limits.failed(None)
+        return None
 
     async def _verify(self, key: _VerifiedKey, stored_hash: str, secret: str) -> bool:
         client_id = key[0]

@@ -417,10 +417,6 @@ def _basic(client_id: str, secret: str, address: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}", "X-Forwarded-For": address}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wrong root client secrets are never counted: the administrator's secret is guessed unthrottled",
-)
 def test_guesses_of_the_root_client_secret_count_against_the_address(limited: TestClient) -> None:
     """Attack: guess the root client's secret (the administrator) by HTTP Basic on the REST API or the
     token endpoint. Its check costs no hashing, so the failure limits skip it: every guess is
