@@ -293,10 +293,16 @@ class FailureLimiter:
         for limit, key in keys:
             self._check(limit, key, now)
 
+    def is_clean(self, limit: Limit, key: str) -> bool:
+        """Whether `key` is counted under `limit` and no failure of it is known in the current window."""
+        if limit.rate is None:
+            return False
+        failures = self._known.get((limit.name, key))
+        return failures is None or failures.ends is None or self._clock() >= failures.ends
+
     @contextmanager
-    def attempt(self, keys: Keys) -> Iterator[None]:
-        """Hold an attempt under `keys` while it runs; RateLimited, before it starts, as `check`."""
-        self.check(keys)
+    def holding(self, keys: Keys) -> Iterator[None]:
+        """Count an attempt under `keys` as under way while it runs (see `check`)."""
         held = [self._entry(limit, key) for limit, key in keys if limit.rate is not None]
         for failures in held:
             failures.in_flight += 1

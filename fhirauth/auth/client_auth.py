@@ -26,9 +26,9 @@ class ClientAuthLimits:
 
     ClientRegistry.authenticate applies them where a secret would cost an Argon2id verification. An
     address past its limit is refused before its client is even looked up; a client id past its limit
-    only where its secret would be hashed, so a flood of wrong secrets naming a client does not lock
-    the client out while its own secret is remembered as verified. A wrong root client secret counts
-    against its address alone, so that no one can lock the administrator out.
+    only where its secret would be hashed, and only to addresses that have failed, so a flood of wrong
+    secrets naming a client does not lock the client out. The root client's comparison costs
+    no hashing and is not limited.
     """
 
     def __init__(
@@ -41,20 +41,27 @@ class ClientAuthLimits:
         # credentials reach this layer through several faces, and only the HTTP layer knows it.
         self._address = address
 
-    @property
-    def idle(self) -> bool:
-        """Whether no failure is known in this process: then nothing can be refused."""
-        return self._limiter.idle
-
     def check_address(self) -> None:
         """RateLimited when the request's address has failed too often; free while nothing failed."""
         if not self._limiter.idle:
             self._limiter.check(self._keys(None))
 
     def attempt(self, client_id: str) -> AbstractContextManager[None]:
-        """Hold a verification of a secret naming `client_id` while it runs (RateLimited first, when
-        its address or the client id has failed too often)."""
-        return self._limiter.attempt(self._keys(client_id))
+        """Hold a verification of a secret naming `client_id` while it runs; RateLimited first when
+        its address has failed too often, or when the client id has and so has its address.
+
+        Past its limit, a client id is refused only to addresses that have failed in this window (as
+        far as this process knows): a flood of wrong secrets naming a client must not lock the client
+        out where it authenticates from, which does not fail. Each address still has its own limit,
+        and fails once before it is refused.
+        """
+        address = self._address()
+        by_address = [(self._by_address, address)] if address is not None else []
+        by_client = [(self._by_client, client_id)]
+        self._limiter.check(by_address)
+        if address is None or not self._limiter.is_clean(self._by_address, address):
+            self._limiter.check(by_client)
+        return self._limiter.holding([*by_address, *by_client])
 
     async def failed(self, client_id: str | None) -> None:
         """Count a failure against the address, and against `client_id`; None for an id naming no
