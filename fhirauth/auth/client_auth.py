@@ -27,8 +27,8 @@ class ClientAuthLimits:
     ClientRegistry.authenticate applies them where a secret would cost an Argon2id verification. An
     address past its limit is refused before its client is even looked up; a client id past its limit
     only where its secret would be hashed, and only to addresses that have failed, so a flood of wrong
-    secrets naming a client does not lock the client out. The root client's comparison costs
-    no hashing and is not limited.
+    secrets naming a client does not lock the client out. A wrong root client secret counts
+    against its address alone, so that no one can lock the administrator out.
     """
 
     def __init__(
@@ -40,6 +40,11 @@ class ClientAuthLimits:
         # The key of the address the request being served came from (None outside a request). Client
         # credentials reach this layer through several faces, and only the HTTP layer knows it.
         self._address = address
+
+    @property
+    def idle(self) -> bool:
+        """Whether no failure is known in this process: then nothing can be refused."""
+        return self._limiter.idle
 
     def check_address(self) -> None:
         """RateLimited when the request's address has failed too often; free while nothing failed."""
