@@ -256,6 +256,10 @@ class ResourceService:
         administrator: bool = False,
     ) -> Planned:
         self.check_type(resource_type)
+        # FHIR update: a body naming another id than the url is refused, not rewritten to the url's
+        # id, so what a policy judged (the body) is what gets written.
+        if "id" in body and body["id"] != id:
+            raise BadRequest(f"The body's id does not match '{id}' in the url", f"{resource_type}.id")
         existing = await view.get(resource_type, id)
         live = existing is not None and not existing.deleted
         if if_match is not None:

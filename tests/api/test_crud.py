@@ -92,11 +92,18 @@ def test_a_generated_id_is_not_looked_up_first(api: TestClient, monkeypatch: pyt
 
 
 def test_put_upserts(api: TestClient) -> None:
-    res = api.put("/User/bob", json={"resourceType": "User", "email": "bob@example.org", "id": "ignored"})
+    res = api.put("/User/bob", json={"resourceType": "User", "email": "bob@example.org", "id": "bob"})
     assert res.status_code == 201
     assert res.json()["id"] == "bob"
     assert res.headers["location"] == "/User/bob/_history/1"
-    assert api.get("/User/ignored").status_code == 404
+
+
+def test_a_put_whose_body_names_another_id_writes_nothing(api: TestClient) -> None:
+    res = api.put("/User/bob", json={"resourceType": "User", "email": "bob@example.org", "id": "other"})
+    assert res.status_code == 400
+    assert res.json()["issue"][0]["diagnostics"] == "The body's id does not match 'bob' in the url"
+    assert api.get("/User/bob").status_code == 404
+    assert api.get("/User/other").status_code == 404
 
 
 def test_put_if_match_on_a_missing_resource_is_412(api: TestClient) -> None:
