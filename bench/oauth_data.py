@@ -19,6 +19,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx2
 import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from joserfc.jwk import RSAKey
 
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.security import token_hash
@@ -28,6 +31,11 @@ CLIENT_ID = "bench"
 JWT_CLIENT_ID = "bench-jwt"
 # JWT access tokens signed with each other algorithm (Client.auth.<flow>.token_signing_alg).
 SIGNING_ALG_CLIENT_IDS = {"ES256": "bench-es256", "EdDSA": "bench-eddsa"}
+# A backend service (private_key_jwt, RS384): no secret, its public key registered inline.
+PKJWT_CLIENT_ID = "bench-pkjwt"
+PKJWT_KEY_FILE = "pkjwt-key.pem"
+PKJWT_SCOPE = "system/User.rs"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_SECRET = "bench client secret"
 PASSWORD = "bench password of decent length"
 PASSWORD_USERS = 100
@@ -82,7 +90,7 @@ class OAuthDataset:
     @property
     def resources(self) -> int:
         """The Clients, the Users, and a Session per 2FA user."""
-        return 2 + len(SIGNING_ALG_CLIENT_IDS) + CODE_GRANT_RESOURCES + self.users + self.totp_users
+        return 3 + len(SIGNING_ALG_CLIENT_IDS) + CODE_GRANT_RESOURCES + self.users + self.totp_users
 
     def bundles(self, directory: Path) -> Sequence[Path]:
         return sorted(directory.glob("bundle-*.json"))
@@ -110,6 +118,14 @@ class OAuthDataset:
                     flow["token_signing_alg"] = alg
                 client["auth"] = {"client_credentials": flow}
             entries.append(_put(f"/Client/{id}", client))
+        key = RSAKey.generate_key(2048, private=True, parameters={"kid": "bench-rs384"})
+        (directory / PKJWT_KEY_FILE).write_bytes(key.as_pem(private=True))
+        backend = {
+            "resourceType": "Client",
+            "grant_types": ["client_credentials"],
+            "jwks": {"keys": [key.as_dict(private=False)]},
+        }
+        entries.append(_put(f"/Client/{PKJWT_CLIENT_ID}", backend))
         password_forms = []
         for n in range(PASSWORD_USERS):
             email = f"user{n}@oauth.bench"
@@ -149,6 +165,10 @@ class OAuthDataset:
         (directory / "client-credentials.txt").write_text("grant_type=client_credentials")
         (directory / "totp-users.json").write_bytes(orjson.dumps(totp_users))
         return directory
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 def _put(url: str, resource: dict[str, object]) -> dict[str, object]:
@@ -264,6 +284,34 @@ class OAuthRuns:
             for code in codes
         ]
         return self._write("code-lines.txt", lines)
+
+    def private_key_jwt_lines(self, url: str, count: int) -> Path:
+        """`count` client_credentials requests of the backend service, each with an assertion of its own
+        (a jti is accepted once), signed with RS384 like a SMART backend service's."""
+        key = serialization.load_pem_private_key((self.data / PKJWT_KEY_FILE).read_bytes(), password=None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        header = _b64(orjson.dumps({"alg": "RS384", "typ": "JWT", "kid": "bench-rs384"}))
+        audience = f"{url}/auth/token"
+        exp = int(time.time()) + 240
+        lines = []
+        for n in range(count):
+            claims = {
+                "iss": PKJWT_CLIENT_ID,
+                "sub": PKJWT_CLIENT_ID,
+                "aud": audience,
+                "exp": exp,
+                "jti": f"{exp}-{n}",
+            }
+            signing_input = header + b"." + _b64(orjson.dumps(claims))
+            signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA384())
+            form = {
+                "grant_type": "client_credentials",
+                "scope": PKJWT_SCOPE,
+                "client_assertion_type": JWT_BEARER,
+                "client_assertion": (signing_input + b"." + _b64(signature)).decode("ascii"),
+            }
+            lines.append(f"\t{urlencode(form)}")
+        return self._write("private-key-jwt-lines.txt", lines)
 
     def taken(self) -> int:
         """How many 2FA users the runs have used; the rest still have 2FA on and no code spent."""
