@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from fhirauth.clock import ManualClock
+from fhirauth.security import token_hash
 from tests.api.oidc_support import (
     CB,
     ISSUER,
@@ -189,3 +190,23 @@ def test_the_hybrid_codes_id_token_matches_the_front_channels(
     for name in ("iss", "sub", "aud", "auth_time", "nonce", "sid"):
         assert back_claims[name] == front_claims[name], name
     assert back_claims["sid"] == browser
+
+
+def test_a_sign_in_stored_before_auth_time_was_recorded_counts_from_its_start(
+    api: TestClient, clients: None, clock: ManualClock
+) -> None:
+    # Browser Sessions written by an earlier version have `start` only; it is the same moment.
+    cookie = "a-sign-in-from-before-auth-time-0123456789"
+    legacy = {
+        "resourceType": "Session",
+        "type": "browser",
+        "active": True,
+        "start": "2025-12-31T23:00:00.000Z",
+        "user": {"resourceType": "User", "id": "ann"},
+        "access_token": token_hash(cookie),
+    }
+    assert api.put("/Session/legacy", json=legacy).status_code == 201
+    api.cookies.set("asid", cookie)
+    values = code_for(api, "id_token")
+    claims = id_token_claims(api, values["id_token"], kind="implicit", now=clock(), nonce=NONCE)
+    assert (claims["auth_time"], claims["sid"]) == (SIGNED_IN_AT - 3600, "legacy")
