@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -17,7 +16,7 @@ from fhirauth.http.bodies import media_type, read_document, read_resource
 from fhirauth.http.context import services_of
 from fhirauth.http.render import body_response, location_header, version_headers
 from fhirauth.http.serving.route import EdgeRoute
-from fhirauth.resources.bundles import EntryAuthorizer
+from fhirauth.resources.bundles import EntryAuthorizer, RequestAlone
 from fhirauth.resources.search import searchset, select_elements
 from fhirauth.resources.secrets import redact
 from fhirauth.resources.service import PatchKind
@@ -28,6 +27,8 @@ Document = dict[str, Any]
 
 # Headers that carry credentials stay out of what policies (and their logs) see.
 _HIDDEN_HEADERS = frozenset({"authorization", "cookie"})
+# A Bundle's own conditions are not its entries': each entry shows only those it carries.
+_CONDITION_HEADERS = frozenset({"if-match", "if-none-exist", "if-none-match", "if-modified-since"})
 
 
 def policy_request(request: Request, principal: Principal | None, body: Any = None) -> Document:
@@ -39,6 +40,7 @@ def policy_request(request: Request, principal: Principal | None, body: Any = No
         path=request.url.path,
         query_string=request.url.query,
         params={**dict(request.query_params), **request.path_params},
+        headers={k: v for k, v in request.headers.items() if k not in _HIDDEN_HEADERS},
         body=body,
     )
 
@@ -51,6 +53,7 @@ def _request_object(
     path: str,
     query_string: str,
     params: dict[str, Any],
+    headers: dict[str, str],
     body: Any,
 ) -> Document:
     """`user`, `client`, `body` and `remote-addr` are absent, not null, when there is none: a
@@ -61,7 +64,7 @@ def _request_object(
         "scheme": request.url.scheme,
         "query-string": query_string,
         "params": params,
-        "headers": {k: v for k, v in request.headers.items() if k not in _HIDDEN_HEADERS},
+        "headers": headers,
     }
     if principal is not None and principal.user:
         seen["user"] = redact(principal.user)
@@ -88,17 +91,20 @@ def _route_params(path: str) -> dict[str, Any]:
 def _entry_authorizer(request: Request, principal: Principal | None) -> EntryAuthorizer:
     access = services_of(request).access
     scopes = services_of(request).scope_enforcement
+    hidden = _HIDDEN_HEADERS | _CONDITION_HEADERS
+    headers = {k: v for k, v in request.headers.items() if k not in hidden}
 
-    async def allowed(method: str, path: str, query: Sequence[tuple[str, str]], body: Any) -> bool:
-        # What `policy_request` gives for the entry sent alone: the same shape, from the same place.
+    async def allowed(alone: RequestAlone) -> bool:
+        # What `policy_request` gives for the request sent alone: the same shape, from the same place.
         seen = _request_object(
             request,
             principal,
-            method=method,
-            path=path,
-            query_string=urlencode(query),
-            params={**dict(query), **_route_params(path)},
-            body=body,
+            method=alone.method,
+            path=alone.path,
+            query_string=urlencode(alone.query),
+            params={**dict(alone.query), **_route_params(alone.path)},
+            headers={**headers, **alone.headers},
+            body=alone.body,
         )
         return await access.allows(principal, seen) and await scopes.allows(principal, seen)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -15,9 +15,23 @@ from fhirauth.storage.base import Storage, Stored, Write
 
 Document = dict[str, Any]
 Progress = Callable[[int], None]
-# Whether the caller may send (method, path, query pairs, body) as a request of its own: every entry
-# of a Bundle is authorized as the request it describes.
-EntryAuthorizer = Callable[[str, str, Sequence[tuple[str, str]], Any], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class RequestAlone:
+    """A request as the caller would send it on its own: every entry of a Bundle is authorized as the
+    request it describes."""
+
+    method: str
+    path: str
+    query: Sequence[tuple[str, str]] = ()
+    # The entry's conditions as the headers that carry them alone (`if-none-exist`, `if-match`).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+# Whether the caller may send that request.
+EntryAuthorizer = Callable[[RequestAlone], Awaitable[bool]]
 
 _REASONS = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 # A bare relative path such as `User/u1`, whose urlsplit would be the path alone (no scheme, no
@@ -46,9 +60,14 @@ class EntryRequest:
     if_match: str | None
     if_none_exist: str | None
 
-    @property
-    def body(self) -> Any:
-        return self.resource if self.method in ("POST", "PUT", "PATCH") else None
+    def alone(self) -> RequestAlone:
+        headers = {
+            name: value
+            for name, value in (("if-none-exist", self.if_none_exist), ("if-match", self.if_match))
+            if value is not None
+        }
+        body = self.resource if self.method in ("POST", "PUT", "PATCH") else None
+        return RequestAlone(self.method, self.target.path, self.target.params, headers, body)
 
 
 def _target(url: Any, index: int) -> Target:
@@ -313,11 +332,9 @@ class _Caller:
     async def check(self, request: EntryRequest, index: int) -> None:
         if self.administrator:
             return
-        target = request.target
-        if self.authorize is None or not await self.authorize(
-            request.method, target.path, target.params, request.body
-        ):
-            raise Forbidden(f"Access denied to {request.method} {target.path}", f"Bundle.entry[{index}]")
+        path = request.target.path
+        if self.authorize is None or not await self.authorize(request.alone()):
+            raise Forbidden(f"Access denied to {request.method} {path}", f"Bundle.entry[{index}]")
 
 
 def _entry_request(entry: Document, index: int, kind: str) -> EntryRequest:

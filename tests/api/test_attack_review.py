@@ -59,10 +59,6 @@ def _api_may_create_nurses(api: TestClient, **narrower: Any) -> None:
     assert api.put("/User/boss", json=BOSS).status_code == 201
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Bundle entry's ifNoneExist is not shown to the policy: the entry is judged as a plain create",
-)
 def test_an_entrys_if_none_exist_is_judged_as_the_header_sent_alone(api: TestClient) -> None:
     """Attack: the policy lets the client create nurses but no conditional create (no query, no
     If-None-Exist header). Sent alone, the conditional create is refused; as a transaction entry its
