@@ -1,4 +1,4 @@
-"""Issue 4's two-factor targets in alternating short runs: `.venv/bin/python bench/interleave.py
+"""The two-factor targets in alternating short runs: `.venv/bin/python bench/interleave.py
 [--compare check|password] [--at REV ...] [--rounds 5] [--duration S]`.
 
 On a shared 2-core machine the minimal app's rate moves by ±8 % from one run to the next and by 2×
@@ -113,7 +113,10 @@ def render(comparison: Comparison, pairs: list[Pair], codes: list[str], header: 
             f"| {p.measured.result.rps:,.0f} | {p.measured.cpu_ms:.3f} ms | {p.measured.result.non_2xx} "
             f"| {p.ratio:.1%} | {p.cpu_ratio:.1%} |"
         )
-    lines += ["", f"| fhirauth | vs {reference}, req/s: median (min–max) | CPU: median | target (issue 4) |"]
+    lines += [
+        "",
+        f"| fhirauth | vs {reference}, req/s: median (min–max) | CPU: median | target (two-factor) |",
+    ]
     lines.append("|---|---:|---:|---|")
     for code in codes:
         ratios = [p.ratio for p in pairs if p.code == code]

@@ -149,7 +149,7 @@ SCENARIOS = (
         paths="email-paths.txt",
         goal=AtLeast(0.80, "GET /User?email= (1k users)"),
     ),
-    # OAuth (issue 3) and two-factor (issue 4): see "OAuth and two-factor" in README.md.
+    # The authorization-server and two-factor targets: see "OAuth and two-factor" in README.md.
     Scenario(
         CLIENT_CREDENTIALS,
         "fhirauth",
@@ -267,7 +267,7 @@ SCENARIOS = (
         authorization=None,
         setup=_code_openid,
     ),
-    # Writes. Issue 4's check: each request a different user's current code, accepted and spent
+    # Writes. The two-factor check: each request a different user's current code, accepted and spent
     # (the replay guard's write included), behind the user's bearer token.
     Scenario(
         "POST /app/auth/two-factor/verify (TOTP check)",
