@@ -88,7 +88,9 @@ def _route_params(path: str) -> dict[str, Any]:
     return {}
 
 
-def _entry_authorizer(request: Request, principal: Principal | None) -> EntryAuthorizer:
+def _authorizer(request: Request, principal: Principal | None) -> EntryAuthorizer:
+    """Whether the caller may send a request (a Bundle entry, the read of a conditional create's
+    match) on its own, judged as when it does."""
     access = services_of(request).access
     scopes = services_of(request).scope_enforcement
     hidden = _HIDDEN_HEADERS | _CONDITION_HEADERS
@@ -168,6 +170,10 @@ async def create(request: Request) -> Response:
         written = await services.resources.conditional_create(
             resource_type, body, condition, administrator=administrator
         )
+        read = RequestAlone("GET", f"/{resource_type}/{written.resource['id']}")
+        if not written.created and not await _authorizer(request, principal)(read):
+            # The create is satisfied, the record not shown: FHIR's minimal 200.
+            return Response(status_code=200)
     else:
         written = await services.resources.create(resource_type, body, administrator=administrator)
     return _resource_response(request, written.resource, 201 if written.created else 200)
@@ -268,7 +274,7 @@ async def bundle(request: Request) -> Response:
     principal = await guard(request, body)
     result = await services.bundles.process(
         body,
-        authorize=_entry_authorizer(request, principal),
+        authorize=_authorizer(request, principal),
         administrator=services.access.unrestricted(principal)
         and not services.scope_enforcement.restricts(principal),
     )

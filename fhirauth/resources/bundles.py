@@ -226,10 +226,9 @@ class BundleProcessor:
             resolved.append(entry)
         return resolved
 
-    async def _plan(
-        self, request: EntryRequest, view: View, *, administrator: bool
-    ) -> tuple[int, Planned | None]:
+    async def _plan(self, request: EntryRequest, view: View, caller: _Caller) -> tuple[int, Planned | None]:
         method, target, resource = request.method, request.target, request.resource
+        administrator = caller.administrator
         if method == "POST" and target.id is None:
             condition = target.params or (parse_qsl(request.if_none_exist) if request.if_none_exist else [])
             if condition:
@@ -237,7 +236,11 @@ class BundleProcessor:
                 if len(page.items) > 1:
                     raise BadRequest("The condition matches more than one resource")
                 if page.items:
-                    return 200, Planned(None, _existing(page.items[0]), None)
+                    matched = page.items[0]
+                    if not await caller.may_read(matched):
+                        # The create is satisfied, the record not shown: FHIR's minimal 200.
+                        return 200, None
+                    return 200, Planned(None, _existing(matched), None)
                 wanted_id = dict(condition).get("_id")
                 if wanted_id and isinstance(resource, dict):
                     resource = {**resource, "id": wanted_id}
@@ -290,7 +293,7 @@ class BundleProcessor:
         planned: list[tuple[int, Planned | None]] = []
         for index, request in enumerate(requests):
             try:
-                status, plan = await self._plan(request, view, administrator=caller.administrator)
+                status, plan = await self._plan(request, view, caller)
             except OutcomeError as error:
                 _point_at_entry(error, index)
                 raise
@@ -310,9 +313,7 @@ class BundleProcessor:
             try:
                 request = _entry_request(entry, index, kind)
                 await caller.check(request, index)
-                status, plan = await self._plan(
-                    request, View(self.resources.storage), administrator=caller.administrator
-                )
+                status, plan = await self._plan(request, View(self.resources.storage), caller)
                 if plan is not None:
                     await self.resources.commit([plan])
                 results.append(_response(status, plan.written.resource if plan else None))
@@ -335,6 +336,13 @@ class _Caller:
         path = request.target.path
         if self.authorize is None or not await self.authorize(request.alone()):
             raise Forbidden(f"Access denied to {request.method} {path}", f"Bundle.entry[{index}]")
+
+    async def may_read(self, doc: Document) -> bool:
+        """Whether the caller may read `doc` by `GET /Type/id`."""
+        if self.administrator:
+            return True
+        read = RequestAlone("GET", f"/{doc['resourceType']}/{doc['id']}")
+        return self.authorize is not None and await self.authorize(read)
 
 
 def _entry_request(entry: Document, index: int, kind: str) -> EntryRequest:

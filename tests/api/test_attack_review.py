@@ -85,10 +85,6 @@ CONDITIONAL_CREATES = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a conditional create that matches answers the matched record, read without any read permission",
-)
 @pytest.mark.parametrize("how", sorted(CONDITIONAL_CREATES))
 def test_a_conditional_create_does_not_hand_out_a_record_the_caller_may_not_read(
     api: TestClient, how: str
