@@ -45,8 +45,13 @@ class Edge:
             return
         secure = self.https or scope.get("scheme") == "https"
         origin = cors.origin_header(scope)
+        discovery = cors.is_discovery_read(scope)
         allowed = False
-        if origin is not None:
+        if discovery:
+            if origin is not None and scope["method"] == "OPTIONS":
+                await cors.discovery_preflight_response()(scope, receive, _secured(send, secure))
+                return
+        elif origin is not None:
             allowed = await self._origins.of(scope).allows(origin)
             if cors.is_preflight(scope):
                 preflight = cors.preflight_response(origin, allowed)
@@ -59,7 +64,9 @@ class Edge:
             if message["type"] == "http.response.start":
                 started = True
                 headers = list(message.get("headers", ()))
-                if origin is not None:
+                if discovery:
+                    cors.add_any_origin(headers)
+                elif origin is not None:
                     cors.add_response_headers(headers, origin, allowed)
                 message["headers"] = with_security_headers(headers, secure)
             await send(message)
