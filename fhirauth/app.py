@@ -35,6 +35,8 @@ from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.oidc.amr import AMR_CLAIMS
 from fhirauth.auth.oidc.id_token import IdTokens
+from fhirauth.auth.oidc.logout import RpLogout
+from fhirauth.auth.oidc.userinfo import UserInfo
 from fhirauth.auth.passwords import HashingBusy, PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
@@ -204,6 +206,8 @@ def build_services(
         tokens=tokens,
         codes=codes,
         id_tokens=id_tokens,
+        userinfo=UserInfo(storage, keys, clock, issuer),
+        rp_logout=RpLogout(keys, clients, sessions, issuer),
         authorization=AuthorizationService(
             clients,
             codes,

@@ -17,6 +17,8 @@ from fhirauth.auth.introspection import Introspection
 from fhirauth.auth.keys import SigningKeys
 from fhirauth.auth.login import Logins, PendingLogins
 from fhirauth.auth.oidc.id_token import IdTokens
+from fhirauth.auth.oidc.logout import RpLogout
+from fhirauth.auth.oidc.userinfo import UserInfo
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.auth.policies import AccessControl
 from fhirauth.auth.sessions import SessionService
@@ -58,6 +60,8 @@ class Services:
     sessions: SessionService
     tokens: TokenIssuer
     id_tokens: IdTokens
+    userinfo: UserInfo
+    rp_logout: RpLogout
     codes: AuthorizationCodes
     authorization: AuthorizationService
     client_auth: ClientAuthenticator

@@ -165,6 +165,10 @@ class SessionService:
         replaced = await self.replace(raised, int(browser_session["meta"]["versionId"]))
         return (token, replaced) if replaced is not None else None
 
+    async def find(self, session_id: str) -> Document | None:
+        stored = await self._resources.find("Session", session_id)
+        return stored.document if stored is not None and not stored.deleted else None
+
     async def _find(self, field: str, token: str) -> Document | None:
         found = await self._lookup(field, _digest(token), with_user=False)
         return found.document if found is not None else None

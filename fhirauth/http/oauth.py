@@ -19,6 +19,8 @@ from fhirauth.auth.oauth_errors import InvalidClient, InvalidRequest, OAuthError
 from fhirauth.auth.oidc import prompt
 from fhirauth.auth.oidc.amr import ACR_VALUES
 from fhirauth.auth.oidc.responses import RESPONSE_MODES, RESPONSE_TYPES
+from fhirauth.auth.oidc.userinfo import CLAIMS_SUPPORTED as USERINFO_CLAIMS
+from fhirauth.auth.oidc.userinfo import JWT_MEDIA_TYPE, SCOPES, has_openid
 from fhirauth.auth.principal import Principal
 from fhirauth.errors import NotAuthenticated, PayloadTooLarge
 from fhirauth.http.bodies import JSON_TYPES, media_type
@@ -211,7 +213,17 @@ async def userinfo(request: Request) -> Response:
     principal = await signed_in(request)
     if principal.user is None:
         raise _bearer_required("This token does not belong to a user")
-    return NoStoreJSON(redact(principal.user))
+    scope = principal.session.get("scope") if principal.session is not None else None
+    if not has_openid(scope):
+        # Aidbox's answer, for its clients: the User itself.
+        return NoStoreJSON(redact(principal.user))
+    assert isinstance(scope, str)
+    userinfo = services_of(request).userinfo
+    claims = await userinfo.claims(principal.user, scope)
+    signed = await userinfo.signed(claims, principal.client) if principal.client is not None else None
+    if signed is None:
+        return NoStoreJSON(claims)
+    return Response(signed, media_type=JWT_MEDIA_TYPE, headers=dict(NO_STORE))
 
 
 async def end_session(request: Request) -> Response:
@@ -233,6 +245,8 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "jwks_uri": f"{base_url}/.well-known/jwks.json",
         "introspection_endpoint": f"{base_url}/auth/introspect",
         "revocation_endpoint": f"{base_url}/auth/revoke",
+        # RP-Initiated Logout 1.0 §2.1.
+        "end_session_endpoint": f"{base_url}/auth/logout",
         "response_types_supported": [kind.name for kind in RESPONSE_TYPES],
         "response_modes_supported": list(RESPONSE_MODES),
         "grant_types_supported": [*grant_types, "implicit"],
@@ -245,7 +259,8 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
         "code_challenge_methods_supported": ["S256", "plain"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": list(ALGORITHMS),
-        "scopes_supported": ["openid"],
+        "userinfo_signing_alg_values_supported": list(ALGORITHMS),
+        "scopes_supported": list(SCOPES),
         "prompt_values_supported": list(prompt.SUPPORTED),
         "acr_values_supported": list(ACR_VALUES),
         # Of `claims`, id_token.acr is honoured (fhirauth/auth/oidc/step_up.py); the rest is voluntary.
@@ -259,7 +274,9 @@ def metadata(base_url: str, grant_types: list[str]) -> Document:
 async def discovery(request: Request) -> Response:
     services = services_of(request)
     document = metadata(services.settings.base_url.rstrip("/"), services.grants.grant_types)
-    return json_response({**document, "claims_supported": services.id_tokens.claims_supported})
+    id_token_claims = services.id_tokens.claims_supported
+    claims = [*id_token_claims, *(name for name in USERINFO_CLAIMS if name not in id_token_claims)]
+    return json_response({**document, "claims_supported": claims})
 
 
 async def jwks(request: Request) -> Response:

@@ -27,6 +27,7 @@ from fhirauth.auth.login import (
     local_path,
 )
 from fhirauth.auth.oidc.amr import SignInMethods
+from fhirauth.auth.oidc.logout import InvalidLogoutRequest, is_logout_request
 from fhirauth.auth.oidc.responses import AuthorizationResponse, ResponseMode
 from fhirauth.auth.principal import Principal
 from fhirauth.auth.signup import (
@@ -40,6 +41,7 @@ from fhirauth.auth.signup import (
 from fhirauth.clock import isoformat
 from fhirauth.http.context import services_of
 from fhirauth.http.cookies import (
+    CSRF_COOKIE,
     PENDING_COOKIE,
     PENDING_COOKIE_MAX_AGE,
     PENDING_COOKIE_PATH,
@@ -48,9 +50,9 @@ from fhirauth.http.cookies import (
     read_cookie,
     set_cookie,
 )
-from fhirauth.http.csrf import CsrfRefused
-from fhirauth.http.forms import BadForm
-from fhirauth.http.html import STATIC_DIR, checked_form, error_page, render, secure_cookies, static
+from fhirauth.http.csrf import CSRF_FIELD, CsrfRefused
+from fhirauth.http.forms import BadForm, read_form
+from fhirauth.http.html import STATIC_DIR, checked_form, csrf_of, error_page, render, secure_cookies, static
 from fhirauth.http.limits import client_ip
 from fhirauth.notify import NotificationFailed
 
@@ -305,33 +307,26 @@ async def _step_up(request: Request, user: Document, session: Document) -> Respo
 # /auth/logout
 
 
-async def logout_page(request: Request) -> Response:
-    principal = await browser_session(request)
+async def _confirm_logout(request: Request, principal: Principal | None, query: str) -> Response:
     user = principal.user if principal is not None else None
     context = {
         "signed_in": user is not None,
         "user_label": (user.get("email") or user.get("userName") or user["id"]) if user else None,
-        "action": _with_query("/auth/logout", request.url.query),
+        "action": _with_query("/auth/logout", query),
     }
     return await render(request, "logout.html", context)
 
 
-@page
-async def logout(request: Request) -> Response:
-    services = services_of(request)
-    await checked_form(request)
-    principal = await browser_session(request)
-    if principal is not None and principal.session is not None:
-        await services.sessions.end(principal.session)
-        await services.audit.record(
-            "logout",
-            "success",
-            user=principal.user,
-            ip=client_ip(request),
-            detail={"session": principal.session["id"]},
-        )
-    redirect_to = request.query_params.get("redirect_to")
-    target = decode_redirect_to(redirect_to, services.settings.base_url) if redirect_to else None
+async def logout_page(request: Request) -> Response:
+    """The sign-out page; with a client's parameters, the end-session endpoint (end_session)."""
+    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    params, repeated = _first_values(pairs)
+    if is_logout_request(params):
+        return await _end_session(request, params, repeated)
+    return await _confirm_logout(request, await browser_session(request), request.url.query)
+
+
+async def _signed_out(request: Request, target: str | None) -> Response:
     response = (
         RedirectResponse(target, 302)
         if target is not None
@@ -339,6 +334,68 @@ async def logout(request: Request) -> Response:
     )
     clear_cookie(response, SESSION_COOKIE, secure=secure_cookies(request))
     return response
+
+
+async def _end_browser_session(
+    request: Request, principal: Principal | None, client_id: str | None = None
+) -> None:
+    if principal is None or principal.session is None:
+        return
+    services = services_of(request)
+    await services.sessions.end(principal.session)
+    detail = {"session": principal.session["id"], **({"client": client_id} if client_id else {})}
+    await services.audit.record(
+        "logout", "success", user=principal.user, ip=client_ip(request), detail=detail
+    )
+
+
+async def _end_session(request: Request, params: dict[str, str], repeated: list[str]) -> Response:
+    """RP-Initiated Logout §2-§4: a hint for this browser's sign-in ends it at once; otherwise the user
+    is asked (the form posts the request back to `logout`). Never a redirect for an invalid request."""
+    services = services_of(request)
+    try:
+        ending = await services.rp_logout.validate(params, repeated)
+    except InvalidLogoutRequest as error:
+        return await error_page(request, error.description, heading="This sign-out request is not valid")
+    principal = await browser_session(request)
+    if principal is None:
+        ended = await services.rp_logout.end_hinted(ending)
+        if ended is not None:
+            detail = {"session": ended["id"], **({"client": ending.client_id} if ending.client_id else {})}
+            await services.audit.record(
+                "logout", "success", user=ending.subject, ip=client_ip(request), detail=detail
+            )
+        return await _signed_out(request, ending.location())
+    assert principal.session is not None
+    if ending.sid != principal.session["id"]:
+        return await _confirm_logout(request, principal, ending.query)
+    await _end_browser_session(request, principal, ending.client_id)
+    return await _signed_out(request, ending.location())
+
+
+@page
+async def logout(request: Request) -> Response:
+    services = services_of(request)
+    form = await read_form(request)
+    if CSRF_FIELD not in form and is_logout_request(form):
+        # A client's form POST to the end-session endpoint: as its GET would be.
+        return await _end_session(request, form, [])
+    csrf_of(request).check(read_cookie(request, CSRF_COOKIE), form.get(CSRF_FIELD))
+    params, repeated = _first_values(parse_qsl(request.url.query, keep_blank_values=True))
+    target: str | None = None
+    client_id: str | None = None
+    if is_logout_request(params):
+        # The confirmation of a client's request: the user chose to sign out.
+        try:
+            ending = await services.rp_logout.validate(params, repeated)
+        except InvalidLogoutRequest as error:
+            return await error_page(request, error.description, heading="This sign-out request is not valid")
+        target, client_id = ending.location(), ending.client_id
+    else:
+        redirect_to = params.get("redirect_to")
+        target = decode_redirect_to(redirect_to, services.settings.base_url) if redirect_to else None
+    await _end_browser_session(request, await browser_session(request), client_id)
+    return await _signed_out(request, target)
 
 
 # /auth/signup
