@@ -4,7 +4,8 @@ and headers, and sending each response in one socket write.
 httptools sets no limit on a request's line and headers: it gathers a header in memory until the header
 ends, so one endless header grew a worker by as much as the client sent (300 MB held, then answered 200).
 h11 has such a limit, uvicorn's --h11-max-incomplete-event-size; this protocol applies that same setting
-(`fhirauth serve` sets it from FHIRAUTH_MAX_HEADER_BYTES) and answers 431 past it.
+(`fhirauth serve` sets it from FHIRAUTH_MAX_HEADER_BYTES) and answers 431 past it. A chunked body's
+trailer section is parsed and gathered as headers are, so it counts against the same limit.
 
 uvicorn writes a response's status line and headers as soon as the app sends `http.response.start`,
 and the body as a second write: two `send` calls and two TCP segments for every small JSON answer,
@@ -85,7 +86,8 @@ class CoalescingTransport:
 
 
 class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
-    """Refuses with 431 a request whose line and headers pass `config.h11_max_incomplete_event_size`.
+    """Refuses with 431 a request whose line and headers pass `config.h11_max_incomplete_event_size`,
+    or whose trailer section does.
 
     The bytes of each request's head are counted as they arrive, and the parser is never given more of
     one head than the limit, so no more than the limit is held. Each request has its own count: it starts
@@ -93,6 +95,10 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
     the limit goes to the parser whole, the common case at one call; so a head pipelined behind another
     request in the same read is counted from the next read on (the parser does not tell where in a read a
     request ends), and can pass the limit by at most that read: 256 KiB at most with asyncio or uvloop.
+
+    A chunked body is counted from each chunk's size line until its data begins: only the last chunk
+    (size 0) has none, and the trailer section behind it is counted to the end of the message, with the
+    same allowance of one read.
     """
 
     def __init__(
@@ -143,6 +149,15 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = None
         super().on_headers_complete()
 
+    def on_chunk_header(self) -> None:
+        self._head_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        # Data: the chunk whose size line was counted is not the last one.
+        self._head_bytes = None
+        # Called by name, not through super(): this runs for every piece of every body.
+        HttpToolsProtocol.on_body(self, body)
+
     def on_message_complete(self) -> None:
         self._head_bytes = 0
         super().on_message_complete()
@@ -154,10 +169,22 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self) -> None:
         self._refused = True
-        self.logger.warning("Request line and headers over %d bytes: answered 431.", self._max_head_bytes)
-        # Pipelined requests before this one are answered first (on_response_complete).
-        if self.cycle is None or self.cycle.response_complete:
-            self._send_refusal()
+        self.logger.warning(
+            "Request line and headers, or trailer, over %d bytes: answered 431.", self._max_head_bytes
+        )
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:
+                # A pipelined request before this one is answered first (on_response_complete).
+                return
+            # The trailer of the request being served: the app hears that its client is gone (its
+            # receive() says so, its send() is dropped), and the refusal is the answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self.transport.close()
+                return
+        self._send_refusal()
 
     def _send_refusal(self) -> None:
         self._unset_keepalive_if_required()
