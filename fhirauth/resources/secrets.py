@@ -221,9 +221,9 @@ _ABSENT = object()
 
 def keep_managed(resource_type: str, written: Document, stored: Document | None) -> Document:
     """`written`, a whole document from a caller who is not the administrator, with the server-managed
-    fields of `stored` (the live version; None for a create). A field left out is kept; one sent back
-    as the caller sees it is kept; any other value is refused (403), so a caller learns that its
-    write would not take."""
+    fields of `stored` (the live version, or the tombstone a create is made over; None when there is
+    none). A field left out is kept; one sent back as the caller sees it is kept; any other value is
+    refused (403), so a caller learns that its write would not take."""
     return _keep_managed(resource_type, written, stored, left_out_keeps=True)
 
 

@@ -226,8 +226,6 @@ class ResourceService:
     ) -> Planned:
         self.check_type(resource_type)
         self._check_structure(resource_type, body)
-        if not administrator:
-            body = keep_managed(resource_type, body, None)
         id = id or body.get("id")
         existing: Stored | None = None
         if not id:
@@ -240,6 +238,10 @@ class ResourceService:
             existing = await view.get(resource_type, id)
         if existing is not None and not existing.deleted:
             raise Conflict(f"Resource {resource_type}/{id} already exists")
+        if not administrator:
+            # A tombstone's managed fields count as stored: deleting and re-creating a User must not
+            # be a way around them (its sealed secrets are bound to the same id, so they still open).
+            body = keep_managed(resource_type, body, existing.document if existing else None)
         version = existing.version + 1 if existing else 1
         doc = await self._prepare(resource_type, id, body, existing, version)
         write = Create(doc, over_tombstone_version=existing.version if existing else None)

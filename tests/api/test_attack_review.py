@@ -337,10 +337,6 @@ def test_a_field_named_like_two_factor_is_only_data(api: TestClient, ann: dict[s
     assert not _signs_in_without_a_code(api)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a User created over its own tombstone starts without the second factor it was deleted with",
-)
 def test_deleting_and_recreating_her_user_does_not_drop_her_second_factor(
     api: TestClient, ann: dict[str, str]
 ) -> None:
