@@ -92,6 +92,7 @@ INDEXES = (
     Index("Session", "refresh_token"),
     Index("Session", "authorization_code"),
     Index("Session", "parent.id"),
+    Index("Session", "user.id"),
     Index("Registration", "token"),
     Index("Grant", "user.id"),
 )

@@ -29,7 +29,7 @@ BROWSER = "browser"
 # Longer values are refused before hashing: no token this server issues comes near it.
 MAX_TOKEN_CHARS = 4096
 _END_RETRIES = 5
-_CHILDREN_PAGE = 100
+_END_PAGE = 100
 ROTATED_REFRESH_TOKEN_KIND = "rotated-refresh-token"
 
 
@@ -85,6 +85,16 @@ class SessionService:
         self._resources = resources
         self._clients = clients
         self._clock = clock
+        resources.on_change("User", self._after_user_change)
+
+    async def _after_user_change(self, before: Document | None, after: Document | None) -> None:
+        """A deleted User's Sessions end, so her tokens stay dead if a User is created with her id.
+
+        Ended here, on the delete, rather than judged by the User's createdAt at each use: a restore
+        from backup re-creates Users and Sessions alike, at the restore time and Sessions first, and
+        its tokens must be live again; and a host whose clock lags would refuse brand-new tokens."""
+        if before is not None and after is None:
+            await self._end_all(Filter("user.id", (before["id"],)))
 
     def now(self) -> int:
         return int(self._clock().timestamp())
@@ -232,7 +242,7 @@ class SessionService:
                 break
             stored = await self._resources.find("Session", session["id"])
             current = stored.document if stored is not None else None
-        await self._end_children(session["id"])
+        await self._end_all(Filter("parent.id", (session["id"],)))
 
     async def sign_out(self, principal: Principal) -> None:
         """DELETE /Session: end the caller's session. A first-party client shares the browser sign-in
@@ -290,15 +300,12 @@ class SessionService:
         await self.end(stored.document)
         return stored.document
 
-    async def _end_children(self, parent_id: str) -> None:
-        query = Query(
-            filters=(Filter("parent.id", (parent_id,)), Filter("active", (True,))),
-            limit=_CHILDREN_PAGE,
-            count_total=False,
-        )
+    async def _end_all(self, matching: Filter) -> None:
+        """End every live Session `matching` says (each with the sessions it produced)."""
+        query = Query(filters=(matching, Filter("active", (True,))), limit=_END_PAGE, count_total=False)
         while True:
             page = await self._resources.storage.search("Session", query)
-            for child in page.items:
-                await self.end(child)
-            if len(page.items) < _CHILDREN_PAGE:
+            for session in page.items:
+                await self.end(session)
+            if len(page.items) < _END_PAGE:
                 return
