@@ -18,6 +18,7 @@ import orjson
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
+from joserfc.jws import JWSRegistry
 from starlette.testclient import TestClient
 
 from fhirauth.app import create_app
@@ -230,6 +231,20 @@ def _none_alg(clock: ManualClock) -> str:
     return f"{segment({'alg': 'none', 'typ': 'JWT'})}.{segment(claims)}."
 
 
+def _critical(clock: ManualClock) -> str:
+    """Signed right, with an extension marked critical (joserfc's encode refuses to make one)."""
+
+    def segment(value: Document) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+    now = int(clock().timestamp())
+    header = {"alg": "RS384", "kid": RS384.kid, "crit": ["x-ext"], "x-ext": 1}
+    claims = {"iss": "backend", "sub": "backend", "aud": TOKEN_URL, "exp": now + 60, "jti": "c"}
+    signing_input = f"{segment(header)}.{segment(claims)}"
+    signature = JWSRegistry.algorithms["RS384"].sign(signing_input.encode(), RS384)
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+
+
 # Each: what is wrong, the assertion, and what the refusal says.
 WRONG = [
     ("expired", lambda c: assertion(c, exp=int(c().timestamp()) - 61), "expired"),
@@ -260,6 +275,8 @@ WRONG = [
     ("no jti", lambda c: assertion(c, jti=None), "'jti'"),
     ("not a JWT", lambda c: "not.a-jwt", "not a signed JWT"),
     ("typ not JWT", lambda c: assertion(c, header={"typ": "at+jwt"}), "'typ'"),
+    ("crit", lambda c: _critical(c), "'crit'"),
+    ("bad base64", lambda c: assertion(c).replace(".", ".*", 1), "not a signed JWT"),
 ]
 
 
