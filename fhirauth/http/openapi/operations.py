@@ -420,9 +420,15 @@ _USER_SECURITY: list[Document] = [{"bearerAuth": []}, {"sessionCookie": []}]
 def _userinfo(path: str) -> Document:
     responses = {
         "200": {
-            "description": "The signed-in User, without secrets",
+            "description": (
+                "With the openid scope, the OpenID claims its scopes allow (a JWT signed as the Client's "
+                "userinfo_signed_response_alg says, if it says); otherwise the signed-in User, without secrets"
+            ),
             "headers": _NO_STORE,
-            "content": _content(ref("User"), ["application/json"]),
+            "content": {
+                "application/json": {"schema": {"oneOf": [ref("UserInfoClaims"), ref("User")]}},
+                "application/jwt": {"schema": {"type": "string"}},
+            },
         },
         **_outcomes((401, 503)),
     }
