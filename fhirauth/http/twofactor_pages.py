@@ -23,7 +23,8 @@ from fhirauth.http.cookies import (
     set_cookie,
 )
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies
-from fhirauth.http.pages import browser_session, client_ip, finish_sign_in, page
+from fhirauth.http.limits import client_ip
+from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import retry_after_header
 from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.guard import Reason

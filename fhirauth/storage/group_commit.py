@@ -69,11 +69,11 @@ class GroupCommit:
                 failed.__cause__ = error
                 queued.future.set_exception(failed)
             return
-        for queued, (result, error) in zip(batch, outcomes, strict=True):
-            if error is None:
+        for queued, (result, failure) in zip(batch, outcomes, strict=True):
+            if failure is None:
                 queued.future.set_result(result)
             else:
-                queued.future.set_exception(error)
+                queued.future.set_exception(failure)
 
 
 def _commit(db: sqlite3.Connection, works: list[_Queued]) -> list[tuple[Any, Exception | None]]:

@@ -402,6 +402,7 @@ def _apply(db: sqlite3.Connection, write: Write) -> None:
             if not db.execute(_INSERT_CURRENT, (resource_type, id, version, deleted, text)).rowcount:
                 raise AlreadyExists(resource_type, id)
             return
+        missing: type[AlreadyExists] | type[VersionConflict]
         if isinstance(write, Create):
             replaced, missing = (resource_type, id, write.over_tombstone_version, True), AlreadyExists
         else:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextvars
 import copy
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from fhirauth.audit import Outcome, Party
 from fhirauth.auth.login import has_two_factor
 from fhirauth.clock import Clock
 from fhirauth.errors import NotFound, PreconditionFailed
@@ -42,12 +43,12 @@ class Audit(Protocol):
     async def record(
         self,
         action: str,
-        outcome: str,
+        outcome: Outcome,
         *,
-        user: str | None = None,
-        client: str | None = None,
+        user: Party = None,
+        client: Party = None,
         ip: str | None = None,
-        detail: dict[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> None: ...
 
 
