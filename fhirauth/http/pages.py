@@ -215,6 +215,13 @@ async def consent(request: Request) -> Response:
     principal = await browser_session(request)
     if principal is None or principal.user is None or principal.session is None:
         return RedirectResponse(_with_query("/auth/login", query), 302)
+    try:
+        step = await services.authorization.next_step(validated, principal.user, principal.session, None)
+    except AuthorizationError as error:
+        return await _answer(request, error.response())
+    if step in (Step.SIGN_IN, Step.STEP_UP):
+        # A consent form posted for a request this sign-in does not yet meet: the steps come first.
+        return RedirectResponse(_with_query("/auth/authorize", query), 302)
     decision = form.get("decision")
     if decision == "deny":
         denied = AuthorizationError("access_denied", "The user denied the request", validated)

@@ -425,3 +425,20 @@ def test_discovery_lists_the_acr_values(api: TestClient, clients: None) -> None:
     assert metadata["acr_values_supported"] == [ACR_PWD, ACR_MFA]
     assert metadata["claims_parameter_supported"] is True
     assert {"amr", "acr"} <= set(metadata["claims_supported"])
+
+
+def test_a_consent_post_cannot_skip_the_step_up(api: TestClient, clients: None) -> None:
+    sign_in(api)
+    with_two_factor(api)
+    params = asking_mfa()
+    page = api.get("/auth/login")
+    response = api.post(
+        "/auth/consent",
+        data={"csrf": csrf_from(page), "query": urlencode(params), "decision": "approve"},
+        follow_redirects=False,
+    )
+    assert (response.status_code, response.headers["location"]) == (
+        302,
+        f"/auth/authorize?{urlencode(params)}",
+    )
+    assert api.get("/Session", params={"type": "implicit"}).json()["total"] == 0
