@@ -68,7 +68,7 @@ def smtp_message(email: Email, provider: Document) -> EmailMessage:
     return message
 
 
-def send_smtp(email: Email, provider: Document) -> None:
+def send_smtp(message: EmailMessage, provider: Document) -> None:
     """Deliver over SMTP: `ssl` = implicit TLS (SMTP_SSL), `tls` = STARTTLS, neither = plain."""
     host = provider.get("host") or "localhost"
     use_ssl = provider.get("ssl") is True
@@ -86,7 +86,7 @@ def send_smtp(email: Email, provider: Document) -> None:
         username, password = provider.get("username"), provider.get("password")
         if username and password:
             smtp.login(username, password)
-        smtp.send_message(smtp_message(email, provider))
+        smtp.send_message(message)
 
 
 class Notifier:
@@ -116,8 +116,10 @@ class Notifier:
             send_console(email, provider)
             return
         try:
-            await to_thread.run_sync(send_smtp, email, provider)
-        except (OSError, smtplib.SMTPException) as error:
+            # ValueError: a value no header may carry (CR/LF in an address stored before User.email
+            # refused them, or in the provider's `from`), or a port that is no number.
+            await to_thread.run_sync(send_smtp, smtp_message(email, provider), provider)
+        except (OSError, smtplib.SMTPException, ValueError) as error:
             # The error text never holds the password; the provider settings are not logged.
             log.error("sending %r to %s through smtp %s failed: %s", subject, to, provider.get("host"), error)
             raise NotificationFailed(str(error)) from None

@@ -6,6 +6,7 @@ grant, the CLI), so each rule is enforced the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import copy
 import logging
@@ -18,6 +19,7 @@ from fhirauth.audit import Outcome, Party
 from fhirauth.auth.login import has_two_factor
 from fhirauth.clock import Clock
 from fhirauth.errors import NotFound, PreconditionFailed
+from fhirauth.notify import NotificationFailed
 from fhirauth.resources.secrets import SecretFields
 from fhirauth.resources.service import ResourceService
 from fhirauth.security import secrets_equal
@@ -53,7 +55,8 @@ class Audit(Protocol):
 
 
 class Notify(Protocol):
-    async def send(self, to: str, subject: str, text: str) -> None: ...
+    async def send(self, to: str, subject: str, text: str) -> None:
+        """Raises NotificationFailed when the message cannot be delivered."""
 
 
 class TwoFactorError(Exception):
@@ -448,8 +451,11 @@ class TwoFactorService:
 
     async def _tell(self, user_id: str, subject: str, text: str) -> None:
         user = (await self.user(user_id)).document
+        # A failed notice is logged by the notifier. The change is stored (new recovery codes, say):
+        # failing the request now would hide its result, and a notice is no part of it.
         if user.get("email"):
-            await self._notify.send(user["email"], subject, text)
+            with contextlib.suppress(NotificationFailed):
+                await self._notify.send(user["email"], subject, text)
 
 
 def _pending_for(two_factor: Document, sign_in: str, now: int) -> bool:

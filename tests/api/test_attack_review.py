@@ -8,6 +8,7 @@ mark goes with the fix); the unmarked ones are attacks the server refuses, kept 
 from __future__ import annotations
 
 import base64
+import socket
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +18,9 @@ from starlette.testclient import TestClient
 
 from fhirauth.app import create_app
 from fhirauth.clock import ManualClock
+from fhirauth.notify import NotificationFailed
 from fhirauth.twofactor import totp
+from fhirauth.twofactor.guard import Reason
 from tests.api.conftest import NO_AUTH, ROOT, settings_for
 from tests.api.pages_support import call, services
 from tests.api.test_pages_notify import Mailbox, smtp_server  # noqa: F401 - a fixture
@@ -435,6 +438,15 @@ def sqlite_api(clock: ManualClock) -> Iterator[TestClient]:
 
 
 FORGED = "\r\n2030-01-01 00:00:00,000 INFO fhirauth.audit: audit login success\r\n\x1b[2J"
+NOTICE = ("Your recovery codes were replaced", "New two-factor recovery codes were made for your account.")
+
+
+def _refused_address(api: TestClient, email: str) -> None:
+    """A User with `email` is refused at the door: 422 naming User.email, nothing stored."""
+    res = api.put("/User/eve", json={"resourceType": "User", "email": email, "password": "pw"})
+    assert res.status_code == 422, res.text
+    assert res.json()["issue"][0]["expression"] == ["User.email"]
+    assert _stored(api, "User", "eve") is None
 
 
 def _regenerate_recovery_codes(api: TestClient, clock: ManualClock, email: str) -> Any:
@@ -459,38 +471,53 @@ def _regenerate_recovery_codes(api: TestClient, clock: ManualClock, email: str) 
 
 
 def test_the_console_email_provider_writes_no_control_characters(
-    sqlite_api: TestClient, clock: ManualClock, capsys: pytest.CaptureFixture[str]
+    sqlite_api: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Attack: a User's e-mail (any string the REST API accepts, e.g. through a self-service policy)
-    carries CR/LF and a terminal escape. The second-factor notices go to it; with the console provider
-    (the default with no AidboxConfig) the address is written to the server's stdout, where raw it
-    would forge lines (and drive the operator's terminal). Refused: the values are escaped."""
-    res = _regenerate_recovery_codes(sqlite_api, clock, f"eve@example.org{FORGED}")
-    assert res.status_code == 200, res.text
+    """Attack: a User's e-mail carries CR/LF and a terminal escape. The second-factor notices go to it;
+    with the console provider (the default with no AidboxConfig) the address is written to the
+    server's stdout, where raw it would forge lines (and drive the operator's terminal). Refused twice:
+    no User write takes such an address, and one stored before that rule is printed escaped."""
+    _refused_address(sqlite_api, f"eve@example.org{FORGED}")
+    call(sqlite_api, services(sqlite_api).notifier.send, f"eve@example.org{FORGED}", *NOTICE)
     printed = capsys.readouterr().out
     assert "To: eve@example.org" in printed
     assert "\r" not in printed and "\x1b" not in printed
     assert not any(line.startswith("2030-01-01") for line in printed.splitlines())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an e-mail address with CR/LF makes the SMTP provider raise ValueError: a 500 after the write",
-)
+def _smtp_provider(api: TestClient, port: int) -> None:
+    provider = {"default": "mail", "mail": {"type": "smtp", "host": "127.0.0.1", "port": port}}
+    config = {"resourceType": "AidboxConfig", "provider": provider}
+    assert api.put("/AidboxConfig/provider", json=config).status_code in (200, 201)
+
+
 def test_an_address_smtp_cannot_carry_does_not_turn_a_done_change_into_a_500(
     sqlite_api: TestClient,
     clock: ManualClock,
     smtp_server: tuple[int, Mailbox],  # noqa: F811 - the fixture imported above
 ) -> None:
     """Attack: the same address with the SMTP provider. Python's e-mail library refuses a header with
-    CR/LF (no header injection), but its ValueError is not the failure the notifier catches: the
-    request that already replaced the recovery codes answers 500, and the new codes are never shown
-    (the old ones no longer work)."""
+    CR/LF (no header injection), but its ValueError was not the failure the notifier catches: the
+    request that had already replaced the recovery codes answered 500, and the new codes were never
+    shown (the old ones no longer work). Now no User write takes such an address; one stored before
+    is a failed notice (NotificationFailed, nothing sent); and a 2FA change whose notice fails, for
+    any reason (here an SMTP server that is down), is still answered with its result."""
     port, mailbox = smtp_server
-    provider = {"default": "mail", "mail": {"type": "smtp", "host": "127.0.0.1", "port": port}}
-    config = {"resourceType": "AidboxConfig", "provider": provider}
-    assert sqlite_api.put("/AidboxConfig/provider", json=config).status_code == 201
-    res = _regenerate_recovery_codes(sqlite_api, clock, "eve@example.org\r\nBcc: mallory@example.org")
-    assert all(recipients == ["eve@example.org"] for _, recipients in mailbox.envelopes)
+    _smtp_provider(sqlite_api, port)
+    crlf = "eve@example.org\r\nBcc: mallory@example.org"
+    _refused_address(sqlite_api, crlf)
+    with pytest.raises(NotificationFailed):
+        call(sqlite_api, services(sqlite_api).notifier.send, crlf, *NOTICE)
+    assert mailbox.envelopes == []
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    _smtp_provider(sqlite_api, closed_port)
+    res = _regenerate_recovery_codes(sqlite_api, clock, "eve@example.org")
     assert res.status_code == 200, res.text
-    assert len(res.json()["recoveryCodes"]) == 10
+    codes = res.json()["recoveryCodes"]
+    assert len(codes) == 10
+    assert (
+        call(sqlite_api, services(sqlite_api).twofactor.verify, "eve", codes[0])
+    ).reason is Reason.ACCEPTED
