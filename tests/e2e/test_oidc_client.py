@@ -224,7 +224,7 @@ async def test_discovery_is_what_the_relying_party_reads(server: LiveServer) -> 
     assert metadata["issuer"] == server.url
     assert "code id_token token" in metadata["response_types_supported"]
     assert metadata["response_modes_supported"] == ["query", "fragment", "form_post"]
-    assert "end_session_endpoint" not in metadata
+    assert metadata["end_session_endpoint"] == f"{server.url}/auth/logout"
 
 
 # Chromium last: its sync API keeps an event loop running that the async tests above cannot share.
