@@ -30,7 +30,7 @@ PARALLELISM = 1
 _MAX_MEMORY_COST_KIB = 262144
 _MAX_TIME_COST = 10
 _MAX_PARALLELISM = 8
-QUEUE_PER_THREAD = 32
+_QUEUE_PER_THREAD = 32
 
 
 class HashingBusy(Unavailable):
@@ -75,7 +75,7 @@ class PasswordHasher:
         # queue holds 32 hashes a thread, about 0.8 s of work at ~25 ms each: a burst of sign-ins is
         # served within a second, and a longer wait is refused.
         self._admitted = 0
-        self._room = threads + (QUEUE_PER_THREAD * threads if queue is None else queue)
+        self._room = threads + (_QUEUE_PER_THREAD * threads if queue is None else queue)
         # Made up front so that the first unknown-user login costs the same as every other one.
         self._dummy_hash = self.hash(random_token())
 
