@@ -26,6 +26,7 @@ from referencing.exceptions import Unresolvable
 from fhirauth.auth.authenticate import unauthenticated
 from fhirauth.auth.matcho import MatchoError, compile_matcho
 from fhirauth.auth.principal import Principal
+from fhirauth.auth.smart.enforcement import ScopeEnforcement
 from fhirauth.clock import Clock
 from fhirauth.errors import Forbidden
 from fhirauth.resources.schemas import _ecma_regex
@@ -245,6 +246,13 @@ class AccessControl:
     def unrestricted(principal: Principal | None) -> bool:
         """The root client may do everything, whatever the policies say."""
         return principal is not None and principal.is_root
+
+    @staticmethod
+    def administrator(principal: Principal | None) -> bool:
+        """Whether the caller acts as the administrator: the root client, its token not bound by SMART
+        scopes. Only the administrator writes the server-managed fields and has a Bundle's entries
+        run unchecked; a root token with resource scopes has what they allow, like any other token."""
+        return AccessControl.unrestricted(principal) and not ScopeEnforcement.restricts(principal)
 
     async def allows(self, principal: Principal | None, request: Document) -> bool:
         if self.unrestricted(principal):

@@ -157,7 +157,7 @@ async def create(request: Request) -> Response:
     services = services_of(request)
     body = await read_resource(request, services.settings.max_body_bytes)
     principal = await guard(request, body)
-    administrator = services.access.unrestricted(principal)
+    administrator = services.access.administrator(principal)
     resource_type = request.path_params["type"]
     condition = _search_params(request)
     if_none_exist = request.headers.get("if-none-exist")
@@ -194,7 +194,7 @@ async def update(request: Request) -> Response:
         request.path_params["id"],
         body,
         request.headers.get("if-match"),
-        administrator=services.access.unrestricted(principal),
+        administrator=services.access.administrator(principal),
     )
     return _resource_response(request, written.resource, 201 if written.created else 200)
 
@@ -220,7 +220,7 @@ async def patch(request: Request) -> Response:
         body,
         kind,
         request.headers.get("if-match"),
-        administrator=services.access.unrestricted(principal),
+        administrator=services.access.administrator(principal),
     )
     return _resource_response(request, written.resource)
 
@@ -275,8 +275,7 @@ async def bundle(request: Request) -> Response:
     result = await services.bundles.process(
         body,
         authorize=_authorizer(request, principal),
-        administrator=services.access.unrestricted(principal)
-        and not services.scope_enforcement.restricts(principal),
+        administrator=services.access.administrator(principal),
     )
     return body_response(request, result)
 

@@ -1,6 +1,12 @@
 """A token's SMART resource scopes, enforced on top of the AccessPolicies: a request must be allowed
-by a policy and by one of the token's scopes. Tokens without resource scopes are not bound by this
-(Aidbox's clients get what the policies give them, as before).
+by a policy and by one of the token's scopes.
+
+Which tokens are bound: those granted a resource scope, and every token of a Client whose `scope`
+list declares one (a SMART app's token that asked for `openid` alone reaches no resource: no
+resource scope granted, no resource access). Other tokens, and HTTP Basic callers, get what the
+policies give them, as in Aidbox. A root client's token bound by scopes is no administrator
+(fhirauth/auth/policies.py): it bypasses the policies, never its scopes, and writes no
+administrator-only field.
 
 The request is read from the request object the policies see (fhirauth/http/rest.py builds it, for
 a request and for each Bundle entry alike), so every route and every entry goes through `allows`.
@@ -69,18 +75,25 @@ def _confined(query: str, patient: str) -> bool:
     return ("fhirUser.resourceType", "Patient") in pairs and ("fhirUser.id", patient) in pairs
 
 
+def _bound(principal: Principal) -> scopes.Granted | None:
+    """The scopes the caller's token is bound by; None when only the AccessPolicies bind it."""
+    if principal.session is None:
+        return None
+    granted = scopes.granted(principal.session.get("scope"))
+    if granted.restricts:
+        return granted
+    declared = principal.client.get("scope") if principal.client is not None else None
+    return granted if declared is not None and scopes.declares_resource_scopes(declared) else None
+
+
 class ScopeEnforcement:
     def __init__(self, resources: ResourceService) -> None:
         self._resources = resources
 
     @staticmethod
     def restricts(principal: Principal | None) -> bool:
-        """Whether the caller's token carries SMART resource scopes (and so is bound by them)."""
-        return (
-            principal is not None
-            and principal.session is not None
-            and scopes.granted(principal.session.get("scope")).restricts
-        )
+        """Whether the caller is a token bound by SMART scopes."""
+        return principal is not None and _bound(principal) is not None
 
     async def authorize(self, principal: Principal | None, request: Document) -> None:
         if not await self.allows(principal, request):
@@ -90,8 +103,8 @@ class ScopeEnforcement:
         """Whether the token's scopes allow the request (policies are checked apart, and first)."""
         if principal is None or principal.session is None:
             return True
-        granted = scopes.granted(principal.session.get("scope"))
-        if not granted.restricts:
+        granted = _bound(principal)
+        if granted is None:
             return True
         route = _ROUTE.fullmatch(str(request.get("uri", "")))
         if route is None:

@@ -142,6 +142,20 @@ def granted(scope: object) -> Granted:
     return _granted(scope if isinstance(scope, str) else "")
 
 
+def declares_resource_scopes(listed: object) -> bool:
+    """Whether a Client's `scope` list names a SMART resource scope: then its tokens are bound by
+    the resource scopes they were granted, none granted or not."""
+    if not isinstance(listed, list):
+        return False
+    return _declares(tuple(item for item in listed if isinstance(item, str)))
+
+
+# Asked on every request of such a token; parsing the list each time would cost more than the check.
+@functools.lru_cache(maxsize=1024)
+def _declares(listed: tuple[str, ...]) -> bool:
+    return granted(" ".join(listed)).restricts
+
+
 _PLAIN = {
     "openid": "Know who you are (sign you in)",
     FHIR_USER: "Know which FHIR record stands for you (your fhirUser)",
