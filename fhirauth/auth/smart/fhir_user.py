@@ -1,7 +1,9 @@
 """User.fhirUser: the FHIR record a User stands for (scopes-and-launch-context.md §fhirUser).
 
-Stored as Aidbox stores a Reference, `{"resourceType": "Patient", "id": "123"}`, or as the claim
-itself: `"Patient/123"`, or an absolute URL on the FHIR server that holds the record.
+Stored as Aidbox stores a Reference, `{"resourceType": "Patient", "id": "123"}`, and nothing else
+(schemas/User.json): the patient compartment's search names `fhirUser.resourceType` and
+`fhirUser.id`, so a second shape would be a User the search misses. The claim is the relative
+reference, `Patient/123`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ Document = dict[str, Any]
 # SMART: the fhirUser claim names one of these.
 TYPES = ("Patient", "Practitioner", "PractitionerRole", "RelatedPerson", "Person")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_TAIL = re.compile(rf"(?:^|/)({'|'.join(TYPES)})/({_ID.pattern})\Z")
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,12 @@ class FhirUser:
 def fhir_user(user: Document) -> FhirUser | None:
     """The User's fhirUser, or None when it has none this server can read."""
     value = user.get("fhirUser")
-    if isinstance(value, dict):
-        resource_type, id = value.get("resourceType"), value.get("id")
-        if resource_type in TYPES and isinstance(id, str) and _ID.fullmatch(id):
-            return FhirUser(f"{resource_type}/{id}", resource_type, id)
+    if not isinstance(value, dict):
         return None
-    match = _TAIL.search(value) if isinstance(value, str) else None
-    if match is None:
-        return None
-    return FhirUser(match.string, match.group(1), match.group(2))
+    resource_type, id = value.get("resourceType"), value.get("id")
+    if resource_type in TYPES and isinstance(id, str) and _ID.fullmatch(id):
+        return FhirUser(f"{resource_type}/{id}", resource_type, id)
+    return None
 
 
 def patient_of(user: Any) -> str | None:
