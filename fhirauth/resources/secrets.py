@@ -205,18 +205,30 @@ def _normalise_base32(value: str) -> str:
     return secret
 
 
+_ABSENT = object()
+
+
 @dataclass(frozen=True)
 class Managed:
-    """A field only the server's own flows (which write through ResourceService.save) and the
-    administrator change."""
+    """A field only the administrator changes, and the server's own flows if it has any (they write
+    through ResourceService.save)."""
 
-    by: str
-    # What a caller may write where nothing is stored: it says the same as leaving the field out.
-    unset: Any
+    # Why any other write of it is refused, after its name.
+    refusal: str
+    # What a caller may write where nothing is stored, as it says the same as leaving the field out
+    # (_ABSENT: no value does).
+    unset: Any = _ABSENT
 
 
-MANAGED = {"User": {"twoFactor": Managed("the two-factor flows", {"enabled": False})}}
-_ABSENT = object()
+MANAGED = {
+    "User": {
+        "twoFactor": Managed(
+            "is managed by the two-factor flows: only they and an administrator change it", {"enabled": False}
+        ),
+        # It puts the user in a patient's compartment for SMART's patient/ scopes.
+        "fhirUser": Managed("is set by an administrator only: it names the FHIR record the user stands for"),
+    }
+}
 
 
 def keep_managed(resource_type: str, written: Document, stored: Document | None) -> Document:
@@ -262,7 +274,4 @@ def _keep_managed(
 
 
 def _managed_refusal(resource_type: str, name: str, managed: Managed) -> Forbidden:
-    return Forbidden(
-        f"{resource_type}.{name} is managed by {managed.by}: only they and an administrator change it",
-        f"{resource_type}.{name}",
-    )
+    return Forbidden(f"{resource_type}.{name} {managed.refusal}", f"{resource_type}.{name}")

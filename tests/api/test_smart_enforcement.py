@@ -116,12 +116,14 @@ def test_patient_write_scope_writes_inside_the_compartment_only(smart: TestClien
     assert outcome(response) == FORBIDDEN
     assert outcome(smart.put("/User/bob", json=user_body("bob", "p2"), headers=auth)) == FORBIDDEN
     assert outcome(smart.delete("/User/bob", headers=auth)) == FORBIDDEN
-    # create: only a User of the patient
+    # create: only a User of the patient, and even that names a fhirUser, which only an administrator sets
     assert outcome(smart.post("/User", json=user_body("x", "p2"), headers=auth)) == FORBIDDEN
     assert outcome(smart.post("/User", json=user_body("y", None), headers=auth)) == FORBIDDEN
-    assert smart.post("/User", json=user_body("z", "p1"), headers=auth).status_code == 201
+    own = smart.post("/User", json=user_body("z", "p1"), headers=auth)
+    assert (own.status_code, own.json()["issue"][0]["expression"]) == (403, ["User.fhirUser"])
+    assert smart.get("/User/z").status_code == 404
     assert smart.get("/User/ann").json()["fhirUser"] == {"resourceType": "Patient", "id": "p1"}
-    assert smart.delete("/User/z", headers=auth).status_code in (200, 204)
+    assert smart.delete("/User/ann", headers=auth).status_code == 200
 
 
 # user/ scopes: by resource type and interaction, on top of the policies
