@@ -99,6 +99,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from fhirauth.http.serving.protocol import serving_protocol
+
     settings = Settings()
     # Before any worker starts, so that none reads a layout older than its code. Unreachable storage
     # does not stop the server: it answers 503 until storage is back, as it always has.
@@ -124,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=settings.trust_proxy_headers,
-        http="fhirauth.http.serving.protocol:CoalescingHttpToolsProtocol",
+        http=serving_protocol(settings.header_timeout_seconds),
         # h11's bound on a request's line and headers, which fhirauth's httptools protocol applies too.
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )

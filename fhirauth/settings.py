@@ -30,8 +30,12 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_format: Literal["text", "json"] = "text"
     max_body_bytes: int = 1_048_576
-    # A request's line and headers, blank line included; longer ones answer 431 (fhirauth/http/protocol.py).
+    # A request's line and headers (or a chunked body's trailer), blank line included; longer ones answer
+    # 431 (fhirauth/http/serving/protocol.py).
     max_header_bytes: int = Field(default=65_536, ge=1024)
+    # Seconds a request's line and headers may take from their first byte (a connection's first request:
+    # from the connection); past them, 408 and the connection closed (fhirauth/http/serving/protocol.py).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
     trust_proxy_headers: bool = False
     schemas_dir: str | None = None
     # Rate limits, "N/second|minute|hour|day" or "off"; see README "Abuse limits".

@@ -7,6 +7,11 @@ h11 has such a limit, uvicorn's --h11-max-incomplete-event-size; this protocol a
 (`fhirauth serve` sets it from FHIRAUTH_MAX_HEADER_BYTES) and answers 431 past it. A chunked body's
 trailer section is parsed and gathered as headers are, so it counts against the same limit.
 
+uvicorn times a connection only between requests (its keep-alive timeout): a head that stops arriving,
+or a connection that never sends one, was held for good, and a few hundred of them use up a worker's
+descriptors. Here each head has a total deadline (`fhirauth serve` sets it from
+FHIRAUTH_HEADER_TIMEOUT_SECONDS), past which it is answered 408 and the connection closed.
+
 uvicorn writes a response's status line and headers as soon as the app sends `http.response.start`,
 and the body as a second write: two `send` calls and two TCP segments for every small JSON answer,
 and on the receiving side two wake-ups. An app sends both in the same step of the request's task, so
@@ -17,7 +22,8 @@ sends it at once. Measured (bench/README.md): token introspection 0.107 → 0.07
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
+from typing import Any, cast
 
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -28,18 +34,28 @@ from uvicorn.server import ServerState
 FLUSH_BYTES = 65536
 # The request line and headers of one request, blank line included, when uvicorn is given no limit.
 DEFAULT_MAX_HEAD_BYTES = 65536
-# After a 431 the connection reads and drops what the client still sends, for this long, before closing:
-# closing a socket with unread input makes the kernel reset the connection, which can destroy the answer
-# before the client has read it.
+# The seconds they may take, when the protocol is given none (uvicorn told the class by name).
+DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+# After a refusal (431, 408) the connection reads and drops what the client still sends, for this long,
+# before closing: closing a socket with unread input makes the kernel reset the connection, which can
+# destroy the answer before the client has read it.
 LINGER_SECONDS = 2.0
 
 _HEAD_END = b"\r\n\r\n"
-_REFUSAL = (
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 31\r\n"
-    b"connection: close\r\n\r\n"
-    b"Request header fields too large"
-)
+_TOO_LARGE = 431
+_TIMED_OUT = 408
+
+
+def _refusal(status: int, text: bytes) -> tuple[bytes, bytes]:
+    """The status line, and the headers and body after the server's own default headers."""
+    ending = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+    return STATUS_LINE[status], ending % (len(text), text)
+
+
+_REFUSALS = {
+    _TOO_LARGE: _refusal(_TOO_LARGE, b"Request header fields too large"),
+    _TIMED_OUT: _refusal(_TIMED_OUT, b"Request not received in time"),
+}
 
 
 class CoalescingTransport:
@@ -99,6 +115,12 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
     A chunked body is counted from each chunk's size line until its data begins: only the last chunk
     (size 0) has none, and the trailer section behind it is counted to the end of the message, with the
     same allowance of one read.
+
+    Answers 408 to a head not complete `header_timeout` seconds after its first read (a connection's
+    first head: after the connection was made), and closes a connection that sent nothing by then. The
+    deadline is armed only by a read that leaves a head incomplete (or a trailer, once counted), so a
+    head that arrives in one read, the common case, costs no timer; a connection costs one, until its
+    first head is complete.
     """
 
     def __init__(
@@ -107,13 +129,26 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         server_state: ServerState,
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        header_timeout: float = DEFAULT_HEAD_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         limit = config.h11_max_incomplete_event_size
         self._max_head_bytes = DEFAULT_MAX_HEAD_BYTES if limit is None else limit
+        self._head_timeout = header_timeout
         # Bytes of the current request's head received so far; None from its end to the end of its body.
         self._head_bytes: int | None = 0
-        self._refused = False
+        self._head_deadline: asyncio.TimerHandle | None = None
+        # The status of the refusal answered or to answer (_TOO_LARGE, _TIMED_OUT); 0 while none.
+        self._refused = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -125,6 +160,8 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
         else:
             self._receive_in_parts(data)
+        if self._head_bytes and self._head_deadline is None and not self._refused:
+            self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _receive_in_parts(self, data: bytes) -> None:
         """Feeds the parser a read that may hold more than the rest of the limit, a head at a time."""
@@ -141,12 +178,17 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
             if self.parser is None or self.transport.is_closing() or self.parser.should_upgrade():
                 return
             if self._head_bytes is not None and self._head_bytes >= self._max_head_bytes:
-                self._refuse()
+                self.logger.warning(
+                    "Request line and headers, or trailer, over %d bytes: answered 431.", self._max_head_bytes
+                )
+                self._refuse(_TOO_LARGE)
                 return
             start = end
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        if self._head_deadline is not None:
+            self._cancel_head_deadline()
         super().on_headers_complete()
 
     def on_chunk_header(self) -> None:
@@ -160,6 +202,8 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0
+        if self._head_deadline is not None:
+            self._cancel_head_deadline()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -167,18 +211,34 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         if self._refused and self.cycle.response_complete and not self.transport.is_closing():
             self._send_refusal()
 
-    def _refuse(self) -> None:
-        self._refused = True
+    def _head_timed_out(self) -> None:
+        self._head_deadline = None
+        if self._refused or self.transport.is_closing():
+            return
+        if not self._head_bytes:
+            # Nothing of a request arrived: closed unanswered, as a kept-alive connection is when idle.
+            self.transport.close()
+            return
         self.logger.warning(
-            "Request line and headers, or trailer, over %d bytes: answered 431.", self._max_head_bytes
+            "Request line and headers, or trailer, not complete in %g s: answered 408.", self._head_timeout
         )
+        self._refuse(_TIMED_OUT)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _refuse(self, status: int) -> None:
+        self._refused = status
+        self._cancel_head_deadline()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if not cycle.more_body:
                 # A pipelined request before this one is answered first (on_response_complete).
                 return
             # The trailer of the request being served: the app hears that its client is gone (its
-            # receive() says so, its send() is dropped), and the refusal is the answer.
+            # receive() says so, its send() is dropped), and the refusal is the answer, if none began.
             cycle.disconnected = True
             cycle.message_event.set()
             if cycle.response_started:
@@ -188,10 +248,11 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     def _send_refusal(self) -> None:
         self._unset_keepalive_if_required()
-        content = [STATUS_LINE[431]]
+        status_line, ending = _REFUSALS[self._refused]
+        content = [status_line]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.append(_REFUSAL)
+        content.append(ending)
         self.transport.write(b"".join(content))
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -203,3 +264,11 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 class CoalescingHttpToolsProtocol(BoundedHeadHttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+
+def serving_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """What `fhirauth serve` gives uvicorn as its HTTP protocol: CoalescingHttpToolsProtocol with the
+    head deadline set. uvicorn calls it as it would the class (Server.startup, by keyword), and a
+    partial of a module's class pickles, as the configuration must for worker processes."""
+    factory = functools.partial(CoalescingHttpToolsProtocol, header_timeout=header_timeout)
+    return cast("type[asyncio.Protocol]", factory)
