@@ -43,12 +43,13 @@ def test_an_entrys_if_match_is_judged_as_the_header_and_the_bundles_is_not(api: 
     assert api.put("/User/nina", json=NURSE, headers=API).status_code == 403
     assert api.put("/User/nina", json=NURSE, headers={**API, "If-Match": 'W/"1"'}).status_code == 200
 
-    unguarded = {"request": {"method": "PUT", "url": "User/nina"}, "resource": {**NURSE, "userName": "x"}}
+    put = {"method": "PUT", "url": "User/nina"}
+    unguarded = {"request": put, "resource": {**NURSE, "userName": "x"}}
     res = api.post("/", json=_bundle("batch", unguarded), headers={**API, "If-Match": "*"})
     assert _statuses(res) == ["403"]
     assert _version(api, "nina") == "1"
 
-    guarded = {"request": {**unguarded["request"], "ifMatch": 'W/"1"'}, "resource": unguarded["resource"]}
+    guarded = {"request": {**put, "ifMatch": 'W/"1"'}, "resource": unguarded["resource"]}
     assert _statuses(api.post("/", json=_bundle("batch", guarded), headers=API)) == ["200 OK"]
     assert _version(api, "nina") == "2"
 
@@ -62,11 +63,12 @@ def test_the_bundles_if_none_exist_does_not_make_its_entries_conditional(api: Te
     put_policy(
         api, "nurses", engine="matcho", matcho={**pattern, "body": {"data": {"role": "nurse"}}}, link=API_LINK
     )
-    entry = {"request": {"method": "POST", "url": "User"}, "resource": NURSE}
+    post = {"method": "POST", "url": "User"}
+    entry = {"request": post, "resource": NURSE}
     headers = {**API, "If-None-Exist": "email=boss@example.org"}
     assert _statuses(api.post("/", json=_bundle("batch", entry), headers=headers)) == ["201 Created"]
     conditional = {
-        "request": {**entry["request"], "ifNoneExist": "email=boss@example.org"},
+        "request": {**post, "ifNoneExist": "email=boss@example.org"},
         "resource": NURSE,
     }
     assert _statuses(api.post("/", json=_bundle("batch", conditional), headers=API)) == ["403"]
