@@ -187,7 +187,10 @@ def _create(resource_type: str) -> Document:
         "name": "If-None-Exist",
         "in": "header",
         "required": False,
-        "description": "Conditional create: search parameters; a match is returned as it is (200)",
+        "description": (
+            "Conditional create: search parameters; a match is returned as it is (200) to a caller who may "
+            "read it (GET /{Type}/{id}), and is a 200 without a body to one who may not"
+        ),
         "schema": {"type": "string"},
     }
     parameters = [_query("_id", {"type": "string"}, "Conditional create by id"), if_none_exist, _FORMAT]
