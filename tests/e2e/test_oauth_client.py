@@ -247,6 +247,8 @@ async def test_workers_starting_together_publish_one_signing_key(
     record = await storage.record_get(KIND, KEY)
     await storage.close()
     assert record is not None
-    assert kids == {tuple(entry["kid"] for entry in record.document["keys"])}
-    assert len(record.document["keys"]) == 1
+    # One key per algorithm (RS256, ES256, EdDSA), the same from every worker.
+    sets = [record.document[field] for field in ("keys", "es256Keys", "eddsaKeys")]
+    assert kids == {tuple(entry["kid"] for entries in sets for entry in entries)}
+    assert [len(entries) for entries in sets] == [1, 1, 1]
     assert SECRET_KEY not in str(record.document)
