@@ -19,6 +19,7 @@ def answer(name: str):  # type: ignore[no-untyped-def]
         return PlainTextResponse(
             f"{name} {dict(request.path_params)} route={scope['route'].path}"
             f" endpoint={scope['endpoint'] is endpoint} router={scope['router'] is scope['app'].router}"
+            f" keys={sorted(scope)}"
         )
 
     return endpoint
