@@ -11,7 +11,7 @@ from typing import Literal
 from oauth_data import CLIENT_AUTH, JWT_CLIENT_AUTH, SIGNING_ALG_CLIENT_AUTH, OAuthRuns
 
 MINIMAL = "minimal app: GET /User/{id}"
-# The same app under fhirauth's HTTP protocol (one socket write per response, fhirauth/http/protocol.py):
+# The same app under fhirauth's HTTP protocol (one socket write per response, fhirauth/http/serving/protocol.py):
 # for the ratios of like to like, beside the targets' reference, which is plain uvicorn.
 MINIMAL_ONE_WRITE = "minimal app, one write per response: GET /User/{id}"
 ARGON2 = "argon2id verify, in-process, 2 threads"
