@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
-from jsonschema.validators import extend  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator, ValidationError  # type: ignore[import-untyped]  # jsonschema ships no type information
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]  # jsonschema ships no type information
+from jsonschema.validators import extend  # type: ignore[import-untyped]  # jsonschema ships no type information
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 

@@ -30,7 +30,7 @@ JSON_TYPES = {
 YAML_TYPES = {"text/yaml", "application/yaml", "application/x-yaml", "text/x-yaml"}
 
 
-class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]  # the base is chosen at import: the C loader when PyYAML was built with it
     """Safe YAML that keeps timestamps as text: resources are JSON, and JSON has no dates."""
 
 

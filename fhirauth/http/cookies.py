@@ -30,7 +30,7 @@ def set_cookie(
     response: Response, name: str, value: str, *, max_age: int | None, secure: bool, path: str = "/"
 ) -> None:
     """HttpOnly and SameSite=Lax always: no script reads them, and no cross-site POST carries them."""
-    response.set_cookie(name, value, max_age=max_age, path=path, secure=secure, httponly=True, samesite="Lax")  # type: ignore[arg-type]
+    response.set_cookie(name, value, max_age=max_age, path=path, secure=secure, httponly=True, samesite="Lax")  # type: ignore[arg-type]  # Starlette's Literal is lower case; the attribute is sent as browsers write it
 
 
 def clear_cookie(response: Response, name: str, *, secure: bool, path: str = "/") -> None:
@@ -42,5 +42,5 @@ def clear_cookie(response: Response, name: str, *, secure: bool, path: str = "/"
         path=path,
         secure=secure,
         httponly=True,
-        samesite="Lax",  # type: ignore[arg-type]
+        samesite="Lax",  # type: ignore[arg-type]  # Starlette's Literal is lower case; the attribute is sent as browsers write it
     )

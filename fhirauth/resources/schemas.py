@@ -10,8 +10,8 @@ from functools import lru_cache
 from importlib.resources.abc import Traversable
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker, ValidationError  # type: ignore[import-untyped]
-from jsonschema.validators import extend  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError  # type: ignore[import-untyped]  # jsonschema ships no type information
+from jsonschema.validators import extend  # type: ignore[import-untyped]  # jsonschema ships no type information
 
 from fhirauth.errors import Invalid, Issue
 from fhirauth.resources.paths import render_path

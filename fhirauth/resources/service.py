@@ -266,7 +266,7 @@ class ResourceService:
         live = existing is not None and not existing.deleted
         if if_match is not None:
             expected = None if if_match.strip() == "*" else parse_etag(if_match)
-            if not live or (expected is not None and existing.version != expected):  # type: ignore[union-attr]
+            if not live or (expected is not None and existing.version != expected):  # type: ignore[union-attr]  # `live` says `existing` is not None
                 raise PreconditionFailed(f"Version mismatch for {resource_type}/{id}", "If-Match")
         if not live:
             return await self.plan_create(resource_type, body, view, id=id, administrator=administrator)

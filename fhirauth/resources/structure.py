@@ -166,7 +166,7 @@ def check_structure(
         is_object = isinstance(node, dict)
         # Exact types first: this runs on every body and every planned write, and plain ASCII
         # names and str, dict, list, bool or None values need no further look.
-        for segment, child in node.items() if is_object else enumerate(node):  # type: ignore[union-attr]
+        for segment, child in node.items() if is_object else enumerate(node):  # type: ignore[union-attr]  # `is_object` says which of the two `node` is
             if is_object and (
                 type(segment) is not str
                 or not segment

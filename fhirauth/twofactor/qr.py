@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-import qrcode  # type: ignore[import-untyped]
-from qrcode.image.svg import SvgPathFillImage  # type: ignore[import-untyped]
+import qrcode  # type: ignore[import-untyped]  # qrcode ships no type information
+from qrcode.image.svg import SvgPathFillImage  # type: ignore[import-untyped]  # qrcode ships no type information
 
 DEFAULT_LABEL = "QR code for your authenticator app"
 _PIXELS_PER_MODULE = 5

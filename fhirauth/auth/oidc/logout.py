@@ -132,7 +132,7 @@ class RpLogout:
     async def _verify(self, hint: str) -> Document:
         if len(hint) > MAX_HINT_CHARS:
             raise InvalidLogoutRequest("The id_token_hint was not issued by this server")
-        keys = KeySet.import_key_set(await self._keys.jwks())  # type: ignore[arg-type]
+        keys = KeySet.import_key_set(await self._keys.jwks())  # type: ignore[arg-type]  # joserfc types a key set as its TypedDict; ours is the same JSON as a dict
         try:
             claims = jwt.decode(hint, keys, algorithms=list(ALGORITHMS)).claims
         except (JoseError, ValueError, TypeError):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # jsonschema ships no type information
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped]  # jsonschema ships no type information
 
 from fhirauth.auth.clients import ClientRegistry
 from fhirauth.auth.principal import Principal
