@@ -142,7 +142,7 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         # The status of the refusal answered or to answer (_TOO_LARGE, _TIMED_OUT); 0 while none.
         self._refused = 0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own: it is given a socket transport
         super().connection_made(transport)
         self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
@@ -174,7 +174,7 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
                 found = data.find(_HEAD_END, start, start + room)
                 end = found + len(_HEAD_END) if found >= 0 else min(size, start + room)
                 self._head_bytes += end - start
-            super().data_received(memoryview(data)[start:end])  # type: ignore[arg-type]
+            super().data_received(memoryview(data)[start:end])  # type: ignore[arg-type]  # httptools reads any buffer: no copy of the read
             if self.parser is None or self.transport.is_closing() or self.parser.should_upgrade():
                 return
             if self._head_bytes is not None and self._head_bytes >= self._max_head_bytes:
@@ -262,8 +262,8 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
 
 class CoalescingHttpToolsProtocol(BoundedHeadHttpToolsProtocol):
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own: it is given a socket transport
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]  # stands in for the transport, passing on what it does not do itself
 
 
 def serving_protocol(header_timeout: float) -> type[asyncio.Protocol]:

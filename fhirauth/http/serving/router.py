@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, Mount, Route, Router
@@ -20,8 +21,8 @@ class FixedPathRouter(Router):
     also answers 405, 404 and slash redirects.
     """
 
-    def __init__(self, routes: Sequence[BaseRoute], **kwargs: object) -> None:
-        super().__init__(list(routes), **kwargs)  # type: ignore[arg-type]
+    def __init__(self, routes: Sequence[BaseRoute], **kwargs: Any) -> None:
+        super().__init__(list(routes), **kwargs)
         fixed = {route.path for route in self.routes if isinstance(route, Route) and "{" not in route.path}
         # Each candidate with whether its own path is the fixed one (then only the method decides).
         self._candidates = {
@@ -33,7 +34,7 @@ class FixedPathRouter(Router):
         candidates = self._candidates.get(get_route_path(scope)) if scope["type"] == "http" else None
         if candidates:
             for route, exact in candidates:
-                match, child_scope = _exact(route, scope) if exact else route.matches(scope)  # type: ignore[arg-type]
+                match, child_scope = _exact(route, scope) if exact else route.matches(scope)  # type: ignore[arg-type]  # exact only for a Route (see _candidates)
                 if match is Match.FULL:
                     scope.setdefault("router", self)
                     scope["route"] = route
