@@ -98,7 +98,7 @@ def test_the_master_secret_procedure_keeps_every_sign_in_working(
         kid = rotated.stdout.splitlines()[-1].rsplit(" ", 1)[1]
         assert rotated.stdout.splitlines() == [
             "User twoFactor.secretKey: 1 re-encrypted, 0 already current",
-            "signing keys: 1 re-encrypted, 0 already current",
+            "signing keys: 3 re-encrypted, 0 already current",  # RS256, ES256 and EdDSA
             "recovery-code pepper: 1 re-encrypted, 0 already current",
             f"every stored secret is sealed under master secret key id {kid}",
         ]
@@ -106,7 +106,7 @@ def test_the_master_secret_procedure_keeps_every_sign_in_working(
         again = _fhirauth(storage, both, "secrets", "rotate")
         assert again.stdout.splitlines()[:3] == [
             "User twoFactor.secretKey: 0 re-encrypted, 1 already current",
-            "signing keys: 0 re-encrypted, 1 already current",
+            "signing keys: 0 re-encrypted, 3 already current",
             "recovery-code pepper: 0 re-encrypted, 1 already current",
         ]
         events = _audit_actions(http, "master-secret-rotated")
