@@ -137,7 +137,7 @@ class ClientAuthenticator:
         client = await self._clients.authenticate(credentials.client_id, credentials.secret)
         if client is None:
             raise InvalidClient("Invalid client credentials", scheme=scheme)
-        if client.get("token_endpoint_auth_method") == PRIVATE_KEY_JWT:
+        if signs_assertions(client):
             raise InvalidClient("This client must authenticate with a client assertion", scheme=scheme)
         return AuthenticatedClient(client, public=False)
 

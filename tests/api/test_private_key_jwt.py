@@ -362,6 +362,15 @@ def test_a_client_with_keys_may_not_pass_for_public_and_one_that_says_private_ke
     )
 
 
+def test_a_client_with_keys_and_a_leftover_secret_may_not_use_the_secret(api: TestClient) -> None:
+    """Registered keys without a stated method mean assertions, on the secret path as on the public one."""
+    register(api, "keyed", secret="s3cret", jwks=_public(ES384))
+    response = api.post("/auth/token", data={"grant_type": "client_credentials"}, auth=("keyed", "s3cret"))
+    refused(response, "must authenticate with a client assertion")
+    response = api.post("/auth/introspect", data={"token": "x"}, auth=("keyed", "s3cret"))
+    refused(response, "must authenticate with a client assertion")
+
+
 def test_one_method_at_a_time(api: TestClient, clock: ManualClock) -> None:
     register(api, jwks=_public(RS384), secret="s3cret")
     form = {
