@@ -10,7 +10,7 @@ record naming the Session, which is how a reused one finds the family to revoke.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhirauth.auth.clients import ClientRegistry
@@ -31,6 +31,7 @@ MAX_TOKEN_CHARS = 4096
 _END_RETRIES = 5
 _END_PAGE = 100
 ROTATED_REFRESH_TOKEN_KIND = "rotated-refresh-token"
+REUSE_DETECTION = timedelta(days=30)
 
 
 class AlreadyRotated(Exception):
@@ -119,8 +120,11 @@ class SessionService:
         storage = self._resources.storage
         key = session["refresh_token"]
         exp = session.get("refresh_token_exp")
-        # Past its own expiry a rotated token is refused as expired anyway; without one it never is.
-        expires_at = datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else None
+        # Past its own expiry a rotated token is refused as expired anyway. One that never expires
+        # is watched for REUSE_DETECTION: a record per refresh kept for ever would grow without end.
+        expires_at = (
+            datetime.fromtimestamp(exp, UTC) if isinstance(exp, int) else self._clock() + REUSE_DETECTION
+        )
         record = {"session": session["id"]}
         taken = await storage.record_put(
             ROTATED_REFRESH_TOKEN_KIND, key, record, expected_rev=None, expires_at=expires_at

@@ -199,3 +199,18 @@ def test_unknown_refresh_tokens_revoke_nothing(world: TestClient) -> None:
     assert response.json() == {"error": "invalid_grant", "error_description": "Invalid refresh token"}
     assert_family_alive(world, first)
     assert audit_events(world, "refresh-token-reuse") == []
+
+
+def test_the_record_of_a_token_that_never_expires_is_kept_thirty_days(
+    world: TestClient, clock: ManualClock
+) -> None:
+    """Reuse is detected for 30 days after a rotation; after that the record is gone, not kept for ever."""
+    first = password_tokens(world)
+    second = rotated(world, first["refresh_token"])
+    clock.advance(30 * 86_400 + 1)
+
+    late = refresh(world, first["refresh_token"])
+
+    assert late.json() == {"error": "invalid_grant", "error_description": "Invalid refresh token"}
+    assert audit_events(world, "refresh-token-reuse") == []
+    assert refresh(world, second["refresh_token"]).status_code == 200
