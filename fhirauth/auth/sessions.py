@@ -67,11 +67,17 @@ def signed_in_at(browser_session: Document) -> int:
     """When the user signed in to this browser Session (an ID token's auth_time), in epoch seconds.
 
     Sessions written before `auth_time` was recorded have their `start` only, which is the same moment.
+    One with neither readable (an administrator's write, say) counts as signed in at the epoch: too
+    long ago for any `max_age`.
     """
     auth_time = browser_session.get("auth_time")
     if isinstance(auth_time, int):
         return auth_time
-    return int(datetime.fromisoformat(browser_session["start"]).timestamp())
+    start = browser_session.get("start")
+    try:
+        return int(datetime.fromisoformat(start).timestamp()) if isinstance(start, str) else 0
+    except ValueError:
+        return 0
 
 
 def sign_in_methods(browser_session: Document) -> SignInMethods:

@@ -247,3 +247,13 @@ async def test_signing_out_of_a_third_party_client_keeps_the_browser_sign_in(ser
     await services.sessions.sign_out(principal)
     assert await services.sessions.resolve(access) is None
     assert await services.sessions.resolve(browser_cookie) is not None
+
+
+def test_a_browser_session_without_a_readable_start_counts_as_signed_in_long_ago() -> None:
+    """An administrator's write or a restore may leave `start` out or unreadable: never a 500, and no
+    `max_age` is met by it."""
+    from fhirauth.auth.sessions import signed_in_at
+
+    assert signed_in_at({"resourceType": "Session"}) == 0
+    assert signed_in_at({"resourceType": "Session", "start": "yesterday"}) == 0
+    assert signed_in_at({"resourceType": "Session", "start": "2026-01-01T00:00:00Z"}) == 1_767_225_600
