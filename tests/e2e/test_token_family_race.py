@@ -18,6 +18,7 @@ APP = {"client_id": "app", "client_secret": "app-secret"}
 # The burst comes from one address; the per-address token limit is not what this test is about.
 NO_RATE_LIMITS = {"FHIRAUTH_RATE_LIMIT_TOKEN_IP": "off"}
 REUSED = "Refresh token was already used; the tokens issued from it are revoked"
+REVOKED = "Refresh token was revoked"
 
 
 def seed_bundle(path: Path) -> Path:
@@ -65,19 +66,30 @@ async def test_racing_refreshes_have_one_winner_and_revoke_the_family(
 
         raced = await asyncio.gather(*(refresh(client, first["refresh_token"]) for _ in range(RACERS)))
 
-        assert Counter(r.status_code for r in raced) == {200: 1, 400: RACERS - 1}, [r.text for r in raced]
-        refusals = Counter(r.json()["error_description"] for r in raced if r.status_code == 400)
-        assert refusals == {REUSED: RACERS - 1}
-        (winner,) = (r.json() for r in raced if r.status_code == 200)
+        # Exactly one refresh takes the token; every other one is a reuse. The one that took it is
+        # answered with new tokens, or, when a reuse revoked the family before its swap landed (the
+        # window is wider on MongoDB), with that revocation: either way no live token comes out.
+        answers = Counter(r.json().get("error_description", "tokens") for r in raced)
+        assert answers in ({"tokens": 1, REUSED: RACERS - 1}, {REVOKED: 1, REUSED: RACERS - 1}), answers
+        assert [r.status_code for r in raced] == [200 if "access_token" in r.json() else 400 for r in raced]
+        winners = [r.json() for r in raced if r.status_code == 200]
+        if not winners:
+            await assert_reuses_audited(client)
+            return
+        (winner,) = winners
         userinfo = await client.get(
             "/auth/userinfo", headers={"Authorization": f"Bearer {winner['access_token']}"}
         )
         assert userinfo.status_code == 401
         after = await refresh(client, winner["refresh_token"])
-        assert after.json() == {"error": "invalid_grant", "error_description": "Refresh token was revoked"}
-        audit = await client.get(
-            "/AuditEvent",
-            params={"action": "refresh-token-reuse", "_count": "100"},
-            auth=("root", ROOT_CLIENT_SECRET),
-        )
-        assert audit.json()["total"] == RACERS - 1
+        assert after.json() == {"error": "invalid_grant", "error_description": REVOKED}
+        await assert_reuses_audited(client)
+
+
+async def assert_reuses_audited(client: httpx2.AsyncClient) -> None:
+    audit = await client.get(
+        "/AuditEvent",
+        params={"action": "refresh-token-reuse", "_count": "100"},
+        auth=("root", ROOT_CLIENT_SECRET),
+    )
+    assert audit.json()["total"] == RACERS - 1

@@ -549,6 +549,18 @@ async def test_record_puts_racing_in_one_go_each_get_their_own_answer(storage: S
     assert await storage.record_get("login", "other") == Record({"by": 3}, 2, None)
 
 
+async def test_many_record_puts_racing_to_create_have_exactly_one_winner(storage: Storage) -> None:
+    # Twenty at once, over as many connections as the driver opens, for ten keys in turn: a backend
+    # whose create-only put can refuse every racer (the winner's own write included) fails here.
+    for round in range(10):
+        created = await asyncio.gather(
+            *(storage.record_put("rotated", f"k{round}", {"by": n}, expected_rev=None) for n in range(20))
+        )
+        assert sorted(created, key=str) == [1] + [None] * 19
+        record = await storage.record_get("rotated", f"k{round}")
+        assert record is not None and record.document == {"by": created.index(1)}
+
+
 async def test_record_put_with_a_rev_on_an_absent_record_fails(storage: Storage) -> None:
     assert await storage.record_put("login", "k", {"step": 2}, expected_rev=1) is None
     assert await storage.record_get("login", "k") is None

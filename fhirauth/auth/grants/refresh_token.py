@@ -100,6 +100,11 @@ class RefreshTokenGrant(Grant[ValidatedRefresh]):
         except AlreadyRotated:
             await self._revoke_family(validated.session["id"])
         if response is None:
+            # Ended meanwhile (the loser of a racing refresh revokes the family, perhaps before the
+            # winner's swap lands): a retry could only fail, so do not suggest one.
+            current = await self._sessions.find(validated.session["id"])
+            if current is None or current.get("active") is not True:
+                raise InvalidGrant("Refresh token was revoked")
             raise InvalidGrant("The refresh token's session changed during the refresh; try again")
         return response
 
