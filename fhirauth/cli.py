@@ -126,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         log_config=logs.uvicorn_log_config(settings.log_level, settings.log_format),
         proxy_headers=settings.trust_proxy_headers,
-        http=serving_protocol(settings.header_timeout_seconds),
+        http=serving_protocol(settings.header_timeout_seconds, settings.body_timeout_seconds),
         # h11's bound on a request's line and headers, which fhirauth's httptools protocol applies too.
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )

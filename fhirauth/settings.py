@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # Seconds a request's line and headers may take from their first byte (a connection's first request:
     # from the connection); past them, 408 and the connection closed (fhirauth/http/serving/protocol.py).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A request's body, a chunked one's trailer included, from the end of its head; past it, 408.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
     trust_proxy_headers: bool = False
     schemas_dir: str | None = None
     # Rate limits, "N/second|minute|hour|day" or "off"; see README "Abuse limits".

@@ -115,6 +115,6 @@ def test_the_deadline_is_a_setting_of_positive_seconds() -> None:
 
 def test_the_protocol_given_to_uvicorn_survives_the_trip_to_a_worker_process() -> None:
     """uvicorn's workers are spawned: its configuration, the protocol included, is pickled."""
-    protocol = pickle.loads(pickle.dumps(serving_protocol(2.5)))
+    protocol = pickle.loads(pickle.dumps(serving_protocol(2.5, 60.0)))
     assert protocol.func is CoalescingHttpToolsProtocol
-    assert protocol.keywords == {"header_timeout": 2.5}
+    assert protocol.keywords == {"header_timeout": 2.5, "body_timeout": 60.0}

@@ -80,3 +80,23 @@ def test_trailer_fields_adding_up_past_the_limit_are_refused(server: LiveServer)
     with connect(server) as sock:
         sock.sendall(HEAD + chunk(FORM) + b"0\r\n\r\n")
         assert_token(sock)
+
+
+def test_a_refused_trailer_is_not_logged_as_an_application_error(server: LiveServer) -> None:
+    """The app reading that body learns the client is gone (ClientDisconnect): nobody is left to
+    answer, and it is no bug of the app's, so nothing is logged as one."""
+    field = b"X-T: %s\r\n" % (b"b" * 100)
+    with connect(server) as sock, sock.makefile("rb") as reader:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(HEAD + chunk(FORM) + b"0\r\n")
+        time.sleep(0.2)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(2 * LIMIT // (8 * len(field))):
+                sock.sendall(field * 8)
+        assert_refused(*read_response(reader))
+    # The app's task ends after the refusal is written; give its log line the time to appear.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and "Exception in ASGI application" not in server.output():
+        time.sleep(0.05)
+    assert "Exception in ASGI application" not in server.output()
+    assert "ClientDisconnect" not in server.output()

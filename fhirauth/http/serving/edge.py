@@ -7,7 +7,7 @@ This layer does the same work once: it rewrites a response's start message in on
 let through, answering it with the app's handler for its class (an OperationOutcome, an OAuth
 error, a 429 or a 503). Anything without a handler is a bug: it is answered by the `Exception`
 handler (a 500 that still carries CORS and the security headers) and raised again for the server
-to log.
+to log. A client that left mid-body is neither answered nor logged.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -74,6 +74,10 @@ class Edge:
         try:
             await check_address_limit(scope)
             await self.app(scope, receive, send_from_edge)
+        except ClientDisconnect:
+            # The client left mid-body (or its connection was refused by the protocol): nobody is
+            # left to answer, and it is no bug to log.
+            return
         except Exception as exc:
             if started:
                 raise

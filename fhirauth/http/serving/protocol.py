@@ -10,7 +10,10 @@ trailer section is parsed and gathered as headers are, so it counts against the 
 uvicorn times a connection only between requests (its keep-alive timeout): a head that stops arriving,
 or a connection that never sends one, was held for good, and a few hundred of them use up a worker's
 descriptors. Here each head has a total deadline (`fhirauth serve` sets it from
-FHIRAUTH_HEADER_TIMEOUT_SECONDS), past which it is answered 408 and the connection closed.
+FHIRAUTH_HEADER_TIMEOUT_SECONDS), past which it is answered 408 and the connection closed. A body that
+stops arriving held its connection the same way (and the app's task, waiting in receive()): each body
+has a total deadline too (FHIRAUTH_BODY_TIMEOUT_SECONDS), a total rather than an idle time so that a
+body dripped a byte at a time cannot hold a connection either.
 
 uvicorn writes a response's status line and headers as soon as the app sends `http.response.start`,
 and the body as a second write: two `send` calls and two TCP segments for every small JSON answer,
@@ -36,6 +39,8 @@ FLUSH_BYTES = 65536
 DEFAULT_MAX_HEAD_BYTES = 65536
 # The seconds they may take, when the protocol is given none (uvicorn told the class by name).
 DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+# The seconds a request's body (a chunked one's trailer included) may take from the end of its head.
+DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
 # After a refusal (431, 408) the connection reads and drops what the client still sends, for this long,
 # before closing: closing a socket with unread input makes the kernel reset the connection, which can
 # destroy the answer before the client has read it.
@@ -118,9 +123,10 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     Answers 408 to a head not complete `header_timeout` seconds after its first read (a connection's
     first head: after the connection was made), and closes a connection that sent nothing by then. The
-    deadline is armed only by a read that leaves a head incomplete (or a trailer, once counted), so a
-    head that arrives in one read, the common case, costs no timer; a connection costs one, until its
-    first head is complete.
+    deadline is armed only by a read that leaves a head incomplete, so a head that arrives in one read,
+    the common case, costs no timer; a connection costs one, until its first head is complete. Answers
+    408 likewise to a body (trailer included) not complete `body_timeout` seconds after the read that
+    left it incomplete; a body that arrives with its head, the common case, costs no timer either.
     """
 
     def __init__(
@@ -131,11 +137,15 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
         *,
         header_timeout: float = DEFAULT_HEAD_TIMEOUT_SECONDS,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         limit = config.h11_max_incomplete_event_size
         self._max_head_bytes = DEFAULT_MAX_HEAD_BYTES if limit is None else limit
         self._head_timeout = header_timeout
+        self._body_timeout = body_timeout
+        # From the end of a request's head to the end of its message: the deadline is the body's.
+        self._in_body = False
         # Bytes of the current request's head received so far; None from its end to the end of its body.
         self._head_bytes: int | None = 0
         self._head_deadline: asyncio.TimerHandle | None = None
@@ -160,8 +170,11 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
         else:
             self._receive_in_parts(data)
-        if self._head_bytes and self._head_deadline is None and not self._refused:
-            self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
+        if self._head_deadline is None and not self._refused:
+            if self._in_body:
+                self._head_deadline = self.loop.call_later(self._body_timeout, self._head_timed_out)
+            elif self._head_bytes:
+                self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
 
     def _receive_in_parts(self, data: bytes) -> None:
         """Feeds the parser a read that may hold more than the rest of the limit, a head at a time."""
@@ -187,6 +200,7 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._in_body = True
         if self._head_deadline is not None:
             self._cancel_head_deadline()
         super().on_headers_complete()
@@ -202,6 +216,7 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0
+        self._in_body = False
         if self._head_deadline is not None:
             self._cancel_head_deadline()
         super().on_message_complete()
@@ -214,6 +229,14 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_deadline = None
         if self._refused or self.transport.is_closing():
+            return
+        if self._in_body:
+            if self.cycle is not None and self.cycle.response_complete:
+                # Answered already (a 413, say) without the rest of the body: no second answer.
+                self.transport.close()
+                return
+            self.logger.warning("Request body not complete in %g s: answered 408.", self._body_timeout)
+            self._refuse(_TIMED_OUT)
             return
         if not self._head_bytes:
             # Nothing of a request arrived: closed unanswered, as a kept-alive connection is when idle.
@@ -266,9 +289,11 @@ class CoalescingHttpToolsProtocol(BoundedHeadHttpToolsProtocol):
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]  # stands in for the transport, passing on what it does not do itself
 
 
-def serving_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+def serving_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
     """What `fhirauth serve` gives uvicorn as its HTTP protocol: CoalescingHttpToolsProtocol with the
-    head deadline set. uvicorn calls it as it would the class (Server.startup, by keyword), and a
-    partial of a module's class pickles, as the configuration must for worker processes."""
-    factory = functools.partial(CoalescingHttpToolsProtocol, header_timeout=header_timeout)
+    head and body deadlines set. uvicorn calls it as it would the class (Server.startup, by keyword),
+    and a partial of a module's class pickles, as the configuration must for worker processes."""
+    factory = functools.partial(
+        CoalescingHttpToolsProtocol, header_timeout=header_timeout, body_timeout=body_timeout
+    )
     return cast("type[asyncio.Protocol]", factory)
