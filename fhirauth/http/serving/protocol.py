@@ -170,11 +170,9 @@ class BoundedHeadHttpToolsProtocol(HttpToolsProtocol):
             super().data_received(data)
         else:
             self._receive_in_parts(data)
-        if self._head_deadline is None and not self._refused:
-            if self._in_body:
-                self._head_deadline = self.loop.call_later(self._body_timeout, self._head_timed_out)
-            elif self._head_bytes:
-                self._head_deadline = self.loop.call_later(self._head_timeout, self._head_timed_out)
+        if (self._in_body or self._head_bytes) and self._head_deadline is None and not self._refused:
+            timeout = self._body_timeout if self._in_body else self._head_timeout
+            self._head_deadline = self.loop.call_later(timeout, self._head_timed_out)
 
     def _receive_in_parts(self, data: bytes) -> None:
         """Feeds the parser a read that may hold more than the rest of the limit, a head at a time."""
