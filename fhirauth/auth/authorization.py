@@ -65,7 +65,7 @@ PARAMETERS = (
     "aud",
 )
 # Read only when the scope has openid (Core §3.1.2.2: without it the request is plain OAuth).
-OPENID_PARAMETERS = ("nonce", "prompt", "max_age", "acr_values", "claims")
+OPENID_PARAMETERS = ("nonce", "prompt", "max_age", "acr_values", "claims", "id_token_hint")
 # Given twice, these leave the redirect target or the way to it in doubt, so nothing may redirect.
 _TARGET_PARAMETERS = ("client_id", "redirect_uri", "response_mode")
 MAX_NONCE_CHARS = 512
@@ -106,6 +106,8 @@ class AuthorizationRequest:
     max_age: int | None = None
     # The authentication context class the request or its client needs; None: any sign-in will do.
     acr: AcrRequest | None = None
+    # The user the request's id_token_hint names: the client believes they are signed in.
+    hinted_user: str | None = None
 
     @property
     def kind(self) -> ResponseType:
@@ -216,6 +218,9 @@ class AuthorizationService:
             request = replace(request, scope=scope)
             if request.openid:
                 request = _with_openid_parameters(request, params, repeated)
+                hint = params.get("id_token_hint")
+                if hint:
+                    request = replace(request, hinted_user=await self._id_tokens.hinted_subject(hint))
             elif kind.openid:
                 raise InvalidRequest(f"response_type '{kind.name}' needs 'openid' in 'scope'")
             request = replace(request, acr=acr_request(client, params, request.openid))
@@ -242,6 +247,12 @@ class AuthorizationService:
                 if pending_login is not None and await self._pending_logins.get(pending_login) is not None:
                     raise InteractionRequired("The user's sign-in waits for the second factor")
                 raise LoginRequired("The user is not signed in")
+            if request.hinted_user is not None and request.hinted_user != user["id"]:
+                # Core §3.1.2.1: never answer for another user than the hint's; the sign-in that
+                # follows answers the hint (prompt.after_sign_in).
+                if silent:
+                    raise LoginRequired("The id_token_hint names another user than the one signed in")
+                return Step.SIGN_IN
             if prompt.LOGIN in request.prompt:
                 return Step.SIGN_IN
             now = int(self._clock().timestamp())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -130,6 +131,33 @@ class JWTSigner:
         """`at_hash` / `c_hash` of `value` for a token this key signs (OpenID Connect Core §3.1.3.6)."""
         digest = self._half_hash(value.encode("ascii")).digest()
         return _b64(digest[: len(digest) // 2]).decode("ascii")
+
+    def verifies(self, signing_input: bytes, signature: bytes) -> bool:
+        try:
+            return bool(self._model.verify(signing_input, signature, self._key))
+        except ValueError:
+            return False
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+
+
+def _compact_parts(token: str) -> tuple[Document, Document, bytes, bytes] | None:
+    """A compact JWS's header, claims, signing input and signature (RFC 7515 §7.1); None unless it is
+    one whose header and payload are JSON objects."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = orjson.loads(_b64decode(parts[0])), orjson.loads(_b64decode(parts[1]))
+        signature = _b64decode(parts[2])
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return None
+    return header, claims, signing_input, signature
 
 
 def _aad(kid: str) -> str:
@@ -329,6 +357,24 @@ class SigningKeys:
 
     async def sign(self, claims: Mapping[str, Any], alg: str = ALGORITHM) -> str:
         return (await self.signer_for(alg)).sign(claims)
+
+    async def verified_claims(self, token: str) -> Document | None:
+        """The claims of a JWT signed with a published key of ours, by the `alg` and `kid` its header
+        names; None for anything else. Its `exp` is not looked at: the caller decides whether an expired
+        token of ours still says something (an id_token_hint does, Core §3.1.2.1)."""
+        parts = _compact_parts(token)
+        if parts is None:
+            return None
+        header, claims, signing_input, signature = parts
+        alg, kid = header.get("alg"), header.get("kid")
+        # RFC 7515 §4.1.11: we put no critical extension in our tokens.
+        if alg not in _ALGORITHMS or not isinstance(kid, str) or "crit" in header:
+            return None
+        now = self._clock()
+        for entry in (await self._current())[alg]:
+            if entry.signer.kid == kid and entry.published(now):
+                return claims if entry.signer.verifies(signing_input, signature) else None
+        return None
 
     async def jwks(self) -> Document:
         """Every algorithm's published keys, public parts only, each set newest first."""

@@ -1,9 +1,11 @@
 """Signing ID tokens with the keys /.well-known/jwks.json publishes (SigningKeys, joserfc): RS256, or
-the client's `id_token_signed_response_alg` (OpenID Connect Dynamic Client Registration §2)."""
+the client's `id_token_signed_response_alg` (OpenID Connect Dynamic Client Registration §2); and
+reading one back when a client hands it in as a hint."""
 
 from __future__ import annotations
 
 from fhirauth.auth.keys import ALGORITHM, ALGORITHMS, SigningKeys
+from fhirauth.auth.oauth_errors import InvalidRequest
 from fhirauth.auth.oidc.claims import (
     HASH_CLAIMS,
     IDENTITY_CLAIMS,
@@ -13,6 +15,9 @@ from fhirauth.auth.oidc.claims import (
     IdTokenRequest,
 )
 from fhirauth.clock import Clock
+
+# Ours are about 1 kB; a hint many times longer is not one, and is not worth decoding.
+MAX_HINT_CHARS = 8192
 
 
 def signing_alg(client: Document) -> str:
@@ -53,3 +58,17 @@ class IdTokens:
         for source in self._sources:
             claims.update(source.claims(request))
         return signer.sign(claims)
+
+    async def hinted_subject(self, hint: str) -> str:
+        """The user an `id_token_hint` names (Core §3.1.2.1): it must be an ID token we signed, with a
+        key still published; expired is fine. InvalidRequest for anything else, a JWT access token of
+        ours included (signed with the same keys, it names no sign-in)."""
+        claims = await self._keys.verified_claims(hint) if len(hint) <= MAX_HINT_CHARS else None
+        if (
+            claims is None
+            or claims.get("iss") != self._issuer
+            or not all(isinstance(claims.get(name), str) for name in ("sub", "sid", "aud"))
+        ):
+            raise InvalidRequest("The id_token_hint is not an ID token this server issued")
+        subject: str = claims["sub"]
+        return subject

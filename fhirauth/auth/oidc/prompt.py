@@ -12,6 +12,7 @@ LOGIN = "login"
 CONSENT = "consent"
 SUPPORTED = (NONE, LOGIN, CONSENT)
 MAX_AGE_LIMIT = 9_999_999_999
+_ANSWERED_BY_SIGN_IN = ("max_age", "id_token_hint")
 
 
 def read_prompt(value: str | None) -> frozenset[str]:
@@ -47,18 +48,20 @@ def too_old(max_age: int | None, auth_time: int, now: int) -> bool:
 def after_sign_in(query: str) -> str:
     """The authorization request to resume after the user has just signed in.
 
-    That sign-in answers its prompt=login and max_age, so both go: kept, a sign-in slower than max_age
-    (or max_age=0 at all) would send the user back to the login page over and over. The ID token still
-    says when it happened (auth_time).
+    That sign-in answers its prompt=login, max_age and id_token_hint, so they go: kept, a sign-in
+    slower than max_age (or max_age=0 at all) would send the user back to the login page over and over,
+    and so would a hint of another user than the one who chose to sign in. The ID token still says
+    when it happened (auth_time) and who it is about (sub).
     """
     pairs = parse_qsl(query, keep_blank_values=True)
     if not any(
-        name == "max_age" or (name == "prompt" and LOGIN in value.split(" ")) for name, value in pairs
+        name in _ANSWERED_BY_SIGN_IN or (name == "prompt" and LOGIN in value.split(" "))
+        for name, value in pairs
     ):
         return query
     kept: list[tuple[str, str]] = []
     for name, value in pairs:
-        if name == "max_age":
+        if name in _ANSWERED_BY_SIGN_IN:
             continue
         if name == "prompt":
             value = " ".join(item for item in value.split(" ") if item != LOGIN)
