@@ -79,6 +79,7 @@ from fhirauth.twofactor.guard import AttemptGuard
 from fhirauth.twofactor.password_grant import require_second_factor
 from fhirauth.twofactor.pepper import RecoveryPepper
 from fhirauth.twofactor.service import TwoFactorService
+from fhirauth.twofactor.trusted_devices import KEY_PURPOSE, TrustedDevices
 from fhirauth.twofactor.webhook import WebhookSender
 
 log = logging.getLogger("fhirauth")
@@ -225,6 +226,9 @@ def build_services(
         grants=grants,
         introspection=Introspection(sessions, issuer),
         twofactor=twofactor,
+        trusted_devices=TrustedDevices(
+            storage, resources, box.derived_keys(KEY_PURPOSE), audit, clock
+        ),
         rate_limiter=rate_limiter,
         rate_limits=rate_limits,
     )

@@ -35,6 +35,7 @@ from fhirauth.secretbox import SecretBox
 from fhirauth.settings import Settings
 from fhirauth.storage.base import Storage
 from fhirauth.twofactor.service import TwoFactorService
+from fhirauth.twofactor.trusted_devices import TrustedDevices
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Services:
     grants: GrantRegistry
     introspection: Introspection
     twofactor: TwoFactorService
+    trusted_devices: TrustedDevices
     rate_limiter: RateLimiter
     rate_limits: RateLimits
     launches: Launches

@@ -10,6 +10,7 @@ from fhirauth.twofactor.guard import LockoutPolicy
 DEFAULT_ISSUER = "fhirauth"
 DEFAULT_WEBHOOK_TIMEOUT_MS = 5000
 DEFAULT_PENDING_SECRET_SECONDS = 600
+DEFAULT_TRUSTED_DEVICE_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class TwoFactorConfig:
     recovery_codes: bool = True
     webhook: Webhook | None = None
     pending_secret_seconds: int = DEFAULT_PENDING_SECRET_SECONDS
+    # "Don't ask again on this device" lasts this many days; 0: not offered, and no device counts.
+    trusted_device_days: int = DEFAULT_TRUSTED_DEVICE_DAYS
 
     @classmethod
     def from_auth_config(cls, auth_config: dict[str, Any]) -> TwoFactorConfig:
@@ -43,6 +46,7 @@ class TwoFactorConfig:
             ),
             recovery_codes=bool(raw.get("recoveryCodes", True)),
             pending_secret_seconds=int(raw.get("pendingSecretSeconds", DEFAULT_PENDING_SECRET_SECONDS)),
+            trusted_device_days=int(raw.get("trustedDeviceDays", DEFAULT_TRUSTED_DEVICE_DAYS)),
             webhook=Webhook(
                 endpoint=hook["endpoint"],
                 timeout_ms=int(hook.get("timeout", DEFAULT_WEBHOOK_TIMEOUT_MS)),
