@@ -145,6 +145,11 @@ class TokenIssuer:
         self._issuer = issuer
         self._id_tokens = id_tokens
 
+    @property
+    def clock(self) -> Clock:
+        """The clock tokens are dated by; a grant that is itself a sign-in dates it by the same."""
+        return self._clock
+
     async def issue(self, issuance: Issuance) -> TokenResponse:
         client, user = issuance.client, issuance.user
         config = FlowConfig.of(client, issuance.flow)
@@ -272,17 +277,18 @@ class TokenIssuer:
 
 def _refreshed_sign_in(session: Document, scope: str | None) -> Authentication | None:
     """The sign-in a refresh's ID token speaks of: the grant's, while the scope keeps openid. Core §12.2:
-    the same auth_time, and no nonce (it belonged to the authorization request)."""
+    the same auth_time, and no nonce (it belonged to the authorization request). Its session is the
+    browser sign-in the grant came from, or (the password grant, a sign-in itself) the grant's own."""
     auth_time = session.get("auth_time")
     parent = session.get("parent")
-    if not isinstance(auth_time, int) or not isinstance(parent, dict) or scope is None:
+    if not isinstance(auth_time, int) or scope is None:
         return None
     if "openid" not in scope.split(" "):
         return None
     amr, acr = session.get("amr"), session.get("acr")
     return Authentication(
         auth_time,
-        parent["id"],
+        parent["id"] if isinstance(parent, dict) else session["id"],
         amr=tuple(amr) if isinstance(amr, list) else (),
         acr=acr if isinstance(acr, str) else None,
     )

@@ -2,7 +2,12 @@
 
 RFC 9700 §2.4 says it MUST NOT be used; it exists because Aidbox clients use it, and only for
 clients that list `password` in grant_types. Checks attach to it (the 2FA requirement is one):
-each runs after the password is verified and raises the OAuth error that refuses the request.
+each runs after the password is verified and raises the OAuth error that refuses the request, or
+names the sign-in method it verified (amr `otp`).
+
+With the openid scope the grant is an OpenID sign-in, as Keycloak's direct grant is: the response
+carries an ID token about the user, whose `sid` is the grant's Session and whose `amr` lists the
+password and the methods the checks verified.
 """
 
 from __future__ import annotations
@@ -16,11 +21,16 @@ from fhirauth.auth.flows import PASSWORD, flow_settings
 from fhirauth.auth.grants.base import Grant, TokenRequest
 from fhirauth.auth.login import LoginRefused, Logins
 from fhirauth.auth.oauth_errors import InvalidGrant
+from fhirauth.auth.oidc.amr import OTP, SignInMethods
+from fhirauth.auth.oidc.claims import Authentication
+from fhirauth.auth.oidc.userinfo import has_openid
 from fhirauth.auth.tokens import Issuance, TokenIssuer, TokenResponse
+from fhirauth.resources.service import new_id
 
 Document = dict[str, Any]
 
-PasswordGrantCheck = Callable[[TokenRequest, Document], Awaitable[None]]
+# A check refuses with an OAuthError, or passes: with the amr method it verified, or None.
+PasswordGrantCheck = Callable[[TokenRequest, Document], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class ValidatedPassword:
     client: Document
     user: Document
     scope: str | None
+    methods: SignInMethods
 
 
 class PasswordGrant(Grant[ValidatedPassword]):
@@ -55,12 +66,26 @@ class PasswordGrant(Grant[ValidatedPassword]):
             if refused.reason == "inactive":
                 raise InvalidGrant("User is inactive") from None
             raise InvalidGrant("Invalid username or password") from None
+        now = int(self._tokens.clock().timestamp())
+        methods = SignInMethods.password(now)
         for check in self.checks:
-            await check(request, user)
-        return ValidatedPassword(request.client, user, scope)
+            if await check(request, user) == OTP:
+                methods = methods.with_otp(now)
+        return ValidatedPassword(request.client, user, scope, methods)
 
     async def respond(self, validated: ValidatedPassword) -> TokenResponse:
+        session_id = new_id()
+        authentication = (
+            Authentication(validated.methods.auth_time, session_id, amr=validated.methods.amr)
+            if has_openid(validated.scope)
+            else None
+        )
         issuance = Issuance(
-            client=validated.client, flow=PASSWORD, user=validated.user, scope=validated.scope
+            client=validated.client,
+            flow=PASSWORD,
+            user=validated.user,
+            scope=validated.scope,
+            session_id=session_id,
+            authentication=authentication,
         )
         return await self._tokens.issue(issuance)
