@@ -121,10 +121,10 @@ class Logins:
                 raise LoginRefused("wrong-password", user)
             return
 
-        async def check() -> bool:
-            return await self._passwords.verify_async(stored_hash, password)
-
-        verdict = await self._lockout.attempt(user["id"], check)
+        # The hash's room in the queue is taken before the attempt is counted: a busy server answers
+        # 503 without bringing the account closer to its lockout.
+        async with self._passwords.admitted() as verify:
+            verdict = await self._lockout.attempt(user["id"], lambda: verify(stored_hash, password))
         if verdict.outcome is Outcome.LOCKED:
             # Even the right password is refused, as slowly as a wrong one.
             await self._passwords.verify_dummy_async()

@@ -7,7 +7,8 @@ loop keeps serving while a login hashes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import ClassVar, TypeVar
 
 import argon2
@@ -18,6 +19,7 @@ from fhirauth.errors import Issue, Unavailable
 from fhirauth.security import random_token
 
 T = TypeVar("T")
+Verify = Callable[[str, str], Awaitable[bool]]
 
 # OWASP: m=19 MiB, t=2, p=1. Spelled out because argon2-cffi's own default (64 MiB, t=3, p=4) costs
 # five times as much and would cap a two-core box at about a dozen logins a second.
@@ -125,11 +127,24 @@ class PasswordHasher:
         """
         await self._run(self.verify, self._dummy_hash, random_token())
 
-    async def _run(self, work: Callable[..., T], *args: str) -> T:
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[Verify]:
+        """Room in the queue for one verification, taken now (HashingBusy when there is none): for a
+        caller that must know the hash will run before it spends something on it, a lockout attempt."""
         if self._admitted >= self._room:
             raise HashingBusy()
         self._admitted += 1
         try:
-            return await to_thread.run_sync(work, *args, limiter=self._limiter)
+            yield self._verify_in_thread
         finally:
             self._admitted -= 1
+
+    async def _verify_in_thread(self, stored_hash: str, password: str) -> bool:
+        return await self._in_thread(self.verify, stored_hash, password)
+
+    async def _in_thread(self, work: Callable[..., T], *args: str) -> T:
+        return await to_thread.run_sync(work, *args, limiter=self._limiter)
+
+    async def _run(self, work: Callable[..., T], *args: str) -> T:
+        async with self.admitted():
+            return await self._in_thread(work, *args)

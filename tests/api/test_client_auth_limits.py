@@ -23,6 +23,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from fhirauth.app import create_app
+from fhirauth.auth.bruteforce import FAILURES, LOCK
 from fhirauth.clock import ManualClock
 from fhirauth.ratelimit import RATE_KIND, _record_key
 from tests.api.conftest import NO_AUTH, ROOT, settings_for
@@ -302,6 +303,24 @@ def test_a_full_queue_refuses_hashing_at_once(busy: tuple[TestClient, GatedHashe
     # None of them ran a verification, or counted as a failed client authentication.
     assert hasher.verifications == 1
     assert not counters(api, "192.0.2.2", "192.0.2.3", "192.0.2.4")
+
+
+def test_sign_ins_refused_by_a_full_queue_spend_no_lockout_attempt(
+    busy: tuple[TestClient, GatedHasher],
+) -> None:
+    """A 503 checked no password: it must not bring the account closer to its lockout."""
+    api, hasher = busy
+    storage = services(api).storage
+    # The login page: no client to authenticate first, so the password is what would be hashed.
+    for address in ("192.0.2.5", "192.0.2.6", "192.0.2.7"):
+        form = {"csrf": csrf_from(api.get("/auth/login")), "username": "ann@example.org", "password": "wrong"}
+        page = api.post(
+            "/auth/login", data=form, headers={"X-Forwarded-For": address}, follow_redirects=False
+        )
+        assert page.status_code == 503, page.text
+    assert call(api, storage.record_get, FAILURES, "ann/0") is None
+    assert call(api, storage.record_get, LOCK, "ann") is None
+    assert hasher.verifications == 1
 
 
 def test_a_full_queue_refuses_a_batch_entry_alone(busy: tuple[TestClient, GatedHasher]) -> None:
