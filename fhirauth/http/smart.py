@@ -43,6 +43,10 @@ async def register_launch(request: Request) -> Response:
         raise unauthenticated("Authentication required")
     if not may_register(principal):
         raise Forbidden("Only the root client and clients with smart.launch_registration register launches")
+    if services.scope_enforcement.restricts(principal):
+        # Resource scopes (system/User.rs, say) were granted for reading records; giving another app a
+        # user's context lies outside them, whoever's token it is.
+        raise Forbidden("A token bound by SMART scopes does not register launches")
     body = await read_document(request, services.settings.max_body_bytes)
     launch = await services.launches.register(body)
     return NoStoreJSON({"launch": launch, "expires_in": LAUNCH_SECONDS}, 201)

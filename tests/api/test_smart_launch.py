@@ -261,6 +261,31 @@ def test_only_the_root_client_and_launch_registrars_register_launches(smart: Tes
     assert as_user.status_code == 403
 
 
+def client_token(api: TestClient, client_id: str, secret: str, scope: str | None) -> dict[str, str]:
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    response = api.post("/auth/token", data=form, headers=basic(client_id, secret))
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def test_a_token_bound_by_smart_scopes_registers_no_launch(smart: TestClient) -> None:
+    """Scopes such as system/User.rs were granted for reading records: giving another app a user's
+    context lies outside them, whoever's token it is (the root client's included)."""
+    body = {"client": PUBLIC, "patient": "p9"}
+    patched = smart.patch(f"/Client/{EHR}", json={"grant_types": ["basic", "client_credentials"]})
+    assert patched.status_code == 200, patched.text
+    for client_id, secret in (("root", "secret"), (EHR, EHR_SECRET)):
+        scoped = client_token(smart, client_id, secret, "system/User.rs")
+        refused = smart.post("/auth/smart/launch", json=body, headers=scoped)
+        assert refused.status_code == 403, (client_id, refused.text)
+        assert refused.json()["issue"][0]["diagnostics"] == (
+            "A token bound by SMART scopes does not register launches"
+        )
+        unscoped = client_token(smart, client_id, secret, None)
+        assert smart.post("/auth/smart/launch", json=body, headers=unscoped).status_code == 201, client_id
+    assert smart.post("/auth/smart/launch", json=body, headers=basic(EHR, EHR_SECRET)).status_code == 201
+
+
 @pytest.mark.parametrize(
     "body",
     [
