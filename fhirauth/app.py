@@ -80,6 +80,7 @@ from fhirauth.twofactor.password_grant import require_second_factor
 from fhirauth.twofactor.pepper import RecoveryPepper
 from fhirauth.twofactor.service import TwoFactorService
 from fhirauth.twofactor.trusted_devices import KEY_PURPOSE, TrustedDevices
+from fhirauth.twofactor.webauthn import PasskeyService, RelyingParty, refuse_passkey_only
 from fhirauth.twofactor.webhook import WebhookSender
 
 log = logging.getLogger("fhirauth")
@@ -96,6 +97,7 @@ INDEXES = (
     Index("Session", "user.id"),
     Index("Registration", "token"),
     Index("Grant", "user.id"),
+    Index("WebAuthnCredential", "user.id"),
 )
 
 
@@ -169,8 +171,17 @@ def build_services(
         auth_config.current,
         clock,
     )
+    passkeys = PasskeyService(
+        resources,
+        audit,
+        clock,
+        RelyingParty.of(settings.base_url, settings.webauthn_rp_id, settings.webauthn_origins),
+        twofactor.config,
+    )
+    twofactor.on_reset(passkeys.remove_all)
     password_grant = PasswordGrant(logins, tokens)
     password_grant.add_check(require_second_factor(twofactor))
+    password_grant.add_check(refuse_passkey_only(passkeys))
     grants = GrantRegistry(
         client_auth,
         [
@@ -226,6 +237,7 @@ def build_services(
         grants=grants,
         introspection=Introspection(sessions, issuer),
         twofactor=twofactor,
+        passkeys=passkeys,
         trusted_devices=TrustedDevices(
             storage, resources, box.derived_keys(KEY_PURPOSE), audit, clock
         ),

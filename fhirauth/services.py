@@ -35,6 +35,7 @@ from fhirauth.secretbox import SecretBox
 from fhirauth.settings import Settings
 from fhirauth.storage.base import Storage
 from fhirauth.twofactor.service import TwoFactorService
+from fhirauth.twofactor.webauthn import PasskeyService
 from fhirauth.twofactor.trusted_devices import TrustedDevices
 
 
@@ -69,6 +70,7 @@ class Services:
     grants: GrantRegistry
     introspection: Introspection
     twofactor: TwoFactorService
+    passkeys: PasskeyService
     trusted_devices: TrustedDevices
     rate_limiter: RateLimiter
     rate_limits: RateLimits

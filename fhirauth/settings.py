@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     brute_force_max_wait_seconds: int = Field(default=900, ge=1)
     # NIST SP 800-63B §5.2.2: at most 100 consecutive failures per account.
     brute_force_max_failures: int = Field(default=100, ge=1, le=100)
+    # WebAuthn: the relying party id (unset: the host of base_url; a registrable domain suffix of the
+    # pages' host, never an IP address) and the origins a ceremony may run on (unset: base_url's).
+    webauthn_rp_id: str | None = None
+    webauthn_origins: list[str] = Field(default_factory=list)
 
     @field_validator(
         "rate_limit_login_ip",

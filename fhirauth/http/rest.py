@@ -226,9 +226,13 @@ async def patch(request: Request) -> Response:
 
 
 async def delete(request: Request) -> Response:
-    await guard(request)
-    deleted = await services_of(request).resources.delete(
-        request.path_params["type"], request.path_params["id"], request.headers.get("if-match")
+    principal = await guard(request)
+    services = services_of(request)
+    deleted = await services.resources.delete(
+        request.path_params["type"],
+        request.path_params["id"],
+        request.headers.get("if-match"),
+        administrator=services.access.administrator(principal),
     )
     if deleted is None:
         return Response(status_code=204)

@@ -269,7 +269,7 @@ class BundleProcessor:
         if method == "DELETE":
             assert target.id is not None
             deletion = await self.resources.plan_delete(
-                target.resource_type, target.id, view, request.if_match
+                target.resource_type, target.id, view, request.if_match, administrator=administrator
             )
             return (200 if deletion else 204), deletion
         assert method == "GET" and target.id is not None

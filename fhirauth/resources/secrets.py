@@ -231,6 +231,19 @@ MANAGED = {
 }
 
 
+# Types only the server's own flows and the administrator write at all, by why.
+MANAGED_TYPES = {
+    "WebAuthnCredential": "is written by the passkey ceremonies: only they and an administrator change it",
+}
+
+
+def refuse_managed_type(resource_type: str) -> None:
+    """403 for a write of a server-managed type by a caller who is not the administrator."""
+    refusal = MANAGED_TYPES.get(resource_type)
+    if refusal is not None:
+        raise Forbidden(f"{resource_type} {refusal}", resource_type)
+
+
 def keep_managed(resource_type: str, written: Document, stored: Document | None) -> Document:
     """`written`, a whole document from a caller who is not the administrator, with the server-managed
     fields of `stored` (the live version, or the tombstone a create is made over; None when there is
@@ -248,6 +261,7 @@ def keep_managed_in_patch(resource_type: str, patched: Document, stored: Documen
 def _keep_managed(
     resource_type: str, written: Document, stored: Document | None, *, left_out_keeps: bool
 ) -> Document:
+    refuse_managed_type(resource_type)
     fields = MANAGED.get(resource_type)
     if fields is None:
         return written

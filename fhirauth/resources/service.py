@@ -19,7 +19,13 @@ from fhirauth.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFa
 from fhirauth.resources import search
 from fhirauth.resources.patch import json_patch, merge_patch
 from fhirauth.resources.schemas import SchemaRegistry
-from fhirauth.resources.secrets import SecretFields, keep_managed, keep_managed_in_patch, redact
+from fhirauth.resources.secrets import (
+    SecretFields,
+    keep_managed,
+    keep_managed_in_patch,
+    redact,
+    refuse_managed_type,
+)
 from fhirauth.resources.structure import check_structure, schema_positions
 from fhirauth.storage.base import (
     AlreadyExists,
@@ -317,9 +323,17 @@ class ResourceService:
         return Planned(Replace(doc, existing.version), Written(doc, created=False), existing.document)
 
     async def plan_delete(
-        self, resource_type: str, id: str, view: View, if_match: str | None = None
+        self,
+        resource_type: str,
+        id: str,
+        view: View,
+        if_match: str | None = None,
+        *,
+        administrator: bool = False,
     ) -> Planned | None:
         self.check_type(resource_type)
+        if not administrator:
+            refuse_managed_type(resource_type)
         existing = await view.get(resource_type, id)
         if existing is None or existing.deleted:
             if if_match is not None:
@@ -445,9 +459,13 @@ class ResourceService:
             return plan.written
         raise Conflict(f"Resource {resource_type}/{id} is being changed concurrently; try again")
 
-    async def delete(self, resource_type: str, id: str, if_match: str | None = None) -> Document | None:
+    async def delete(
+        self, resource_type: str, id: str, if_match: str | None = None, *, administrator: bool = False
+    ) -> Document | None:
         for _ in range(_UNCONDITIONAL_RETRIES if if_match is None else 1):
-            plan = await self.plan_delete(resource_type, id, View(self.storage), if_match)
+            plan = await self.plan_delete(
+                resource_type, id, View(self.storage), if_match, administrator=administrator
+            )
             if plan is None:
                 return None
             try:

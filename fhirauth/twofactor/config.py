@@ -31,6 +31,8 @@ class TwoFactorConfig:
     pending_secret_seconds: int = DEFAULT_PENDING_SECRET_SECONDS
     # "Don't ask again on this device" lasts this many days; 0: not offered, and no device counts.
     trusted_device_days: int = DEFAULT_TRUSTED_DEVICE_DAYS
+    # "Sign in with a passkey" on the login page (a discoverable passkey, no password).
+    passkey_sign_in: bool = False
 
     @classmethod
     def from_auth_config(cls, auth_config: dict[str, Any]) -> TwoFactorConfig:
@@ -47,6 +49,7 @@ class TwoFactorConfig:
             recovery_codes=bool(raw.get("recoveryCodes", True)),
             pending_secret_seconds=int(raw.get("pendingSecretSeconds", DEFAULT_PENDING_SECRET_SECONDS)),
             trusted_device_days=int(raw.get("trustedDeviceDays", DEFAULT_TRUSTED_DEVICE_DAYS)),
+            passkey_sign_in=raw.get("passkeySignIn") is True,
             webhook=Webhook(
                 endpoint=hook["endpoint"],
                 timeout_ms=int(hook.get("timeout", DEFAULT_WEBHOOK_TIMEOUT_MS)),

@@ -184,7 +184,13 @@ class TwoFactorService:
         self._clock = clock
         # The AuthConfig document the config was last made from: the source caches the document.
         self._config_of: tuple[Document, TwoFactorConfig] | None = None
+        self._reset_hooks: list[Callable[[str, str], Awaitable[object]]] = []
         resources.on_change("User", self._after_user_change)
+
+    def on_reset(self, hook: Callable[[str, str], Awaitable[object]]) -> None:
+        """Call `hook(user_id, actor)` at every administrator's reset: the other second factors a user
+        holds (passkeys, trusted devices) go with it."""
+        self._reset_hooks.append(hook)
 
     async def config(self) -> TwoFactorConfig:
         auth_config = await self._auth_config()
@@ -377,6 +383,8 @@ class TwoFactorService:
         await self.user(user_id)
         await self._update_two_factor(user_id, _switched_off)
         await self._guard.reset(user_id)
+        for hook in self._reset_hooks:
+            await hook(user_id, actor or "admin")
         await self._audit.record("2fa-reset", "success", user=user_id, detail={"by": actor or "admin"})
 
     # Webhook

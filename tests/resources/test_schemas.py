@@ -49,6 +49,7 @@ def test_every_resource_type_has_a_schema() -> None:
             "Registration",
             "AuditEvent",
             "Grant",
+            "WebAuthnCredential",
         }
     )
 
