@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import io
 import itertools
 import json
@@ -27,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from datasets import BUNDLE_USERS, DATASETS
-from oauth_data import PASSWORD, RATE_LIMIT_ENV, OAuthRuns
+from mongo_commands import counted_fhirauth_server, settled_counts
+from oauth_data import PASSWORD, RATE_LIMIT_ENV, OAuthDataset, OAuthRuns
 from scenarios import (
     CLIENT_CREDENTIALS,
     MEASURED_DATASET,
@@ -71,6 +73,8 @@ class Result:
     # apart: unlike req/s, barely moved by other jobs competing for the same cores.
     server_cpu_ms: float
     db_cpu_ms: float | None
+    # MongoDB commands per request by command name, from a run of its own (mongo_commands.py).
+    mongo_commands: dict[str, float] | None = None
 
 
 @dataclass
@@ -83,17 +87,31 @@ def log(message: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
+class ScaledRuns(OAuthRuns):
+    """OAuthRuns whose one-use runs take `scale` of the users they ask for (--one-use-scale)."""
+
+    def __init__(self, data: Path, *, scale: float) -> None:
+        super().__init__(data)
+        self.scale = scale
+
+    def _take(self, count: int) -> list[dict[str, str]]:
+        return super()._take(max(1, round(count * self.scale)))
+
+
 def selected(datasets: Sequence[str]) -> list[Scenario]:
     """The scenarios of `datasets`, and always the minimal app (every ratio needs it), on both protocols."""
     return [s for s in SCENARIOS if s.name in REFERENCES or s.dataset in datasets]
 
 
-def matching(scenarios: Sequence[Scenario], only: str | None) -> list[Scenario]:
-    """With --only TEXT: the minimal app and the scenarios whose name contains TEXT, plus the ones a
-    kept scenario's goal is measured against."""
-    if only is None:
+def matching(scenarios: Sequence[Scenario], only: Sequence[str] | None) -> list[Scenario]:
+    """With --only TEXT (repeatable): the minimal app and the scenarios whose name contains a TEXT, plus
+    the ones a kept scenario's goal is measured against."""
+    if not only:
         return list(scenarios)
-    kept = {s.name for s in scenarios if s.name in REFERENCES or only.lower() in s.name.lower()}
+    wanted = [text.lower() for text in only]
+    kept = {
+        s.name for s in scenarios if s.name in REFERENCES or any(text in s.name.lower() for text in wanted)
+    }
     kept |= {s.goal.of for s in scenarios if s.name in kept and s.goal is not None}
     return [s for s in scenarios if s.name in kept]
 
@@ -212,12 +230,24 @@ def measure(
 
     if args.warmup:
         script_args, headers = wrk_arguments(args.warmup)
-        run_wrk(target, duration=args.warmup, script_args=script_args, headers=headers)
+        run_wrk(
+            target,
+            duration=args.warmup,
+            script_args=script_args,
+            headers=headers,
+            connections=args.connections,
+        )
         settle(server)
     script_args, headers = wrk_arguments(args.duration)
     server_before, db_before = server.cpu_seconds(), db.cpu_seconds() if db else 0.0
     with profiled(scenario, server, args):
-        result = run_wrk(target, duration=args.duration, script_args=script_args, headers=headers)
+        result = run_wrk(
+            target,
+            duration=args.duration,
+            script_args=script_args,
+            headers=headers,
+            connections=args.connections,
+        )
     requests = max(result.requests, 1)
     server_cpu_ms = 1000 * (server.cpu_seconds() - server_before) / requests
     db_cpu_ms = 1000 * (db.cpu_seconds() - db_before) / requests if db else None
@@ -226,6 +256,40 @@ def measure(
         f"server CPU {server_cpu_ms:.3f} ms/request"
     )
     return Result(result, server_cpu_ms, db_cpu_ms)
+
+
+def count_commands(
+    scenario: Scenario, url: str, data: Path, args: argparse.Namespace, counts: Path, runs: OAuthRuns
+) -> dict[str, float]:
+    """MongoDB commands per request of `scenario`, by command name, on the counted server at `url`.
+
+    One connection: when wrk stops, at most one request is in flight, and the server completes it for
+    nobody; its commands are counted over at most 1/requests too many.
+    """
+    target = url + (scenario.path if not scenario.paths else "/")
+    headers = []
+    if scenario.authorization is not None:
+        authorization = (
+            ROOT_AUTH_HEADER if scenario.authorization == ROOT else f"Authorization: {scenario.authorization}"
+        )
+        headers.append(authorization)
+    script_args = scenario.script_args(data)
+    if scenario.setup is not None:
+        more_args, more_headers = scenario.setup(runs, url, args.count_duration)
+        script_args, headers = script_args + more_args, headers + more_headers
+    before = settled_counts(counts)
+    result = run_wrk(
+        target, duration=args.count_duration, script_args=script_args, headers=headers, connections=1
+    )
+    counted = settled_counts(counts) - before
+    requests = max(result.requests, 1)
+    per_request = {name: count / requests for name, count in sorted(counted.items())}
+    log(
+        f"{scenario.name}: {sum(per_request.values()):.2f} MongoDB commands/request "
+        f"({', '.join(f'{name} {n:.2f}' for name, n in per_request.items())}) over {result.requests} requests"
+        + (f", {result.non_2xx} non-2xx" if result.non_2xx else "")
+    )
+    return per_request
 
 
 def settle(server: Process, timeout: float = 15.0) -> None:
@@ -303,7 +367,7 @@ def run_backend(
             # A fresh server per scenario: what one scenario leaves behind in the process (heap, caches)
             # must not be billed to the next. The store is shared, so writes come last in the table.
             rss_mb = 0.0
-            runs = OAuthRuns(data[dataset])
+            runs = ScaledRuns(data[dataset], scale=args.one_use_scale)
             extra_env = RATE_LIMIT_ENV if dataset == "oauth" else {}
             for scenario in scenarios:
                 if scenario.in_process:
@@ -316,6 +380,20 @@ def run_backend(
                         scenario, url, data[dataset], args, process, db, runs
                     )
                     rss_mb = max(rss_mb, process.rss_bytes() / 2**20)
+                if backend == "mongo" and args.count_duration:
+                    counts = work / f"commands-{len(report.results)}"
+                    with counted_fhirauth_server(
+                        storage,
+                        workers=args.workers,
+                        workdir=work,
+                        source=source,
+                        counts=counts,
+                        extra_env=extra_env,
+                    ) as (url, _process):
+                        commands = count_commands(scenario, url, data[dataset], args, counts, runs)
+                    report.results[scenario.name] = dataclasses.replace(
+                        report.results[scenario.name], mongo_commands=commands
+                    )
             if dataset == "oauth":
                 report.measurements.append(verify_in_process(storage, data[dataset], runs, work, source))
             report.measurements.append(
@@ -348,9 +426,9 @@ def render(report: Report, header: str) -> str:
     lines = [
         header,
         "",
-        "| scenario | req/s | p50 | p99 | errors | server CPU/req | db CPU/req "
+        "| scenario | req/s | p50 | p99 | errors | server CPU/req | db CPU/req | Mongo cmds/req "
         "| vs minimal, req/s | vs minimal, CPU | vs minimal with one write, req/s | target | |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for scenario in SCENARIOS:
         measured = report.results.get(scenario.name)
@@ -366,6 +444,10 @@ def render(report: Report, header: str) -> str:
         )
         like_ratio = f"{result.rps / one_write.wrk.rps:.0%}" if one_write and one_write.wrk.rps else ""
         db_cpu = f"{measured.db_cpu_ms:.2f} ms" if measured.db_cpu_ms is not None else ""
+        commands = ""
+        if measured.mongo_commands is not None:
+            by_name = ", ".join(f"{name} {n:.2f}" for name, n in measured.mongo_commands.items())
+            commands = f"{sum(measured.mongo_commands.values()):.2f} ({by_name})"
         target, met = "", None
         if scenario.goal is not None:
             reference = report.results[scenario.goal.of].wrk
@@ -375,7 +457,7 @@ def render(report: Report, header: str) -> str:
                 target += f" (here {result.rps / reference.rps:.0%})"
         lines.append(
             f"| {scenario.name} | {result.rps:,.0f} | {result.p50_ms:.2f} ms | {result.p99_ms:.2f} ms | {errors} "
-            f"| {measured.server_cpu_ms:.2f} ms | {db_cpu} | {rps_ratio} | {cpu_ratio} | {like_ratio} "
+            f"| {measured.server_cpu_ms:.2f} ms | {db_cpu} | {commands} | {rps_ratio} | {cpu_ratio} | {like_ratio} "
             f"| {target} | {_verdict(met)} |"
         )
     lines += ["", "| measurement | value | target | |", "|---|---:|---|---|"]
@@ -448,7 +530,36 @@ def main() -> int:
         help=f"comma-separated datasets whose scenarios run (default all: {','.join(DATASETS)})",
     )
     parser.add_argument(
-        "--only", metavar="TEXT", help="only the scenarios whose name contains TEXT (and the minimal app)"
+        "--only",
+        metavar="TEXT",
+        action="append",
+        help="only the scenarios whose name contains TEXT (and the minimal app); repeatable",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help=f"wrk connections of the measured runs (default {CONNECTIONS}); 1 shows the work of a "
+        "request without queueing in the server or the driver's pool",
+    )
+    parser.add_argument(
+        "--count-duration",
+        type=float,
+        default=3.0,
+        help="MongoDB only: seconds of one-connection load on a server of its own that counts each "
+        "scenario's commands per request (0: do not count)",
+    )
+    parser.add_argument(
+        "--oauth-users",
+        type=int,
+        help="2FA users of the oauth dataset (default 160,000: days to seed into SecantusDB)",
+    )
+    parser.add_argument(
+        "--one-use-scale",
+        type=float,
+        default=1.0,
+        help="give one-use scenarios (codes, TOTP checks) this fraction of their users per second, "
+        "for a smaller --oauth-users at MongoDB's rates",
     )
     parser.add_argument(
         "--profile",
@@ -464,6 +575,8 @@ def main() -> int:
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
 
+    if args.oauth_users is not None:
+        DATASETS["oauth"] = OAuthDataset("oauth", args.oauth_users)
     backends = ["sqlite", "mongo"] if args.backend == "both" else [args.backend]
     with tempfile.TemporaryDirectory(prefix="fhirauth-bench-") as tmp:
         work = Path(tmp)
@@ -478,7 +591,8 @@ def main() -> int:
             header = (
                 f"## {now:%Y-%m-%d %H:%M} UTC, {backend}, fhirauth {code}\n\n"
                 f"{described}. fhirauth and the minimal app with {args.workers} uvicorn worker(s); "
-                f"wrk -t{THREADS} -c{CONNECTIONS} -d{args.duration}s after {args.warmup} s of warm-up, "
+                f"wrk -t{min(THREADS, args.connections)} -c{args.connections} -d{args.duration}s "
+                f"after {args.warmup} s of warm-up, "
                 "on the same machine."
             )
             text = render(report, header)

@@ -28,14 +28,21 @@ class WrkResult:
 
 
 def run_wrk(
-    url: str, *, duration: float, script_args: Sequence[str] = (), headers: Sequence[str] = ()
+    url: str,
+    *,
+    duration: float,
+    script_args: Sequence[str] = (),
+    headers: Sequence[str] = (),
+    connections: int = CONNECTIONS,
 ) -> WrkResult:
-    command = ["wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration:g}s", "--latency", "--timeout", "10s"]
+    # wrk needs a connection per thread at least.
+    threads = min(THREADS, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency", "--timeout", "10s"]
     command += ["-s", str(SCRIPT)]
     for header in headers:
         command += ["-H", header]
     # request.lua's `lines=` splits its file between the threads, so it must know how many there are.
-    command += [url, "--", f"threads={THREADS}", *script_args]
+    command += [url, "--", f"threads={threads}", *script_args]
     completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 60)
     for line in completed.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
