@@ -167,7 +167,7 @@ def test_search_documents_its_paging_and_selection_parameters(document: Document
     assert list(parameters) == ["_count", "_page", "_sort", "_elements", "_id", "_format"]
     assert parameters["_count"]["schema"] == {"type": "integer", "minimum": 0, "maximum": 1000}
     assert parameters["_page"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 100000}
-    assert set(search["responses"]) == {"200", "400", "401", "403", "503"}
+    assert set(search["responses"]) == {"200", "400", "401", "403", "429", "503"}
     assert search["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/User.searchset"
     }
@@ -192,6 +192,7 @@ def test_writes_take_json_and_yaml_and_list_their_real_statuses(document: Docume
         "413",
         "415",
         "422",
+        "429",
         "503",
     ]
     assert set(create["responses"]["201"]["headers"]) == {"ETag", "Last-Modified", "Location"}
@@ -215,12 +216,13 @@ def test_writes_take_json_and_yaml_and_list_their_real_statuses(document: Docume
         "413",
         "415",
         "422",
+        "429",
         "503",
     ]
     read = document["paths"]["/User/{id}"]["get"]
-    assert list(read["responses"]) == ["200", "401", "403", "404", "410", "503"]
+    assert list(read["responses"]) == ["200", "401", "403", "404", "410", "429", "503"]
     delete = document["paths"]["/User/{id}"]["delete"]
-    assert list(delete["responses"]) == ["200", "204", "400", "401", "403", "409", "412", "503"]
+    assert list(delete["responses"]) == ["200", "204", "400", "401", "403", "409", "412", "429", "503"]
     outcome = document["components"]["responses"]["Outcome503"]
     assert outcome["content"]["text/yaml"]["schema"] == {"$ref": "#/components/schemas/OperationOutcome"}
     assert set(outcome["headers"]) == {"Retry-After"}
@@ -246,6 +248,26 @@ def test_oauth_and_two_factor_errors_have_their_own_shapes(document: Document) -
     assert schemes["basicAuth"]["scheme"] == "basic"
     assert schemes["bearerAuth"]["scheme"] == "bearer"
     assert document["paths"]["/health"]["get"]["security"] == []
+
+
+def test_rate_limits_and_a_busy_server_are_documented_where_they_answer(document: Document) -> None:
+    """Failed client authentication is limited on every Basic-authenticated route (429), and an OAuth
+    endpoint's 503 is either storage's OperationOutcome or RFC 6749's temporarily_unavailable."""
+    paths = document["paths"]
+    for path in ("/auth/token", "/auth/introspect", "/auth/revoke"):
+        responses = paths[path]["post"]["responses"]
+        assert responses["429"] == {"$ref": "#/components/responses/OAuth429"}, path
+        assert responses["503"] == {"$ref": "#/components/responses/OAuth503"}, path
+    oauth_503 = document["components"]["responses"]["OAuth503"]
+    assert set(oauth_503["headers"]) == {"Cache-Control", "Retry-After"}
+    assert oauth_503["content"]["application/json"]["schema"] == {
+        "oneOf": [
+            {"$ref": "#/components/schemas/OperationOutcome"},
+            {"$ref": "#/components/schemas/OAuthError"},
+        ]
+    }
+    assert paths["/User/{id}"]["get"]["responses"]["429"] == {"$ref": "#/components/responses/Outcome429"}
+    assert paths["/User"]["post"]["responses"]["429"] == {"$ref": "#/components/responses/Outcome429"}
 
 
 def test_resource_schemas_come_from_schemas_dir_adapted_for_openapi(document: Document) -> None:

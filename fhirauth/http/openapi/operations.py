@@ -34,9 +34,9 @@ _STATUS_TEXT = {
     503: "Storage is unreachable; `Retry-After` says when to try again",
 }
 
-# Errors every resource operation can meet: credentials, policies, storage. 400 is a malformed
-# parameter, header or body, so reads without parameters never answer it.
-_GUARDED = (401, 403, 503)
+# Errors every resource operation can meet: credentials (and their failures' limits), policies,
+# storage. 400 is a malformed parameter, header or body, so reads without parameters never answer it.
+_GUARDED = (401, 403, 429, 503)
 _WITH_BODY = (400, 413, 415)
 
 
@@ -82,12 +82,21 @@ def _oauth_response(status: int) -> Document:
     if status == 429:
         response["description"] = "Too many requests from this address, or for this account"
         response["headers"] = {**_NO_STORE, **_RETRY_AFTER}
+    if status == 503:
+        # Storage's outage answers as everywhere else; a full password-hashing queue as RFC 6749 does.
+        response["description"] = (
+            "Storage is unreachable (an OperationOutcome), or every password-hashing thread is busy"
+            " (`temporarily_unavailable`); `Retry-After` says when to try again"
+        )
+        response["headers"] = {**_NO_STORE, **_RETRY_AFTER}
+        either = {"oneOf": [ref("OperationOutcome"), ref("OAuthError")]}
+        response["content"] = _content(either, ["application/json"])
     return response
 
 
 RESPONSES = {
     **{f"Outcome{status}": _outcome_response(status) for status in _STATUS_TEXT},
-    **{f"OAuth{status}": _oauth_response(status) for status in (400, 401, 429)},
+    **{f"OAuth{status}": _oauth_response(status) for status in (400, 401, 429, 503)},
 }
 
 
@@ -358,8 +367,7 @@ def _oauth_body(schema: str) -> Document:
 
 def _oauth_errors(*statuses: int) -> Document:
     return {
-        **{str(status): {"$ref": f"#/components/responses/OAuth{status}"} for status in statuses},
-        **_outcomes((503,)),
+        **{str(status): {"$ref": f"#/components/responses/OAuth{status}"} for status in (*statuses, 503)},
     }
 
 
@@ -385,7 +393,7 @@ def _introspect(path: str) -> Document:
             "headers": _NO_STORE,
             "content": _content(ref("Introspection"), ["application/json"]),
         },
-        **_oauth_errors(400, 401),
+        **_oauth_errors(400, 401, 429),
     }
     return _operation(
         "introspect",
@@ -405,7 +413,7 @@ def _revoke(path: str) -> Document:
             "headers": _NO_STORE,
             "content": _content({"type": "object", "maxProperties": 0}, ["application/json"]),
         },
-        **_oauth_errors(400, 401),
+        **_oauth_errors(400, 401, 429),
     }
     return _operation(
         "revoke",
