@@ -153,10 +153,17 @@ class SessionService:
         return session_id if isinstance(session_id, str) else None
 
     async def create_browser_session(
-        self, user: Document, *, max_age: int, ip: str | None, methods: SignInMethods | None = None
+        self,
+        user: Document,
+        *,
+        max_age: int,
+        ip: str | None,
+        methods: SignInMethods | None = None,
+        trusted_device: Document | None = None,
     ) -> tuple[str, Document]:
         """A new sign-in made with `methods` (a password, just now, when not given): the cookie token
-        (returned once, stored as its hash) and its Session."""
+        (returned once, stored as its hash) and its Session. `trusted_device`: the device that stood
+        in for the second factor, recorded beside the methods (which it does not add to)."""
         token = issued_token()
         now = self._clock()
         if methods is None:
@@ -174,6 +181,8 @@ class SessionService:
         }
         if ip:
             session["ip"] = ip
+        if trusted_device is not None:
+            session["trustedDevice"] = trusted_device
         return token, await self.create(session)
 
     async def step_up(self, browser_session: Document, methods: SignInMethods) -> tuple[str, Document] | None:

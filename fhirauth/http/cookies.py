@@ -1,4 +1,5 @@
-"""The cookies the HTML pages set: the browser session, the CSRF secret, the pending 2FA login."""
+"""The cookies the HTML pages set: the browser session, the CSRF secret, the pending 2FA login, the
+trusted device."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ CSRF_COOKIE = "fhirauth_csrf"
 PENDING_COOKIE = "fhirauth_pending"
 PENDING_COOKIE_PATH = "/auth"
 PENDING_COOKIE_MAX_AGE = 300
+TRUSTED_COOKIE = "fhirauth_trusted"
+# Sent only where it is read: the sign-in and the two-factor pages.
+TRUSTED_COOKIE_PATH = "/auth"
 # Cookie values we set are URL-safe tokens; anything longer or stranger is ignored as junk.
 _MAX_COOKIE_CHARS = 128
 

@@ -54,7 +54,9 @@ from fhirauth.http.csrf import CSRF_FIELD, CsrfRefused
 from fhirauth.http.forms import BadForm, read_form
 from fhirauth.http.html import STATIC_DIR, checked_form, csrf_of, error_page, render, secure_cookies, static
 from fhirauth.http.limits import client_ip
+from fhirauth.http.trusted_devices import recognize, session_field
 from fhirauth.notify import NotificationFailed
+from fhirauth.twofactor.trusted_devices import TrustedDevice
 
 Document = dict[str, Any]
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -116,12 +118,18 @@ async def browser_session(request: Request) -> Principal | None:
 
 
 async def finish_sign_in(
-    request: Request, user: Document, continuation: str, methods: SignInMethods
+    request: Request,
+    user: Document,
+    continuation: str,
+    methods: SignInMethods,
+    *,
+    trusted_device: TrustedDevice | None = None,
 ) -> Response:
     """Start a new browser session for `user`, signed in with `methods` (a new cookie value every
     time), and go on.
 
-    Called after the password (or the signup link), and by the two-factor step once its code is right.
+    Called after the password (or the signup link), and by the two-factor step once its code is right;
+    after the password alone too when this browser is a `trusted_device` of the user's.
     """
     services = services_of(request)
     secure = secure_cookies(request)
@@ -130,16 +138,19 @@ async def finish_sign_in(
         await services.sessions.end(previous.session)
     max_age = await services.auth_config.asid_cookie_max_age()
     token, session = await services.sessions.create_browser_session(
-        user, max_age=max_age, ip=client_ip(request), methods=methods
+        user,
+        max_age=max_age,
+        ip=client_ip(request),
+        methods=methods,
+        trusted_device=session_field(trusted_device) if trusted_device is not None else None,
     )
     target = local_path(continuation, services.settings.base_url) or DEFAULT_CONTINUATION
     response = RedirectResponse(target, 302)
     set_cookie(response, SESSION_COOKIE, token, max_age=max_age, secure=secure)
     if request.cookies.get(PENDING_COOKIE) is not None:
         clear_cookie(response, PENDING_COOKIE, secure=secure, path=PENDING_COOKIE_PATH)
-    await services.audit.record(
-        "login", "success", user=user, ip=client_ip(request), detail={"session": session["id"]}
-    )
+    detail = {"session": session["id"], "trustedDevice": trusted_device.id if trusted_device else None}
+    await services.audit.record("login", "success", user=user, ip=client_ip(request), detail=detail)
     return response
 
 
@@ -278,7 +289,12 @@ async def login(request: Request) -> Response:
     continuation = continuation_for(params, request.url.query, services.settings.base_url)
     methods = SignInMethods.password(int(services.clock().timestamp()))
     if has_two_factor(user):
-        return await _start_second_factor(request, user, continuation, amr_times=dict(methods.times))
+        trusted = await recognize(request, user)
+        if trusted.device is not None:
+            return await finish_sign_in(request, user, continuation, methods, trusted_device=trusted.device)
+        response = await _start_second_factor(request, user, continuation, amr_times=dict(methods.times))
+        trusted.clear_dead_cookie(request, response)
+        return response
     return await finish_sign_in(request, user, continuation, methods)
 
 

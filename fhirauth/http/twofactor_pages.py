@@ -1,4 +1,5 @@
-"""The two-factor pages: settings, enable with a QR code, disable, recovery codes, and the sign-in step."""
+"""The two-factor pages: settings, enable with a QR code, disable, recovery codes, trusted devices, and
+the sign-in step."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.limits import client_ip
 from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import retry_after_header
+from fhirauth.http.trusted_devices import (
+    TRUST_FIELD,
+    clear_trusted_cookie,
+    forget_devices,
+    listed_devices,
+    remember_device,
+)
 from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg
@@ -43,6 +51,7 @@ _SETUP_EXPIRED = (
     "This setup was started elsewhere or took too long. Scan the new code and enter a code from it."
 )
 _ENABLED = "Two-factor authentication is on."
+_MAX_DEVICE_ID_CHARS = 64
 
 
 async def _signed_in_user(request: Request) -> Document | None:
@@ -131,8 +140,26 @@ async def settings_page(request: Request) -> Response:
         "account": user.get("email") or user["id"],
         "status": status,
         "changed": done == ("enabled" if status.enabled else "disabled"),
+        "trusted_devices": await listed_devices(request, user["id"]),
     }
     return await render(request, "two_factor.html", context)
+
+
+@page
+async def forget_trusted_devices(request: Request) -> Response:
+    """Forget one trusted device (`device`: its id) or all of them (`device=all`)."""
+    user = await _signed_in_user(request)
+    if user is None:
+        return _to_login()
+    form = await checked_form(request)
+    device_id = form.get("device", "")
+    if not device_id or len(device_id) > _MAX_DEVICE_ID_CHARS:
+        return await error_page(request, "Choose a device to forget.", heading="Trusted devices")
+    this_browser = await forget_devices(request, user["id"], device_id)
+    response = RedirectResponse(SETTINGS, 303)
+    if this_browser:
+        clear_trusted_cookie(request, response)
+    return response
 
 
 # Enable
@@ -308,7 +335,12 @@ async def _verify_form(
     request: Request, *, error: str | None = None, notice: str | None = None, status: int = 200
 ) -> Response:
     config = await services_of(request).twofactor.config()
-    context = {"error": error, "notice": notice, "webhook": config.webhook is not None}
+    context = {
+        "error": error,
+        "notice": notice,
+        "webhook": config.webhook is not None,
+        "trust_days": config.trusted_device_days,
+    }
     return await render(request, "two_factor_verify.html", context, status=status)
 
 
@@ -360,18 +392,22 @@ async def verify(request: Request) -> Response:
     finished = await services.pending_logins.take(pending_id)
     if finished is None:
         return await _expired(request)
+    trust = form.get(TRUST_FIELD) == "on"
     step_up = finished.document.get("stepUp")
     if step_up is not None:
-        return await _finish_step_up(request, step_up, finished.continuation)
+        return await _finish_step_up(request, step_up, finished.continuation, trust=trust)
     now = int(services.clock().timestamp())
     # A pending login stored before methods were recorded started with the password, just now.
     password = SignInMethods.from_dict(finished.document.get("amr_times")) or SignInMethods.password(now)
-    return await finish_sign_in(request, user, finished.continuation, password.with_otp(now))
+    response = await finish_sign_in(request, user, finished.continuation, password.with_otp(now))
+    if trust:
+        await remember_device(request, response, user, (OTP,))
+    return response
 
 
-async def _finish_step_up(request: Request, session_id: str, continuation: str) -> Response:
+async def _finish_step_up(request: Request, session_id: str, continuation: str, *, trust: bool) -> Response:
     """The code of a step-up raises the browser's sign-in it was asked for, if that is still this
-    browser's sign-in: alone, a code signs nobody in."""
+    browser's sign-in: alone, a code signs nobody in. With `trust`, this browser is trusted too."""
     principal = await browser_session(request)
     if principal is None or principal.session is None or principal.session["id"] != session_id:
         return await _expired(request)
@@ -380,6 +416,8 @@ async def _finish_step_up(request: Request, session_id: str, continuation: str) 
     if not await _add_second_factor(request, response, principal.session):
         return await _expired(request)
     clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
+    if trust and principal.user is not None:
+        await remember_device(request, response, principal.user, (OTP,))
     return response
 
 
@@ -393,4 +431,5 @@ routes = [
     Route(f"{SETTINGS}/recovery-codes", recovery_codes, methods=["POST"]),
     Route(f"{SETTINGS}/verify", verify_page, methods=["GET"]),
     Route(f"{SETTINGS}/verify", verify, methods=["POST"]),
+    Route(f"{SETTINGS}/trusted-devices", forget_trusted_devices, methods=["POST"]),
 ]

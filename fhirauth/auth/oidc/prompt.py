@@ -45,6 +45,13 @@ def too_old(max_age: int | None, auth_time: int, now: int) -> bool:
     return max_age == 0 or now - auth_time > max_age
 
 
+def asks_for_sign_in(query: str) -> bool:
+    """Whether an authorization request asks for the user to sign in now (prompt=login, or a
+    max_age, which sent it to the login page): a trusted device does not answer it."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return any(name == "max_age" or (name == "prompt" and LOGIN in value.split(" ")) for name, value in pairs)
+
+
 def after_sign_in(query: str) -> str:
     """The authorization request to resume after the user has just signed in.
 
