@@ -244,6 +244,12 @@ class Storage:
         """Delete expired records; return how many."""
         raise NotImplementedError  # pragma: no cover
 
+    async def purge_orphans(self, now: datetime) -> int:
+        """Delete history entries whose write never made them current (a backend that writes a resource
+        and its history apart, and whose writer stopped between the two); return how many. Readers never
+        see them. A backend that writes both in one transaction has none."""
+        return 0
+
     async def all_resources(self, resource_type: str | None = None) -> list[Document]:
         """Every live resource (for export)."""
         raise NotImplementedError  # pragma: no cover

@@ -680,3 +680,52 @@ async def test_purge_expired_deletes_and_counts_expired_records(storage: Storage
         key: await storage.record_get("code", key) is not None for key in ["a", "b", "c", "d", "forever"]
     }
     assert remaining == {"a": False, "b": False, "c": False, "d": True, "forever": True}
+
+
+# --- history beside the current version ---------------------------------------------------------------
+
+
+async def test_racing_replaces_leave_the_winner_in_history_and_vread(storage: Storage) -> None:
+    await storage.write([Create(user("u1"))])
+    results = await asyncio.gather(
+        *(storage.write([Replace(user("u1", 2, writer=n), expected_version=1)]) for n in range(20)),
+        return_exceptions=True,
+    )
+    (winner,) = [n for n, result in enumerate(results) if result is None]
+    assert all(isinstance(result, VersionConflict) for result in results if result is not None)
+    assert await storage.history("User", "u1") == [Stored(user("u1", 2, writer=winner)), Stored(user("u1"))]
+    assert await storage.get_version("User", "u1", 2) == Stored(user("u1", 2, writer=winner))
+    await storage.write([Replace(user("u1", 3), expected_version=2)])
+    assert [stored.version for stored in await storage.history("User", "u1")] == [3, 2, 1]
+
+
+async def test_a_failed_write_leaves_no_version_behind(storage: Storage) -> None:
+    await storage.write([Create(user("u1", email="a@example.org"))])
+    with pytest.raises(AlreadyExists):
+        await storage.write([Create(user("u2", email="a@example.org"))])
+    with pytest.raises(VersionConflict):
+        await storage.write([Replace(user("u1", 3, note="stale"), expected_version=2)])
+    with pytest.raises(VersionConflict):
+        await storage.write([Delete(user("u1", 2), expected_version=5)])
+    assert await storage.history("User", "u2") == []
+    assert await storage.get_version("User", "u2", 1) is None
+    assert await storage.get_version("User", "u1", 2) is None
+    assert await storage.get_version("User", "u1", 3) is None
+    assert await storage.history("User", "u1") == [Stored(user("u1", email="a@example.org"))]
+    # The versions the failed writes named are free for the writes that succeed.
+    await storage.write([Create(user("u2", email="b@example.org"))])
+    await storage.write([Replace(user("u1", 2, email="a@example.org", note="next"), expected_version=1)])
+    assert await storage.history("User", "u2") == [Stored(user("u2", email="b@example.org"))]
+    assert await storage.get_version("User", "u1", 2) == Stored(
+        user("u1", 2, email="a@example.org", note="next")
+    )
+
+
+async def test_purge_orphans_leaves_every_written_version(storage: Storage, clock: ManualClock) -> None:
+    await storage.write([Create(user("u1"))])
+    await storage.write([Replace(user("u1", 2), expected_version=1)])
+    with pytest.raises(VersionConflict):
+        await storage.write([Replace(user("u1", 3), expected_version=1)])
+    clock.advance(3600)
+    assert await storage.purge_orphans(clock()) == 0
+    assert [stored.version for stored in await storage.history("User", "u1")] == [2, 1]
