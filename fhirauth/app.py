@@ -179,6 +179,8 @@ def build_services(
         twofactor.config,
     )
     twofactor.on_reset(passkeys.remove_all)
+    trusted_devices = TrustedDevices(storage, resources, box.derived_keys(KEY_PURPOSE), audit, clock)
+    twofactor.on_reset(trusted_devices.after_reset)
     password_grant = PasswordGrant(logins, tokens)
     password_grant.add_check(require_second_factor(twofactor))
     password_grant.add_check(refuse_passkey_only(passkeys))
@@ -238,9 +240,7 @@ def build_services(
         introspection=Introspection(sessions, issuer),
         twofactor=twofactor,
         passkeys=passkeys,
-        trusted_devices=TrustedDevices(
-            storage, resources, box.derived_keys(KEY_PURPOSE), audit, clock
-        ),
+        trusted_devices=trusted_devices,
         rate_limiter=rate_limiter,
         rate_limits=rate_limits,
     )

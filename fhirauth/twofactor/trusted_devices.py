@@ -11,8 +11,9 @@ entries. Records are server-managed by construction (no REST route reaches them)
 devices is one read, revoking them all is one delete, and the record expires with its last device.
 
 Revocation: by the user (one or all), and by every User write that changes the password, turns 2FA
-off (disable, an administrator's reset, the CLI's), deactivates or deletes the user. The password
-digest refuses a cookie from before a password change even when no hook saw the change.
+off (disable, an administrator's reset, the CLI's), deactivates or deletes the user, and by every
+administrator's 2FA reset (whatever the second factor was). The password digest refuses a cookie
+from before a password change even when no hook saw the change.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ _MAX_USER_AGENT_CHARS = 512
 
 RefusalReason = Literal["malformed", "signature", "unknown", "expired", "password-changed"]
 RevocationReason = Literal[
-    "user", "limit", "password-changed", "two-factor-off", "user-inactive", "user-deleted"
+    "user", "limit", "password-changed", "two-factor-off", "two-factor-reset", "user-inactive", "user-deleted"
 ]
 
 
@@ -255,6 +256,11 @@ class TrustedDevices:
         for entry in entries:
             await self._audit_revoked(user_id, entry, reason, ip)
         return len(entries)
+
+    async def after_reset(self, user_id: str, actor: str) -> None:
+        """An administrator's 2FA reset (TwoFactorService.on_reset): every device goes, whatever the
+        user's second factor was (a passkey-only user's reset writes no twoFactor change)."""
+        await self.revoke_all(user_id, reason="two-factor-reset")
 
     # Internals
 

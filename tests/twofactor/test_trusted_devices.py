@@ -384,3 +384,17 @@ async def test_cookies_signed_before_a_master_secret_rotation_still_work(
 )
 def test_the_browser_is_summarised_from_the_user_agent(user_agent: str | None, summary: str) -> None:
     assert browser_of(user_agent) == summary
+
+
+async def test_a_reset_revokes_the_devices_of_a_user_whose_second_factor_is_not_totp(
+    services: Services,
+) -> None:
+    # A passkey-only user: twoFactor.enabled stays false through the reset, so no User change says
+    # that 2FA went off; the reset itself must.
+    written = await services.resources.create(
+        "User", {"resourceType": "User", "email": "pia@example.org", "password": PASSWORD}, id="pia"
+    )
+    await grant(services, written.resource)
+    await services.twofactor.reset("pia", actor="cli")
+    assert await services.trusted_devices.devices("pia") == []
+    assert [e["reason"] for e in await audit(services, "trusted-device-revoked")] == ["two-factor-reset"]
