@@ -432,3 +432,20 @@ def test_forgetting_needs_the_form_and_a_sign_in(api: TestClient, ann: None, clo
     assert refused.status_code == 403
     assert alert(refused) is not None
     assert [d for d, _ in devices_listed(api.get(SETTINGS))] == [device_id]
+
+
+def test_the_code_of_a_step_up_may_trust_the_browser_too(api: TestClient, clock: ManualClock) -> None:
+    setup_clients(api)
+    # Signed in with the password while 2FA was off; then it is turned on and a client asks for MFA
+    response = login(api, "ann@example.org")
+    assert response.status_code == 302
+    patched = api.patch("/User/ann", json={"twoFactor": {"enabled": True, "secretKey": SECRET}})
+    assert patched.status_code == 200
+    params = rp_request("id_token", acr_values=ACR_MFA)
+    assert authorize(api, **params).headers["location"] == VERIFY
+    done = give_code(api, clock, trust=True)
+    assert done.headers["location"].startswith("/auth/authorize?")
+    assert COOKIE in set_cookies(done)
+    assert browser_session(api)["amr"] == ["pwd", "otp", "mfa"]
+    sign_out(api)
+    skipped_the_code(api)

@@ -398,3 +398,27 @@ async def test_a_reset_revokes_the_devices_of_a_user_whose_second_factor_is_not_
     await services.twofactor.reset("pia", actor="cli")
     assert await services.trusted_devices.devices("pia") == []
     assert [e["reason"] for e in await audit(services, "trusted-device-revoked")] == ["two-factor-reset"]
+
+
+async def test_a_forged_or_foreign_cookie_costs_no_storage_read(services: Services) -> None:
+    ann = await make_user(services)
+    bob = await make_user(services, "bob")
+    cookie = await grant(services, ann)
+    bobs = await grant(services, bob)
+    reads: list[tuple[str, str]] = []
+    storage = services.storage
+    record_get = storage.record_get
+
+    async def counted(kind: str, key: str) -> Any:
+        reads.append((kind, key))
+        return await record_get(kind, key)
+
+    storage.record_get = counted  # type: ignore[method-assign]
+    try:
+        for forged in ("junk", bobs, cookie[:-1] + ("A" if cookie[-1] != "A" else "B")):
+            await refusal(services, ann, forged)
+        assert [r for r in reads if r[0] == KIND] == []
+        await services.trusted_devices.recognize(ann, cookie, days=30, ip=None)
+        assert [r for r in reads if r[0] == KIND] == [(KIND, "ann")]
+    finally:
+        del storage.record_get  # type: ignore[method-assign]
