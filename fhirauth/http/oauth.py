@@ -126,7 +126,9 @@ def _assertion(params: dict[str, str], client_id: str | None, *, sent_other: boo
             "Authenticate the client one way: a client assertion, or HTTP Basic, or a secret"
         )
     if params.get("client_assertion_type") != JWT_BEARER:
-        raise InvalidClient(f"Unsupported 'client_assertion_type'; use {JWT_BEARER}")
+        # RFC 6749 §5.2: an unsupported parameter value is invalid_request (400), as Inferno's backend
+        # services test expects; invalid_client is for an assertion that fails (RFC 7521 §4.2.1).
+        raise InvalidRequest(f"Unsupported 'client_assertion_type'; use {JWT_BEARER}")
     assertion = params.get("client_assertion")
     if assertion is None:
         raise InvalidRequest("Missing 'client_assertion'")
