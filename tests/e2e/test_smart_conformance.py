@@ -518,6 +518,22 @@ def test_standalone_token_exchange_needs_the_right_code_verifier(server: LiveSer
         assert_token_headers(response, "refused code exchange")
 
 
+def test_standalone_token_exchange_needs_the_same_redirect_uri(server: LiveServer) -> None:
+    verifier, challenge = pkce_pair()
+    code = browse(server, authorize_params(server, STANDALONE_SCOPE, challenge))["code"]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": f"{REDIRECT}/other",
+        "code_verifier": verifier,
+        "client_id": PUBLIC,
+    }
+    response = token_request(server, form)
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant"), (
+        "app-launch.md §step-5, RFC 6749 §4.1.3: redirect_uri is the one of the authorization request"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -914,6 +930,43 @@ def test_backend_services_invalid_jwt(server: LiveServer, assertion: Any) -> Non
         "backend-services.md, client-confidential-asymmetric.md: an invalid assertion is refused (400/401)"
     )
     assert response.json()["error"] == "invalid_client", "RFC 7521 §4.2.1: invalid_client"
+
+
+def _signed(server: LiveServer, header: Document) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": BACKEND,
+        "sub": BACKEND,
+        "aud": f"{server.url}/auth/token",
+        "exp": now + 240,
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(header, claims, RS384, algorithms=["RS384"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fhirauth/auth/client_assertion.py ignores the jku header and verifies with the registered keys",
+)
+def test_backend_services_a_jku_other_than_the_registered_one_fails(server: LiveServer) -> None:
+    header = {"alg": "RS384", "kid": RS384.kid, "typ": "JWT", "jku": "https://counterfeit.example/jwks"}
+    response = token_request(server, backend_form(_signed(server, header)))
+    assert response.status_code == 401, (
+        "client-confidential-asymmetric.md §Signature Verification 1a: a jku that is not the "
+        "registered JWKS URL SHALL fail verification (invalid_client)"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="fhirauth/auth/client_assertion.py takes the one key of the alg's kty when kid is absent",
+)
+def test_backend_services_an_assertion_without_kid_fails(server: LiveServer) -> None:
+    response = token_request(server, backend_form(_signed(server, {"alg": "RS384", "typ": "JWT"})))
+    assert response.status_code == 401, (
+        "client-confidential-asymmetric.md: kid is required; §Signature Verification 3 SHALL pick "
+        "the single key whose kid matches the header's, else verification fails"
+    )
 
 
 def test_backend_services_assertion_is_used_once(server: LiveServer) -> None:
