@@ -58,6 +58,8 @@ from fhirauth.http import (
     smart,
     twofactor_api,
     twofactor_pages,
+    webauthn_api,
+    webauthn_pages,
 )
 from fhirauth.http.limits import hashing_busy, rate_limited, request_address
 from fhirauth.http.serving.application import App
@@ -255,6 +257,8 @@ def routes() -> list[BaseRoute]:
         *pages.routes,
         *twofactor_pages.routes,
         *twofactor_api.routes,
+        *webauthn_pages.routes,
+        *webauthn_api.routes,
         *openapi.routes,
         *smart.routes,
     ]

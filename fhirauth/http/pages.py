@@ -255,6 +255,9 @@ async def _login_form(
     context = {
         "action": _with_query("/auth/login", query),
         "signup_url": _with_query("/auth/signup", query),
+        "passkey_action": _with_query("/auth/two-factor/passkeys/sign-in", query)
+        if (await services_of(request).twofactor.config()).passkey_sign_in
+        else None,
         "username": username,
         "error": error,
     }
@@ -288,7 +291,7 @@ async def login(request: Request) -> Response:
         return await _login_form(request, username=username[:_MAX_AUDIT_CHARS], error=message, status=400)
     continuation = continuation_for(params, request.url.query, services.settings.base_url)
     methods = SignInMethods.password(int(services.clock().timestamp()))
-    if has_two_factor(user):
+    if has_two_factor(user) or await services.passkeys.has_passkeys(user["id"]):
         trusted = await recognize(request, user)
         if trusted.device is not None:
             return await finish_sign_in(request, user, continuation, methods, trusted_device=trusted.device)
@@ -322,7 +325,7 @@ async def _step_up(request: Request, user: Document, session: Document) -> Respo
     """The code step for this sign-in, which the two-factor page then raises in place; a user without
     a second factor sets one up first (its code raises the sign-in), then comes back here."""
     continuation = _with_query("/auth/authorize", request.url.query)
-    if not has_two_factor(user):
+    if not has_two_factor(user) and not await services_of(request).passkeys.has_passkeys(user["id"]):
         return RedirectResponse(f"/auth/two-factor/enable?redirect_to={quote(continuation, safe='')}", 302)
     return await _start_second_factor(request, user, continuation, stepUp=session["id"])
 

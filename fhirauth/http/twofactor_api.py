@@ -34,7 +34,7 @@ class _Caller:
     body: Document
 
 
-async def _caller(request: Request) -> _Caller:
+async def first_party_caller(request: Request) -> _Caller:
     """The signed-in user of a first-party client's bearer token (read in this request), the sign-in
     the token belongs to, and the JSON body. A token of another client is refused (FirstPartyRequired)
     before the body is read."""
@@ -73,7 +73,7 @@ def refusal(request: Request, error: TwoFactorError) -> Response:
 async def request_enrollment(request: Request) -> Response:
     services = services_of(request)
     try:
-        caller = await _caller(request)
+        caller = await first_party_caller(request)
         transport = caller.body.get("transport")
         if transport is not None and not isinstance(transport, str):
             raise BadRequest("'transport' must be a string", "transport")
@@ -91,7 +91,7 @@ async def request_enrollment(request: Request) -> Response:
 
 async def confirm(request: Request) -> Response:
     try:
-        caller = await _caller(request)
+        caller = await first_party_caller(request)
         codes = await services_of(request).twofactor.confirm_enrollment(
             caller.user["id"], _token(caller.body), sign_in=caller.sign_in, ip=client_ip(request)
         )
@@ -103,7 +103,7 @@ async def confirm(request: Request) -> Response:
 
 async def disable(request: Request) -> Response:
     try:
-        caller = await _caller(request)
+        caller = await first_party_caller(request)
         await services_of(request).twofactor.disable(
             caller.user["id"], _token(caller.body), ip=client_ip(request)
         )
@@ -116,7 +116,7 @@ async def verify(request: Request) -> Response:
     """Step-up: the signed-in user proves the second factor again before a sensitive action; an
     accepted code is spent like any other. Not an Aidbox operation."""
     try:
-        caller = await _caller(request)
+        caller = await first_party_caller(request)
         await services_of(request).twofactor.require(caller.user, _token(caller.body), ip=client_ip(request))
     except TwoFactorError as error:
         return refusal(request, error)
@@ -125,7 +125,7 @@ async def verify(request: Request) -> Response:
 
 async def recovery_codes(request: Request) -> Response:
     try:
-        caller = await _caller(request)
+        caller = await first_party_caller(request)
         codes = await services_of(request).twofactor.regenerate_recovery_codes(
             caller.user["id"], _token(caller.body), ip=client_ip(request)
         )

@@ -34,6 +34,7 @@ from fhirauth.http.trusted_devices import (
     listed_devices,
     remember_device,
 )
+from fhirauth.http.webauthn_pages import passkey_list, pending_second_factors
 from fhirauth.ratelimit import retry_after
 from fhirauth.twofactor.guard import Reason
 from fhirauth.twofactor.qr import qr_svg
@@ -140,6 +141,7 @@ async def settings_page(request: Request) -> Response:
         "account": user.get("email") or user["id"],
         "status": status,
         "changed": done == ("enabled" if status.enabled else "disabled"),
+        "passkeys": await passkey_list(request, user),
         "trusted_devices": await listed_devices(request, user["id"]),
     }
     return await render(request, "two_factor.html", context)
@@ -339,6 +341,7 @@ async def _verify_form(
         "error": error,
         "notice": notice,
         "webhook": config.webhook is not None,
+        "factors": await pending_second_factors(request),
         "trust_days": config.trusted_device_days,
     }
     return await render(request, "two_factor_verify.html", context, status=status)

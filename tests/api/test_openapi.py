@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from fhirauth.app import create_app, routes
-from fhirauth.http import demo, pages, twofactor_pages
+from fhirauth.http import demo, pages, twofactor_pages, webauthn_pages
 from fhirauth.http.openapi import endpoints
 from fhirauth.http.openapi.document import build_document
 from fhirauth.resources.schemas import SchemaRegistry
@@ -58,9 +58,21 @@ FIXED = {
     ("post", "/app/auth/two-factor/disable"): "twoFactorDisable",
     ("post", "/app/auth/two-factor/verify"): "twoFactorVerify",
     ("post", "/app/auth/two-factor/recovery-codes"): "twoFactorRecoveryCodes",
+    ("get", "/app/auth/two-factor/passkeys"): "passkeyList",
+    ("post", "/app/auth/two-factor/passkeys/registration/options"): "passkeyRegistrationOptions",
+    ("post", "/app/auth/two-factor/passkeys/registration"): "passkeyRegister",
+    ("post", "/app/auth/two-factor/passkeys/authentication/options"): "passkeyAuthenticationOptions",
+    ("post", "/app/auth/two-factor/passkeys/authentication"): "passkeyAuthenticate",
+    ("post", "/app/auth/two-factor/passkeys/remove"): "passkeyRemove",
 }
 # Browser faces: HTML forms with CSRF fields, not an API.
-UNDOCUMENTED_MODULES = {pages.__name__, twofactor_pages.__name__, demo.__name__, endpoints.__name__}
+UNDOCUMENTED_MODULES = {
+    pages.__name__,
+    twofactor_pages.__name__,
+    webauthn_pages.__name__,
+    demo.__name__,
+    endpoints.__name__,
+}
 
 
 @pytest.fixture(scope="module")

@@ -490,6 +490,69 @@ COMMON_SCHEMAS: dict[str, Document] = {
         "properties": {"launch": {"type": "string"}, "expires_in": {"type": "integer"}},
     },
     "TwoFactorError": _string_map("error", "error_description", required=["error", "error_description"]),
+    "PasskeyOptions": {
+        "type": "object",
+        "required": ["publicKey"],
+        "description": "WebAuthn options for navigator.credentials.create()/get(), binary fields in base64url",
+        "properties": {"publicKey": {"type": "object"}},
+    },
+    "PasskeyCredential": {
+        "type": "object",
+        "description": "The browser's PublicKeyCredential.toJSON(), binary fields in base64url",
+        "required": ["id", "rawId", "type", "response"],
+        "properties": {
+            "id": {"type": "string"},
+            "rawId": {"type": "string"},
+            "type": {"const": "public-key"},
+            "response": {"type": "object"},
+            "authenticatorAttachment": {"type": ["string", "null"]},
+        },
+    },
+    "PasskeyRegistration": {
+        "type": "object",
+        "required": ["name", "credential"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 64},
+            "credential": ref("PasskeyCredential"),
+        },
+    },
+    "PasskeyAssertion": {
+        "type": "object",
+        "required": ["credential"],
+        "properties": {"credential": ref("PasskeyCredential")},
+    },
+    "PasskeyRemoval": {
+        "type": "object",
+        "required": ["id"],
+        "description": "A fresh second factor: `credential` (an assertion) or `token` (a TOTP or recovery code)",
+        "properties": {
+            "id": {"type": "string"},
+            "credential": ref("PasskeyCredential"),
+            "token": {"type": ["string", "integer"]},
+        },
+    },
+    "Passkey": {
+        "type": "object",
+        "required": ["id", "name"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "created": {"type": ["string", "null"]},
+            "lastUsed": {"type": ["string", "null"]},
+            "transports": {"type": "array", "items": {"type": "string"}},
+            "synced": {"type": "boolean"},
+        },
+    },
+    "PasskeyList": {
+        "type": "object",
+        "required": ["passkeys"],
+        "properties": {"passkeys": {"type": "array", "items": ref("Passkey")}},
+    },
+    "PasskeyUse": {
+        "type": "object",
+        "required": ["amr", "passkey"],
+        "properties": {"amr": {"enum": ["hwk", "swk"]}, "passkey": {"type": "string"}},
+    },
 }
 
 SECURITY_SCHEMES = {

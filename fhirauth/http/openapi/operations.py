@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fhirauth.http import health, oauth, rest, smart, twofactor_api
+from fhirauth.http import health, oauth, rest, smart, twofactor_api, webauthn_api
 from fhirauth.http.openapi.components import Document, ref
 from fhirauth.resources.search import MAX_COUNT, MAX_PAGE
 
@@ -583,6 +583,76 @@ def _two_factor(path: str) -> Document:
     )
 
 
+_PASSKEYS: dict[str, tuple[str, str, str | None, str, str]] = {
+    "GET /app/auth/two-factor/passkeys": ("passkeyList", "The user's passkeys", None, "PasskeyList", "200"),
+    "POST /app/auth/two-factor/passkeys/registration/options": (
+        "passkeyRegistrationOptions",
+        "Begin registering a passkey: options for navigator.credentials.create()",
+        None,
+        "PasskeyOptions",
+        "200",
+    ),
+    "POST /app/auth/two-factor/passkeys/registration": (
+        "passkeyRegister",
+        "Finish registering a passkey with the browser's answer and a name",
+        "PasskeyRegistration",
+        "Passkey",
+        "201",
+    ),
+    "POST /app/auth/two-factor/passkeys/authentication/options": (
+        "passkeyAuthenticationOptions",
+        "Begin a passkey step-up: options for navigator.credentials.get()",
+        None,
+        "PasskeyOptions",
+        "200",
+    ),
+    "POST /app/auth/two-factor/passkeys/authentication": (
+        "passkeyAuthenticate",
+        "Finish a passkey step-up (or the confirmation a removal needs)",
+        "PasskeyAssertion",
+        "PasskeyUse",
+        "200",
+    ),
+    "POST /app/auth/two-factor/passkeys/remove": (
+        "passkeyRemove",
+        "Remove a passkey, with a fresh second factor",
+        "PasskeyRemoval",
+        "Empty",
+        "200",
+    ),
+}
+
+
+def _passkeys(method: str, path: str) -> Document:
+    operation_id, summary, request, answer, status = _PASSKEYS[f"{method} {path}"]
+    refused = {"content": _content(ref("TwoFactorError"), ["application/json"])}
+    responses = {
+        status: {"description": "Done", "content": _content(ref(answer), ["application/json"])},
+        **_outcomes((400, 401, 413, 415, 503)),
+        "403": {"description": "The token was not issued to a first-party client", **refused},
+        "422": {
+            "description": "Refused: the challenge is unknown, used, expired or another sign-in's; the passkey "
+            "is not the user's; its response does not verify; its counter went backwards",
+            **refused,
+        },
+        "429": {"description": "Too many requests from this address", "headers": _RETRY_AFTER, **refused},
+    }
+    body = (
+        {"required": True, "content": _content(ref(request), ["application/json"])}
+        if request is not None
+        else None
+    )
+    return _operation(operation_id, "Passkeys", summary, responses, body=body, security=[{"bearerAuth": []}])
+
+
+def _passkeys_get(path: str) -> Document:
+    return _passkeys("GET", path)
+
+
+def _passkeys_post(path: str) -> Document:
+    return _passkeys("POST", path)
+
+
 FIXED: dict[Callable[..., Any], Describe] = {
     rest.bundle: _bundle,
     health.health: _health,
@@ -601,4 +671,10 @@ FIXED: dict[Callable[..., Any], Describe] = {
     twofactor_api.disable: _two_factor,
     twofactor_api.verify: _two_factor,
     twofactor_api.recovery_codes: _two_factor,
+    webauthn_api.list_passkeys: _passkeys_get,
+    webauthn_api.registration_options: _passkeys_post,
+    webauthn_api.register: _passkeys_post,
+    webauthn_api.authentication_options: _passkeys_post,
+    webauthn_api.authenticate: _passkeys_post,
+    webauthn_api.remove: _passkeys_post,
 }
