@@ -57,7 +57,7 @@ class IdTokens:
             claims["c_hash"] = signer.half_hash(request.code)
         for source in self._sources:
             claims.update(source.claims(request))
-        return signer.sign(claims)
+        return await self._keys.sign_with(signer, claims)
 
     async def hinted_subject(self, hint: str) -> str:
         """The user an `id_token_hint` names (Core §3.1.2.1): it must be an ID token we signed, with a
