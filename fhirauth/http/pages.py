@@ -51,7 +51,7 @@ from fhirauth.http.cookies import (
     set_cookie,
 )
 from fhirauth.http.csrf import CSRF_FIELD, CsrfRefused
-from fhirauth.http.forms import BadForm, read_form
+from fhirauth.http.forms import BadForm, read_form, read_urlencoded
 from fhirauth.http.html import STATIC_DIR, checked_form, csrf_of, error_page, render, secure_cookies, static
 from fhirauth.http.limits import client_ip
 from fhirauth.http.trusted_devices import recognize, session_field
@@ -180,8 +180,23 @@ async def _answer(request: Request, response: AuthorizationResponse) -> Response
 
 
 async def authorize(request: Request) -> Response:
+    return await _authorize(request, request.url.query)
+
+
+async def authorize_by_post(request: Request) -> Response:
+    """The same request as a form POST, which OpenID Connect Core §3.1.2.1 (and so SMART) asks for: its
+    body read as the query it stands for. No CSRF check, as none for GET: the request only starts a
+    sign-in, and every step that grants something (consent, the sign-in itself) checks its own."""
+    try:
+        query = await read_urlencoded(request)
+    except BadForm as error:
+        return await error_page(request, error.message, status=error.status)
+    return await _authorize(request, query)
+
+
+async def _authorize(request: Request, query: str) -> Response:
     services = services_of(request)
-    validated = await _validated(request, request.url.query)
+    validated = await _validated(request, query)
     if isinstance(validated, Response):
         return validated
     principal = await browser_session(request)
@@ -194,7 +209,7 @@ async def authorize(request: Request) -> Response:
     except AuthorizationError as error:
         return await _answer(request, error.response())
     if step is Step.SIGN_IN:
-        return RedirectResponse(_with_query("/auth/login", request.url.query), 302)
+        return RedirectResponse(_with_query("/auth/login", query), 302)
     assert user is not None and session is not None, "only a signed-in browser gets past the sign-in step"
     if step is Step.STEP_UP:
         return await _step_up(request, user, session)
@@ -568,6 +583,7 @@ async def favicon(request: Request) -> Response:
 
 routes = [
     Route("/auth/authorize", authorize, methods=["GET"]),
+    Route("/auth/authorize", authorize_by_post, methods=["POST"]),
     Route("/auth/consent", consent, methods=["POST"]),
     Route("/auth/login", login_page, methods=["GET"]),
     Route("/auth/login", login, methods=["POST"]),

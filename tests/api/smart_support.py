@@ -86,7 +86,11 @@ def authorize_query(**params: str) -> str:
 def authorize(api: TestClient, **params: str) -> httpx2.Response:
     """GET /auth/authorize for the signed-in browser; Allow on the consent page if it is shown."""
     query = authorize_query(**params)
-    response = api.get(f"/auth/authorize?{query}", follow_redirects=False, headers=NO_AUTH)
+    return consented(api, api.get(f"/auth/authorize?{query}", follow_redirects=False, headers=NO_AUTH), query)
+
+
+def consented(api: TestClient, response: httpx2.Response, query: str) -> httpx2.Response:
+    """The answer to the authorization request `query`, past the consent page if it is shown."""
     if response.status_code == 200 and "/auth/consent" in response.text:
         response = api.post(
             "/auth/consent",

@@ -20,9 +20,11 @@ from tests.api.smart_support import (
     REDIRECT,
     VERIFIER,
     authorize,
+    authorize_query,
     basic,
     bearer,
     code_for,
+    consented,
     exchange,
     redirect_params,
     register_launch,
@@ -222,6 +224,15 @@ def _permission_v2(api: TestClient) -> None:
     assert api.get("/User", headers=auth).status_code == 403
 
 
+def _authorize_post(api: TestClient) -> None:
+    sign_in(api, "ann")
+    query = authorize_query(scope="patient/User.rs")
+    headers = {**NO_AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    posted = api.post("/auth/authorize", content=query, headers=headers, follow_redirects=False)
+    code = redirect_params(consented(api, posted, query))["code"]
+    assert exchange(api, code).status_code == 200
+
+
 def _sso_openid_connect(api: TestClient) -> None:
     tokens = smart_tokens(api, "doc", "openid fhirUser")
     assert "id_token" in tokens
@@ -244,6 +255,7 @@ CHECKS: dict[str, Callable[[TestClient], None]] = {
     "permission-v1": _permission_v1,
     "permission-v2": _permission_v2,
     "sso-openid-connect": _sso_openid_connect,
+    "authorize-post": _authorize_post,
 }
 
 

@@ -559,10 +559,6 @@ def test_standalone_aud_equal_to_the_fhir_base_with_a_slash_is_accepted(server: 
     assert granted(response)["patient"] == "p1", "app-launch.md §step-4: aud is the FHIR base URL"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/auth/authorize is GET only (fhirauth/http/pages.py); POST answers 405",
-)
 def test_standalone_authorize_accepts_post(server: LiveServer) -> None:
     verifier, challenge = pkce_pair()
     params = authorize_params(server, STANDALONE_SCOPE, challenge)

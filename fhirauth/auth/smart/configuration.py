@@ -38,6 +38,7 @@ CAPABILITIES = (
     "permission-user",
     "permission-v1",
     "permission-v2",
+    "authorize-post",
 )
 _SMART_GRANTS = ("authorization_code", "client_credentials", "refresh_token")
 _SMART_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")
