@@ -45,6 +45,8 @@ FAILURE_FACTOR = 3
 # Both servers get the same settings, as the instances of one deployment do. The lockout schedule is
 # shortened so that a handful of requests reach it.
 SERVER_ENV = {"FHIRAUTH_BRUTE_FORCE_FAILURE_FACTOR": str(FAILURE_FACTOR)}
+# docs/security-model.md: a Client change made through another worker applies within 2 seconds.
+CLIENT_CACHE_SECONDS = 2.0
 # The keys: a second of slack on the documented bound for the polling and the HTTP round trips.
 _POLL_SECONDS = 0.1
 _SLACK_SECONDS = 1.0
@@ -98,6 +100,13 @@ def _seed_bundle(path: Path) -> Path:
             secret=APP_SECRET,
             grant_types=["client_credentials"],
             auth={"client_credentials": {"token_format": "jwt", "access_token_expiration": 300}},
+        ),
+        put(
+            "Client",
+            "batch",
+            secret=APP_SECRET,
+            grant_types=["client_credentials"],
+            auth={"client_credentials": {"access_token_expiration": 300}},
         ),
         put("User", "ann", email="ann@example.org", password=PASSWORD),
         put("User", "bob", email="bob@example.org", password=PASSWORD),
@@ -344,3 +353,37 @@ def test_a_key_rotation_is_published_by_both_within_the_documented_bound(pair: P
     # Published ahead of use: neither instance signs with the new key yet.
     for http in (pair.a, pair.b):
         assert _kid(_token(http, "m2m", grant_type="client_credentials").json()["access_token"]) == old
+
+
+def test_a_token_revoked_through_one_is_refused_by_the_other(pair: Pair) -> None:
+    tokens = _password_grant(pair.a, "ann").json()
+    assert _userinfo_status(pair.b, tokens["access_token"]) == 200
+    revoked = pair.b.post("/auth/revoke", data={"token": tokens["access_token"]}, auth=("app", APP_SECRET))
+    assert revoked.status_code == 200
+    assert _userinfo_status(pair.a, tokens["access_token"]) == 401
+    introspected = pair.a.post(
+        "/auth/introspect", data={"token": tokens["access_token"]}, auth=("app", APP_SECRET)
+    )
+    assert introspected.json() == {"active": False}
+
+
+def test_a_client_deactivated_through_one_is_refused_by_the_other_within_the_documented_bound(
+    pair: Pair,
+) -> None:
+    # B has the client in its cache, as a busy instance would.
+    assert _token(pair.b, "batch", grant_type="client_credentials").status_code == 200
+    stored = pair.a.get("/Client/batch", auth=("root", ROOT_CLIENT_SECRET)).json()
+    stored.pop("meta")
+    changed = pair.a.put("/Client/batch", json={**stored, "active": False}, auth=("root", ROOT_CLIENT_SECRET))
+    assert changed.status_code == 200, changed.text
+    changed_at = time.monotonic()
+    # Through A at once: the write cleared its own cache.
+    assert _error(_token(pair.a, "batch", grant_type="client_credentials"))[:2] == (401, "invalid_client")
+    while True:
+        answer = _token(pair.b, "batch", grant_type="client_credentials")
+        elapsed = time.monotonic() - changed_at
+        if answer.status_code != 200:
+            break
+        assert elapsed <= CLIENT_CACHE_SECONDS + _SLACK_SECONDS, "B still issues tokens to the client"
+        time.sleep(_POLL_SECONDS)
+    assert _error(answer)[:2] == (401, "invalid_client")
