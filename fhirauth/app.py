@@ -183,6 +183,7 @@ def build_services(
     twofactor.on_reset(passkeys.remove_all)
     trusted_devices = TrustedDevices(storage, resources, box.derived_keys(KEY_PURPOSE), audit, clock)
     twofactor.on_reset(trusted_devices.after_reset)
+    passkeys.on_two_factor_off(trusted_devices.after_two_factor_off)
     password_grant = PasswordGrant(logins, tokens)
     password_grant.add_check(require_second_factor(twofactor))
     password_grant.add_check(refuse_passkey_only(passkeys))

@@ -38,6 +38,7 @@ from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.limits import client_ip
 from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import json_response
+from fhirauth.http.trusted_devices import TRUST_FIELD, remember_device
 from fhirauth.twofactor.service import Locked, TwoFactorError, sign_in_of
 from fhirauth.twofactor.webauthn import Ceremony, PasskeyError, Purpose, visible
 
@@ -242,21 +243,28 @@ async def verify(request: Request) -> Response:
     if finished is None:
         return await _expired(request)
     now = int(services.clock().timestamp())
+    trust = form.get(TRUST_FIELD) == "on"
     step_up = finished.document.get("stepUp")
     if step_up is not None:
-        return await _finish_step_up(request, step_up, finished.continuation, use.method)
+        return await _finish_step_up(request, step_up, finished.continuation, use.method, trust=trust)
     user = await services.resources.find("User", pending.user_id)
     if user is None or is_inactive(user.document):
         return await _expired(request)
     password = SignInMethods.from_dict(finished.document.get("amr_times")) or SignInMethods.password(now)
-    return await finish_sign_in(
+    response = await finish_sign_in(
         request, user.document, finished.continuation, password.with_key(use.method, now)
     )
+    if trust:
+        await remember_device(request, response, user.document, (use.method,))
+    return response
 
 
-async def _finish_step_up(request: Request, session_id: str, continuation: str, method: str) -> Response:
+async def _finish_step_up(
+    request: Request, session_id: str, continuation: str, method: str, *, trust: bool
+) -> Response:
     """A passkey of a step-up raises the browser's sign-in it was asked for, if that is still this
-    browser's sign-in (SessionService.step_up: the same Session, a new cookie)."""
+    browser's sign-in (SessionService.step_up: the same Session, a new cookie). With `trust`, this
+    browser is trusted too."""
     services = services_of(request)
     principal = await browser_session(request)
     if principal is None or principal.session is None or principal.session["id"] != session_id:
@@ -283,6 +291,8 @@ async def _finish_step_up(request: Request, session_id: str, continuation: str, 
         ip=client_ip(request),
         detail={"session": stepped["id"], "stepUp": method},
     )
+    if trust and principal.user is not None:
+        await remember_device(request, response, principal.user, (method,))
     return response
 
 

@@ -262,6 +262,11 @@ class TrustedDevices:
         user's second factor was (a passkey-only user's reset writes no twoFactor change)."""
         await self.revoke_all(user_id, reason="two-factor-reset")
 
+    async def after_two_factor_off(self, user_id: str) -> None:
+        """The user's last passkey went and she has no TOTP (PasskeyService.on_two_factor_off): no
+        User write shows that change, so the hook on User writes cannot see it."""
+        await self.revoke_all(user_id, reason="two-factor-off")
+
     # Internals
 
     def _now(self) -> int:

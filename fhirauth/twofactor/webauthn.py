@@ -252,7 +252,13 @@ class PasskeyService:
         self._clock = clock
         self.rp = rp
         self._config = config
+        self._off_hooks: list[Callable[[str], Awaitable[object]]] = []
         resources.on_change("User", self._after_user_change)
+
+    def on_two_factor_off(self, hook: Callable[[str], Awaitable[object]]) -> None:
+        """Call `hook(user_id)` when a user removes her last passkey and has no TOTP: what stood in
+        for her second factor (trusted devices) must go with it."""
+        self._off_hooks.append(hook)
 
     # Reading
 
@@ -497,6 +503,11 @@ class PasskeyService:
         await self._audit.record(
             "passkey-removed", "success", user=user_id, ip=ip, detail={"passkey": id, "by": by}
         )
+        if not await self.has_passkeys(user_id):
+            user = await self._resources.find("User", user_id)
+            if user is None or not has_two_factor(user.document):
+                for hook in self._off_hooks:
+                    await hook(user_id)
 
     async def remove_all(self, user_id: str, by: str) -> int:
         """Every passkey of the user (an administrator's reset, a deleted User); how many."""

@@ -12,10 +12,12 @@ from support.webauthn_key import SoftKey
 
 from fhirauth.clock import ManualClock
 from tests.api.conftest import NO_AUTH
-from tests.api.test_twofactor_api import PASSWORD, bearer
+from tests.api.pages_support import audit_detail, audit_events
+from tests.api.test_twofactor_api import PASSWORD, bearer, code_now
 
 BASE = "/app/auth/two-factor/passkeys"
 ORIGIN = "http://testserver"
+SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 
 
 @pytest.fixture
@@ -219,3 +221,37 @@ def test_a_passkey_only_user_gets_no_token_from_the_password_grant(api: TestClie
             "error_description": "This account's second factor is a passkey; sign in through the browser",
         },
     )
+
+
+def test_removal_with_a_code_instead_of_a_passkey(api: TestClient, setup: None, clock: ManualClock) -> None:
+    auth = token(api)
+    passkey = register(api, auth, SoftKey(ORIGIN))
+    # The user turns TOTP on too (written here by the administrator): a code may now confirm.
+    patched = api.patch("/User/ann", json={"twoFactor": {"enabled": True, "secretKey": SECRET}})
+    assert patched.status_code == 200, patched.text
+    remove = f"{BASE}/remove"
+    # 1. a wrong code, a code of the wrong shape, none: refused, the passkey stays
+    for body in ({"token": "000000"}, {"token": 123456}, {"token": ""}):
+        refused = api.post(remove, json={"id": passkey["id"], **body}, headers=auth)
+        assert (refused.status_code, refused.json()) == (
+            422,
+            {"error": "wrong_token", "error_description": "Wrong token"},
+        ), body
+    assert api.get(BASE, headers=auth).json() == {"passkeys": [passkey]}
+    # 2. a current code, naming another user's or an unknown passkey: the code is spent, nothing removed
+    clock.advance(61)
+    unknown = {"id": "0" * 64, "token": code_now(SECRET, clock)}
+    assert error(api.post(remove, json=unknown, headers=auth)) == (422, "unknown_passkey")
+    # 3. the same code again: the replay guard refuses it
+    again = {"id": passkey["id"], "token": unknown["token"]}
+    assert error(api.post(remove, json=again, headers=auth)) == (422, "wrong_token")
+    # 4. the next code removes it
+    clock.advance(30)
+    done = api.post(remove, json={"id": passkey["id"], "token": code_now(SECRET, clock)}, headers=auth)
+    assert (done.status_code, done.json()) == (200, {})
+    assert api.get(BASE, headers=auth).json() == {"passkeys": []}
+    assert api.get(f"/WebAuthnCredential/{passkey['id']}").status_code == 410
+    removed = audit_events(api, "passkey-removed")
+    assert [audit_detail(e) for e in removed] == [{"passkey": passkey["id"], "by": "user"}]
+    # TOTP is still on: the user keeps two-factor authentication
+    assert api.get("/User/ann").json()["twoFactor"]["enabled"] is True
