@@ -10,18 +10,16 @@ assertion on two workers exactly one gets through.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeGuard
 
-import orjson
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from joserfc.jws import JWSRegistry
 
 from fhirauth.auth.jwks_fetch import JwksFetcher, JwksUnavailable, import_key_set
+from fhirauth.auth.keys import compact_parts
 from fhirauth.auth.oauth_errors import InvalidClient
 from fhirauth.clock import Clock
 from fhirauth.storage.base import Storage
@@ -189,16 +187,10 @@ class ClientAssertions:
 def _parse(assertion: str) -> _Assertion:
     """The compact JWS's parts (RFC 7515 §7.1), decoded strictly; joserfc's extract_compact cost as much
     as the RS384 verification, most of it for what a client assertion cannot use (RFC 7797 payloads)."""
-    parts = assertion.split(".")
-    if len(parts) != 3:
+    parts = compact_parts(assertion)
+    if parts is None:
         raise InvalidClient("The client assertion is not a signed JWT")
-    try:
-        header, claims = orjson.loads(_b64decode(parts[0])), orjson.loads(_b64decode(parts[1]))
-        signature = _b64decode(parts[2])
-    except (ValueError, binascii.Error):
-        raise InvalidClient("The client assertion is not a signed JWT") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise InvalidClient("The client assertion's header and payload must be JSON objects")
+    header, claims, signing_input, signature = parts
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise InvalidClient(f"The client assertion's 'alg' must be one of {', '.join(ALGORITHMS)}")
@@ -209,11 +201,7 @@ def _parse(assertion: str) -> _Assertion:
         raise InvalidClient(
             "The client assertion's header names extensions ('crit') this server does not know"
         )
-    return _Assertion(header, claims, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+    return _Assertion(header, claims, signing_input, signature)
 
 
 def _pick(keys: KeySet, alg: str, kid: str | None) -> RSAKey | ECKey | None:

@@ -176,13 +176,19 @@ class _SigningTurn:
                 future.set_exception(error)
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64decode(segment: str) -> bytes:
-    return base64.b64decode(segment + "=" * (-len(segment) % 4), altchars=b"-_", validate=True)
+    """base64url without padding (RFC 7515 §2), strictly: binascii's strict mode, at half the cost of
+    base64.b64decode(altchars=..., validate=True), which translates and matches a pattern first."""
+    padded = (segment + "=" * (-len(segment) % 4)).encode("ascii")
+    return binascii.a2b_base64(padded.translate(_URLSAFE), strict_mode=True)
 
 
-def _compact_parts(token: str) -> tuple[Document, Document, bytes, bytes] | None:
-    """A compact JWS's header, claims, signing input and signature (RFC 7515 §7.1); None unless it is
-    one whose header and payload are JSON objects."""
+def compact_parts(token: str) -> tuple[Document, Document, bytes, bytes] | None:
+    """A compact JWS's header, claims, signing input and signature (RFC 7515 §7.1), each part decoded
+    strictly; None unless it is one whose header and payload are JSON objects."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -190,7 +196,7 @@ def _compact_parts(token: str) -> tuple[Document, Document, bytes, bytes] | None
         header, claims = orjson.loads(_b64decode(parts[0])), orjson.loads(_b64decode(parts[1]))
         signature = _b64decode(parts[2])
         signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    except (ValueError, binascii.Error):
+    except ValueError:
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None
@@ -404,7 +410,7 @@ class SigningKeys:
         """The claims of a JWT signed with a published key of ours, by the `alg` and `kid` its header
         names; None for anything else. Its `exp` is not looked at: the caller decides whether an expired
         token of ours still says something (an id_token_hint does, Core §3.1.2.1)."""
-        parts = _compact_parts(token)
+        parts = compact_parts(token)
         if parts is None:
             return None
         header, claims, signing_input, signature = parts
