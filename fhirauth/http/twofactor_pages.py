@@ -13,20 +13,18 @@ from starlette.routing import Route
 
 from fhirauth.auth.login import local_path
 from fhirauth.auth.oidc.amr import OTP, SignInMethods
-from fhirauth.auth.sessions import sign_in_methods
 from fhirauth.http.context import services_of
 from fhirauth.http.cookies import (
     PENDING_COOKIE,
     PENDING_COOKIE_PATH,
-    SESSION_COOKIE,
     clear_cookie,
     read_cookie,
-    set_cookie,
 )
 from fhirauth.http.html import checked_form, error_page, render, secure_cookies
 from fhirauth.http.limits import client_ip
 from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import retry_after_header
+from fhirauth.http.step_up import expired_sign_in, finish_step_up, raise_sign_in
 from fhirauth.http.trusted_devices import (
     TRUST_FIELD,
     clear_trusted_cookie,
@@ -66,28 +64,6 @@ async def _user_and_sign_in(request: Request) -> tuple[Document, str] | None:
     if principal is None or principal.user is None or principal.session is None:
         return None
     return principal.user, sign_in_of(principal.session)
-
-
-async def _add_second_factor(request: Request, response: Response, session: Document) -> bool:
-    """Raise this browser's sign-in with the code it has just given (SessionService.step_up: the same
-    Session, a new cookie on `response`); False when the Session ended meanwhile."""
-    services = services_of(request)
-    now = int(services.clock().timestamp())
-    raised = await services.sessions.step_up(session, sign_in_methods(session).with_otp(now))
-    if raised is None:
-        return False
-    token, stepped = raised
-    exp = stepped.get("exp")
-    max_age = exp - now if isinstance(exp, int) else None
-    set_cookie(response, SESSION_COOKIE, token, max_age=max_age, secure=secure_cookies(request))
-    await services.audit.record(
-        "login",
-        "success",
-        user=stepped["user"]["id"],
-        ip=client_ip(request),
-        detail={"session": stepped["id"], "stepUp": OTP},
-    )
-    return True
 
 
 def _after_enrolment(request: Request) -> str:
@@ -223,7 +199,7 @@ async def enable(request: Request) -> Response:
         response = await render(request, "two_factor_codes.html", context)
     # The code that turned 2FA on is a second factor this sign-in has given; had the Session ended
     # meanwhile, 2FA is on all the same and the next sign-in asks for a code.
-    await _add_second_factor(request, response, principal.session)
+    await raise_sign_in(request, response, principal.session, OTP)
     return response
 
 
@@ -309,18 +285,6 @@ async def recovery_codes(request: Request) -> Response:
 # The sign-in step
 
 
-async def _expired(request: Request) -> Response:
-    response = await error_page(
-        request,
-        "Your sign-in took too long. Sign in again.",
-        status=400,
-        heading="Sign-in expired",
-        hint=None,
-    )
-    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
-    return response
-
-
 async def _refuse_not_set_up(request: Request, pending_id: str, user: Document) -> Response:
     """The sign-in ends here: no code can be right, and the password alone must not do."""
     services = services_of(request)
@@ -352,7 +316,7 @@ async def verify_page(request: Request) -> Response:
     pending_id = read_cookie(request, PENDING_COOKIE)
     pending = await services.pending_logins.get(pending_id) if pending_id else None
     if pending is None or pending_id is None:
-        return await _expired(request)
+        return await expired_sign_in(request)
     user = (await services.twofactor.user(pending.user_id)).document
     if enabled_without_secret(user):
         return await _refuse_not_set_up(request, pending_id, user)
@@ -377,7 +341,7 @@ async def verify(request: Request) -> Response:
     pending_id = read_cookie(request, PENDING_COOKIE)
     pending = await services.pending_logins.get(pending_id) if pending_id else None
     if pending is None or pending_id is None:
-        return await _expired(request)
+        return await expired_sign_in(request)
     user = (await services.twofactor.user(pending.user_id)).document
     if enabled_without_secret(user):
         return await _refuse_not_set_up(request, pending_id, user)
@@ -394,33 +358,17 @@ async def verify(request: Request) -> Response:
         return await _verify_form(request, error=_WRONG_CODE, status=400)
     finished = await services.pending_logins.take(pending_id)
     if finished is None:
-        return await _expired(request)
+        return await expired_sign_in(request)
     trust = form.get(TRUST_FIELD) == "on"
     step_up = finished.document.get("stepUp")
     if step_up is not None:
-        return await _finish_step_up(request, step_up, finished.continuation, trust=trust)
+        return await finish_step_up(request, step_up, finished.continuation, OTP, trust=trust)
     now = int(services.clock().timestamp())
     # A pending login stored before methods were recorded started with the password, just now.
     password = SignInMethods.from_dict(finished.document.get("amr_times")) or SignInMethods.password(now)
     response = await finish_sign_in(request, user, finished.continuation, password.with_otp(now))
     if trust:
         await remember_device(request, response, user, (OTP,))
-    return response
-
-
-async def _finish_step_up(request: Request, session_id: str, continuation: str, *, trust: bool) -> Response:
-    """The code of a step-up raises the browser's sign-in it was asked for, if that is still this
-    browser's sign-in: alone, a code signs nobody in. With `trust`, this browser is trusted too."""
-    principal = await browser_session(request)
-    if principal is None or principal.session is None or principal.session["id"] != session_id:
-        return await _expired(request)
-    target = local_path(continuation, services_of(request).settings.base_url) or SETTINGS
-    response = RedirectResponse(target, 302)
-    if not await _add_second_factor(request, response, principal.session):
-        return await _expired(request)
-    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
-    if trust and principal.user is not None:
-        await remember_device(request, response, principal.user, (OTP,))
     return response
 
 

@@ -18,26 +18,22 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from fhirauth.auth.login import continuation_for, has_two_factor, is_inactive, local_path
+from fhirauth.auth.login import continuation_for, has_two_factor, is_inactive
 from fhirauth.auth.oidc.amr import SignInMethods
-from fhirauth.auth.sessions import sign_in_methods
 from fhirauth.errors import BadRequest
 from fhirauth.http.context import services_of
 from fhirauth.http.cookies import (
     CSRF_COOKIE,
     PENDING_COOKIE,
-    PENDING_COOKIE_PATH,
-    SESSION_COOKIE,
-    clear_cookie,
     read_cookie,
-    set_cookie,
 )
 from fhirauth.http.csrf import CsrfRefused
 from fhirauth.http.forms import BadForm
-from fhirauth.http.html import checked_form, error_page, render, secure_cookies
+from fhirauth.http.html import checked_form, error_page, render
 from fhirauth.http.limits import client_ip
 from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import json_response
+from fhirauth.http.step_up import expired_sign_in, finish_step_up
 from fhirauth.http.trusted_devices import TRUST_FIELD, remember_device
 from fhirauth.twofactor.service import Locked, TwoFactorError, sign_in_of
 from fhirauth.twofactor.webauthn import Ceremony, PasskeyError, Purpose, visible
@@ -211,18 +207,6 @@ async def remove(request: Request) -> Response:
 # The sign-in step's second factor
 
 
-async def _expired(request: Request) -> Response:
-    response = await error_page(
-        request,
-        "Your sign-in took too long. Sign in again.",
-        status=400,
-        heading="Sign-in expired",
-        hint=None,
-    )
-    clear_cookie(response, PENDING_COOKIE, secure=secure_cookies(request), path=PENDING_COOKIE_PATH)
-    return response
-
-
 @page
 async def verify(request: Request) -> Response:
     services = services_of(request)
@@ -230,7 +214,7 @@ async def verify(request: Request) -> Response:
     pending_id = read_cookie(request, PENDING_COOKIE)
     pending = await services.pending_logins.get(pending_id) if pending_id else None
     if pending is None or pending_id is None:
-        return await _expired(request)
+        return await expired_sign_in(request)
     try:
         use = await services.passkeys.authenticate(
             form.get("credential", ""),
@@ -241,58 +225,21 @@ async def verify(request: Request) -> Response:
         return await error_page(request, _REFUSED, status=400, heading="Two-factor authentication")
     finished = await services.pending_logins.take(pending_id)
     if finished is None:
-        return await _expired(request)
+        return await expired_sign_in(request)
     now = int(services.clock().timestamp())
     trust = form.get(TRUST_FIELD) == "on"
     step_up = finished.document.get("stepUp")
     if step_up is not None:
-        return await _finish_step_up(request, step_up, finished.continuation, use.method, trust=trust)
+        return await finish_step_up(request, step_up, finished.continuation, use.method, trust=trust)
     user = await services.resources.find("User", pending.user_id)
     if user is None or is_inactive(user.document):
-        return await _expired(request)
+        return await expired_sign_in(request)
     password = SignInMethods.from_dict(finished.document.get("amr_times")) or SignInMethods.password(now)
     response = await finish_sign_in(
         request, user.document, finished.continuation, password.with_key(use.method, now)
     )
     if trust:
         await remember_device(request, response, user.document, (use.method,))
-    return response
-
-
-async def _finish_step_up(
-    request: Request, session_id: str, continuation: str, method: str, *, trust: bool
-) -> Response:
-    """A passkey of a step-up raises the browser's sign-in it was asked for, if that is still this
-    browser's sign-in (SessionService.step_up: the same Session, a new cookie). With `trust`, this
-    browser is trusted too."""
-    services = services_of(request)
-    principal = await browser_session(request)
-    if principal is None or principal.session is None or principal.session["id"] != session_id:
-        return await _expired(request)
-    now = int(services.clock().timestamp())
-    raised = await services.sessions.step_up(
-        principal.session, sign_in_methods(principal.session).with_key(method, now)
-    )
-    if raised is None:
-        return await _expired(request)
-    token, stepped = raised
-    target = local_path(continuation, services.settings.base_url) or SETTINGS
-    response = RedirectResponse(target, 302)
-    exp = stepped.get("exp")
-    secure = secure_cookies(request)
-    set_cookie(
-        response, SESSION_COOKIE, token, max_age=exp - now if isinstance(exp, int) else None, secure=secure
-    )
-    clear_cookie(response, PENDING_COOKIE, secure=secure, path=PENDING_COOKIE_PATH)
-    await services.audit.record(
-        "login",
-        "success",
-        user=stepped["user"]["id"],
-        ip=client_ip(request),
-        detail={"session": stepped["id"], "stepUp": method},
-    )
-    if trust and principal.user is not None:
-        await remember_device(request, response, principal.user, (method,))
     return response
 
 
