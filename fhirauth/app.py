@@ -98,6 +98,8 @@ INDEXES = (
     Index("Session", "parent.id"),
     Index("Session", "user.id"),
     Index("Registration", "token"),
+    # userinfo's email_verified: the user's activated Registration, found by the User it created.
+    Index("Registration", "resource.id"),
     Index("Grant", "user.id"),
     Index("WebAuthnCredential", "user.id"),
 )
