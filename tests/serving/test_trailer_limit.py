@@ -41,6 +41,17 @@ def assert_token(sock: socket.socket) -> None:
     assert b'"access_token"' in body
 
 
+def send_trailer_past_the_limit(sock: socket.socket) -> None:
+    """Trailer fields adding up to twice the limit, in reads of their own after the body's end."""
+    field = b"X-T: %s\r\n" % (b"b" * 100)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(HEAD + chunk(FORM) + b"0\r\n")
+    time.sleep(0.2)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        for _ in range(2 * LIMIT // (8 * len(field))):
+            sock.sendall(field * 8)
+
+
 def test_a_small_trailer_is_served(server: LiveServer) -> None:
     with connect(server) as sock:
         sock.sendall(HEAD + chunk(FORM) + chunk(b"a") + b"0\r\nX-Checksum: 1234\r\nX-Other: b\r\n\r\n")
@@ -67,14 +78,8 @@ def test_a_chunk_larger_than_the_limit_after_its_size_line_alone_is_served(serve
 def test_trailer_fields_adding_up_past_the_limit_are_refused(server: LiveServer) -> None:
     """Counted from the read after the one where the body ends (as a pipelined head is): the fields
     come in reads of their own."""
-    field = b"X-T: %s\r\n" % (b"b" * 100)
     with connect(server) as sock, sock.makefile("rb") as reader:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(HEAD + chunk(FORM) + b"0\r\n")
-        time.sleep(0.2)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            for _ in range(2 * LIMIT // (8 * len(field))):
-                sock.sendall(field * 8)
+        send_trailer_past_the_limit(sock)
         assert_refused(*read_response(reader))
         assert reader.read() == b""
     with connect(server) as sock:
@@ -85,14 +90,8 @@ def test_trailer_fields_adding_up_past_the_limit_are_refused(server: LiveServer)
 def test_a_refused_trailer_is_not_logged_as_an_application_error(server: LiveServer) -> None:
     """The app reading that body learns the client is gone (ClientDisconnect): nobody is left to
     answer, and it is no bug of the app's, so nothing is logged as one."""
-    field = b"X-T: %s\r\n" % (b"b" * 100)
     with connect(server) as sock, sock.makefile("rb") as reader:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(HEAD + chunk(FORM) + b"0\r\n")
-        time.sleep(0.2)
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            for _ in range(2 * LIMIT // (8 * len(field))):
-                sock.sendall(field * 8)
+        send_trailer_past_the_limit(sock)
         assert_refused(*read_response(reader))
     # The app's task ends after the refusal is written; give its log line the time to appear.
     deadline = time.monotonic() + 1.0
