@@ -465,32 +465,38 @@ class MongoStorage(Storage):
         try:
             await history.insert_one(entry)
         except DuplicateKeyError:
-            if not await self._take_over_orphan(resource_type, id, version):
-                raise failure(resource_type, id) from None
-            try:
-                await history.insert_one(entry)
-            except DuplicateKeyError:
+            if not await self._claim(resource_type, id, version, entry):
                 raise failure(resource_type, id) from None
         try:
-            await self._set_current(write, fields, None)
+            await self._set_current(write, fields, entry["w"], None)
         except (AlreadyExists, VersionConflict):
+            # A retried command whose first attempt had landed is refused by its own write (a server
+            # without retryable writes): then the write is done.
+            if await self._resources(resource_type).find_one({"_id": id, "w": entry["w"]}, {"_id": True}):
+                return
             # Refused for certain: the entry can go. (On a timeout or an outage the outcome is
             # unknown, so the entry stays: current if the write landed, an orphan if not.)
             await history.delete_one({"_id": entry["_id"], "w": entry["w"]})
             raise
 
-    async def _take_over_orphan(self, resource_type: str, id: str, version: int) -> bool:
-        """Whether the entry of `version` in the way was an orphan, now deleted."""
+    async def _claim(self, resource_type: str, id: str, version: int, entry: MongoDocument) -> bool:
+        """After `entry`'s insert met an entry of its version: whether `entry` now holds the version
+        (the one in the way was `entry` itself, landed by a retried insert, or a stale orphan)."""
         if await self._current_version(resource_type, id) >= version:
             return False
         history = self._history(resource_type)
-        orphan = await history.find_one({"_id": f"{id}/{version}"}, {"w": True, "at": True})
-        if orphan is None:
-            return True
-        stale = self._now() - ORPHAN_SECONDS * 1_000_000
-        if "w" not in orphan or orphan["at"] > stale:
+        found = await history.find_one({"_id": entry["_id"]}, {"w": True, "at": True})
+        if found is not None:
+            if found.get("w") == entry["w"]:
+                return True
+            stale = self._now() - ORPHAN_SECONDS * 1_000_000
+            if "w" not in found or found["at"] > stale:
+                return False
+            await history.delete_one({"_id": found["_id"], "w": found["w"]})
+        try:
+            await history.insert_one(entry)
+        except DuplicateKeyError:
             return False
-        await history.delete_one({"_id": orphan["_id"], "w": orphan["w"]})
         return True
 
     def _entry(self, write: Write, fields: MongoDocument) -> MongoDocument:
@@ -524,7 +530,7 @@ class MongoStorage(Storage):
                         await self._history(write.document["resourceType"]).replace_one(
                             {"_id": entry["_id"]}, entry, upsert=True, session=session
                         )
-                        await self._set_current(write, fields, session)
+                        await self._set_current(write, fields, entry["w"], session)
                 return
             except OperationFailure as exc:
                 # WriteConflict: a concurrent transaction touched one of these documents first. Run
@@ -534,14 +540,15 @@ class MongoStorage(Storage):
         raise StorageUnavailable("MongoDB transaction kept conflicting with concurrent writes")
 
     async def _set_current(
-        self, write: Write, fields: MongoDocument, session: AsyncClientSession | None
+        self, write: Write, fields: MongoDocument, token: str, session: AsyncClientSession | None
     ) -> None:
-        """The compare-and-set of the current document; `fields` are the resource's (`_resource_fields`)."""
+        """The compare-and-set of the current document; `fields` are the resource's (`_resource_fields`),
+        `token` its history entry's writer."""
         document = write.document
         resource_type, id = document["resourceType"], document["id"]
         version = int(document["meta"]["versionId"])
         current = self._resources(resource_type)
-        entry = {"_id": id, "v": version, "_deleted": isinstance(write, Delete), **fields}
+        entry = {"_id": id, "v": version, "_deleted": isinstance(write, Delete), **fields, "w": token}
         try:
             if isinstance(write, Create):
                 if write.over_tombstone_version is None:
