@@ -78,11 +78,13 @@ from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
 from fhirauth.storage.base import Index, Storage, StorageUnavailable
 from fhirauth.twofactor.guard import AttemptGuard
+from fhirauth.twofactor.passkeys.password_grant import refuse_passkey_only
+from fhirauth.twofactor.passkeys.relying_party import RelyingParty
+from fhirauth.twofactor.passkeys.service import PasskeyService
 from fhirauth.twofactor.password_grant import require_second_factor
 from fhirauth.twofactor.pepper import RecoveryPepper
 from fhirauth.twofactor.service import TwoFactorService
 from fhirauth.twofactor.trusted_devices import KEY_PURPOSE, TrustedDevices
-from fhirauth.twofactor.webauthn import PasskeyService, RelyingParty, refuse_passkey_only
 from fhirauth.twofactor.webhook import WebhookSender
 
 log = logging.getLogger("fhirauth")

@@ -34,8 +34,8 @@ from fhirauth.resources.service import ResourceService
 from fhirauth.secretbox import SecretBox
 from fhirauth.settings import Settings
 from fhirauth.storage.base import Storage
+from fhirauth.twofactor.passkeys.service import PasskeyService
 from fhirauth.twofactor.service import TwoFactorService
-from fhirauth.twofactor.webauthn import PasskeyService
 from fhirauth.twofactor.trusted_devices import TrustedDevices
 
 

@@ -15,8 +15,9 @@ from fhirauth.http.limits import client_ip
 from fhirauth.http.render import json_response
 from fhirauth.http.serving.route import EdgeRoute
 from fhirauth.http.twofactor_api import first_party_caller, refusal
+from fhirauth.twofactor.passkeys.challenges import Ceremony, Purpose
+from fhirauth.twofactor.passkeys.credentials import visible
 from fhirauth.twofactor.service import TwoFactorError
-from fhirauth.twofactor.webauthn import Ceremony, Purpose, visible
 
 BASE = "/app/auth/two-factor/passkeys"
 

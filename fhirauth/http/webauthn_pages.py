@@ -35,8 +35,10 @@ from fhirauth.http.pages import browser_session, finish_sign_in, page
 from fhirauth.http.render import json_response
 from fhirauth.http.step_up import expired_sign_in, finish_step_up
 from fhirauth.http.trusted_devices import TRUST_FIELD, remember_device
+from fhirauth.twofactor.passkeys.challenges import Ceremony, Purpose
+from fhirauth.twofactor.passkeys.credentials import visible
+from fhirauth.twofactor.passkeys.errors import PasskeyError
 from fhirauth.twofactor.service import Locked, TwoFactorError, sign_in_of
-from fhirauth.twofactor.webauthn import Ceremony, PasskeyError, Purpose, visible
 
 Document = dict[str, Any]
 

@@ -15,7 +15,7 @@ from support.webauthn_key import SoftKey
 
 from fhirauth.clock import ManualClock
 from fhirauth.twofactor import totp
-from fhirauth.twofactor.webauthn import passkey_id
+from fhirauth.twofactor.passkeys.credentials import passkey_id
 from tests.api.oidc_support import CB, NONCE, authorize, id_token_claims, rp_request, setup_clients
 from tests.api.oidc_support import answer as redirect_params
 from tests.api.pages_support import audit_detail, audit_events, call, create_user, csrf_from, login, services

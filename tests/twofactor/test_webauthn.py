@@ -21,15 +21,10 @@ from fhirauth.errors import BadRequest
 from fhirauth.services import Services
 from fhirauth.settings import Settings
 from fhirauth.storage.backends import open_storage
-from fhirauth.twofactor.webauthn import (
-    CHALLENGE_KIND,
-    RESOURCE,
-    Ceremony,
-    PasskeyError,
-    Purpose,
-    RelyingParty,
-    passkey_id,
-)
+from fhirauth.twofactor.passkeys.challenges import CHALLENGE_KIND, Ceremony, Purpose
+from fhirauth.twofactor.passkeys.credentials import RESOURCE, passkey_id
+from fhirauth.twofactor.passkeys.errors import PasskeyError
+from fhirauth.twofactor.passkeys.relying_party import RelyingParty
 
 ORIGIN = "https://auth.example.org"
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

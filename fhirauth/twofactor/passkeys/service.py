@@ -1,38 +1,20 @@
-"""Passkeys and security keys (WebAuthn Level 3) as a second factor and for passwordless sign-in.
+"""The passkey ceremonies: registration, authentication (second factor, step-up, passwordless) and
+removal, as a relying party must run them (reference §6.3) around py_webauthn's checks of each
+response (challenge, origin, rpIdHash, flags, signature, attestation).
 
-py_webauthn checks each response (challenge, origin, rpIdHash, flags, signature, attestation);
-this module adds what a relying party must (reference §6.3):
-
-* Challenges are storage records (kind `webauthn-challenge`) keyed by the SHA-256 of the challenge
-  itself, which the response carries in its clientDataJSON: a finish finds its ceremony without
-  another cookie. Each holds the ceremony's purpose, user and binding (the sign-in, pending login or
-  browser it was made for); it expires after five minutes and is taken (read and deleted at once)
-  by the finish, so of two finishes racing with one ceremony exactly one gets it.
-* Credentials are WebAuthnCredential resources whose id is the SHA-256 (hex) of the credential id:
-  a sign-in reads the one it names, verifies one signature, and stores the new counter by
-  compare-and-set.
-* The counter rule, in one place (`_counter_refused`): when the stored or the new counter is above
-  0, the new one must be above the stored one; otherwise the use is refused and audited as a
-  possible cloned authenticator. The library's own check is given 0 so that this rule, after the
-  signature is known good, is the one that decides and audits.
-* amr: `hwk` for a credential bound to its device, `swk` for one that may be synced (its
-  backup-eligible flag); a passkey that verified its user is two factors (fhirauth/auth/oidc/amr.py).
+A finish takes its challenge (challenges.py), reads the one credential it names (credentials.py),
+verifies one signature, and stores the new counter by compare-and-set. The counter rule
+(`counter_refused`) decides after the signature is known good: the library's own check is given 0.
+amr: `hwk` for a credential bound to its device, `swk` for one that may be synced; a passkey that
+verified its user is two factors (fhirauth/auth/oidc/amr.py).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from enum import StrEnum
-from typing import Any
-from urllib.parse import urlsplit
 
-import orjson
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
@@ -43,99 +25,48 @@ from webauthn.helpers import options_to_json_dict
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
-    AuthenticatorTransport,
     CredentialDeviceType,
     PublicKeyCredentialDescriptor,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
 
-from fhirauth.auth.grants.base import TokenRequest
-from fhirauth.auth.grants.password import PasswordGrantCheck
 from fhirauth.auth.login import has_two_factor
-from fhirauth.auth.oauth_errors import InvalidGrant
-from fhirauth.auth.oidc.amr import HWK, SWK
 from fhirauth.clock import Clock, isoformat
-from fhirauth.errors import BadRequest, Conflict
+from fhirauth.errors import Conflict
 from fhirauth.resources.service import ResourceService
-from fhirauth.security import secrets_equal, token_hash
 from fhirauth.storage.base import Filter, Query, Replace, VersionConflict
 from fhirauth.twofactor.config import TwoFactorConfig
-from fhirauth.twofactor.service import Audit, TwoFactorError
+from fhirauth.twofactor.passkeys.challenges import CHALLENGE_SECONDS, Ceremony, Challenges, Purpose
+from fhirauth.twofactor.passkeys.credentials import (
+    MAX_PASSKEYS,
+    RESOURCE,
+    TRANSPORTS,
+    check_name,
+    counter_refused,
+    descriptor,
+    passkey_id,
+    passkey_method,
+)
+from fhirauth.twofactor.passkeys.errors import (
+    already_registered,
+    counter_rollback,
+    passkey_refused,
+    too_many,
+    unknown_passkey,
+)
+from fhirauth.twofactor.passkeys.relying_party import RelyingParty
+from fhirauth.twofactor.passkeys.responses import (
+    Document,
+    b64url,
+    credential_json,
+    raw_id,
+    same_user_handle,
+    unb64url,
+)
+from fhirauth.twofactor.service import Audit
 
-Document = dict[str, Any]
-
-RESOURCE = "WebAuthnCredential"
-CHALLENGE_KIND = "webauthn-challenge"
-CHALLENGE_SECONDS = 300
-MAX_NAME_CHARS = 64
-MAX_PASSKEYS = 20
-# A credential response is a few hundred bytes; attestation certificates make a few kilobytes.
-_MAX_CREDENTIAL_CHARS = 64 * 1024
 _USER_HANDLE_BYTES = 32
-_TRANSPORTS = frozenset(transport.value for transport in AuthenticatorTransport)
-
-
-class Purpose(StrEnum):
-    REGISTER = "register"
-    # The second factor of a sign-in, a step-up, or the confirmation of a change: a known user.
-    AUTHENTICATE = "authenticate"
-    # A sign-in with a discoverable passkey alone: the user is whoever the passkey names.
-    PASSWORDLESS = "passwordless"
-
-
-class PasskeyError(TwoFactorError):
-    """A refused ceremony, in the two-factor operations' wire shape (422 `{error, error_description}`)."""
-
-
-def challenge_invalid() -> PasskeyError:
-    return PasskeyError("challenge_invalid", "The passkey request is unknown, used or expired; start again")
-
-
-def passkey_refused() -> PasskeyError:
-    return PasskeyError("passkey_refused", "The passkey's response could not be verified")
-
-
-def unknown_passkey() -> PasskeyError:
-    return PasskeyError("unknown_passkey", "This passkey is not registered for this account")
-
-
-def counter_rollback() -> PasskeyError:
-    return PasskeyError(
-        "passkey_refused", "The passkey's signature counter went backwards; it may have been copied"
-    )
-
-
-def already_registered() -> PasskeyError:
-    return PasskeyError("already_registered", "This passkey is already registered")
-
-
-def too_many() -> PasskeyError:
-    return PasskeyError("too_many_passkeys", f"At most {MAX_PASSKEYS} passkeys per account")
-
-
-@dataclass(frozen=True)
-class RelyingParty:
-    id: str
-    origins: tuple[str, ...]
-
-    @classmethod
-    def of(cls, base_url: str, rp_id: str | None = None, origins: list[str] | None = None) -> RelyingParty:
-        """rpId from the base URL's host unless set; the expected origins are the base URL's own
-        unless listed (a single-page app served from another origin under the same domain)."""
-        parts = urlsplit(base_url)
-        own = f"{parts.scheme}://{parts.netloc}"
-        return cls(rp_id or (parts.hostname or ""), tuple(origins or (own,)))
-
-
-@dataclass(frozen=True)
-class Ceremony:
-    """What a ceremony's finish must match: its purpose, the user (None for passwordless) and the
-    binding (an opaque string naming the sign-in, pending login or browser that began it)."""
-
-    purpose: Purpose
-    binding: str
-    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,94 +78,6 @@ class PasskeyUse:
     passkey_id: str
     method: str
     user_verified: bool
-
-
-def passkey_method(credential: Document) -> str:
-    """RFC 8176: a synced passkey's private key leaves the device (`swk`); a device-bound one's
-    does not (`hwk`)."""
-    return SWK if credential.get("backupEligible") is True else HWK
-
-
-def passkey_id(raw_credential_id: bytes) -> str:
-    return hashlib.sha256(raw_credential_id).hexdigest()
-
-
-def check_name(name: object) -> str:
-    """A passkey's label: 1 to 64 characters, no control characters."""
-    if not isinstance(name, str) or not name.strip():
-        raise BadRequest("Give the passkey a name", "name")
-    name = name.strip()
-    if len(name) > MAX_NAME_CHARS or any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in name):
-        raise BadRequest(
-            f"A passkey name has at most {MAX_NAME_CHARS} characters, none of them control characters", "name"
-        )
-    return name
-
-
-def visible(credential: Document) -> Document:
-    """What the settings page and the JSON list show of a credential."""
-    return {
-        "id": credential["id"],
-        "name": credential.get("name"),
-        "created": credential.get("created"),
-        "lastUsed": credential.get("lastUsed"),
-        "transports": credential.get("transports", []),
-        "synced": credential.get("backupEligible") is True,
-    }
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64url(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _parsed(credential: object) -> Document:
-    """The credential JSON as an object (it may come as a string, from a form field)."""
-    if isinstance(credential, str):
-        if len(credential) > _MAX_CREDENTIAL_CHARS:
-            raise passkey_refused()
-        try:
-            credential = orjson.loads(credential)
-        except orjson.JSONDecodeError:
-            raise passkey_refused() from None
-    if not isinstance(credential, dict):
-        raise passkey_refused()
-    return credential
-
-
-def _challenge_of(credential: Document) -> str:
-    """The challenge the response signed, read from its clientDataJSON; the library checks the rest."""
-    response = credential.get("response")
-    client_data = response.get("clientDataJSON") if isinstance(response, dict) else None
-    if not isinstance(client_data, str) or len(client_data) > _MAX_CREDENTIAL_CHARS:
-        raise passkey_refused()
-    try:
-        parsed = orjson.loads(_unb64url(client_data))
-    except (binascii.Error, ValueError):
-        raise passkey_refused() from None
-    challenge = parsed.get("challenge") if isinstance(parsed, dict) else None
-    if not isinstance(challenge, str) or not challenge:
-        raise passkey_refused()
-    return challenge
-
-
-def _raw_id(credential: Document) -> bytes:
-    raw = credential.get("rawId")
-    if not isinstance(raw, str) or not raw or len(raw) > 2048:
-        raise passkey_refused()
-    try:
-        return _unb64url(raw)
-    except (binascii.Error, ValueError):
-        raise passkey_refused() from None
-
-
-def _counter_refused(stored: int, new: int) -> bool:
-    """WebAuthn L3 §6.1.1: a counter that does not grow, when the authenticator keeps one, is a
-    sign that the credential was copied."""
-    return (new > 0 or stored > 0) and new <= stored
 
 
 class PasskeyService:
@@ -252,6 +95,7 @@ class PasskeyService:
         self._clock = clock
         self.rp = rp
         self._config = config
+        self._challenges = Challenges(self._storage, clock)
         self._off_hooks: list[Callable[[str], Awaitable[object]]] = []
         resources.on_change("User", self._after_user_change)
 
@@ -271,50 +115,15 @@ class PasskeyService:
         query = Query(filters=(Filter("user.id", (user_id,)),), limit=1, count_total=False)
         return bool((await self._storage.search(RESOURCE, query)).items)
 
-    # Challenges
-
-    async def _new_challenge(self, ceremony: Ceremony, **fields: Any) -> bytes:
-        challenge = secrets.token_bytes(32)
-        document = {
-            "purpose": ceremony.purpose.value,
-            "binding": token_hash(ceremony.binding),
-            "user": ceremony.user_id,
-            **fields,
-        }
-        expires_at = self._clock() + timedelta(seconds=CHALLENGE_SECONDS)
-        await self._storage.record_put(
-            CHALLENGE_KIND, token_hash(_b64url(challenge)), document, expected_rev=None, expires_at=expires_at
-        )
-        return challenge
-
-    async def _take_challenge(self, credential: Document, ceremony: Ceremony) -> tuple[bytes, Document]:
-        """The challenge the response names, spent: refused when it is unknown, used, expired, or
-        made for another purpose, user or binding (it is spent all the same)."""
-        challenge = _challenge_of(credential)
-        record = await self._storage.record_take(CHALLENGE_KIND, token_hash(challenge))
-        if record is None:
-            raise challenge_invalid()
-        stored = record.document
-        if (
-            stored.get("purpose") != ceremony.purpose.value
-            or stored.get("user") != ceremony.user_id
-            or not secrets_equal(str(stored.get("binding", "")), token_hash(ceremony.binding))
-        ):
-            raise challenge_invalid()
-        try:
-            return _unb64url(challenge), stored
-        except (binascii.Error, ValueError):
-            raise challenge_invalid() from None
-
     # Registration
 
     async def registration_options(self, user: Document, *, binding: str) -> Document:
         existing = await self.passkeys(user["id"])
         if len(existing) >= MAX_PASSKEYS:
-            raise too_many()
+            raise too_many(MAX_PASSKEYS)
         handle = next((c["userHandle"] for c in existing if isinstance(c.get("userHandle"), str)), None)
-        handle = handle or _b64url(secrets.token_bytes(_USER_HANDLE_BYTES))
-        challenge = await self._new_challenge(
+        handle = handle or b64url(secrets.token_bytes(_USER_HANDLE_BYTES))
+        challenge = await self._challenges.new(
             Ceremony(Purpose.REGISTER, binding, user["id"]), userHandle=handle
         )
         label = user.get("email") or user.get("userName") or user["id"]
@@ -322,7 +131,7 @@ class PasskeyService:
             rp_id=self.rp.id,
             rp_name=(await self._config()).issuer,
             user_name=label,
-            user_id=_unb64url(handle),
+            user_id=unb64url(handle),
             user_display_name=user.get("displayName") or label,
             challenge=challenge,
             timeout=CHALLENGE_SECONDS * 1000,
@@ -332,7 +141,7 @@ class PasskeyService:
                 resident_key=ResidentKeyRequirement.PREFERRED,
                 user_verification=UserVerificationRequirement.PREFERRED,
             ),
-            exclude_credentials=[_descriptor(c) for c in existing],
+            exclude_credentials=[descriptor(c) for c in existing],
         )
         return options_to_json_dict(options)
 
@@ -340,8 +149,10 @@ class PasskeyService:
         self, user_id: str, credential: object, name: object, *, binding: str, ip: str | None = None
     ) -> Document:
         label = check_name(name)
-        parsed = _parsed(credential)
-        challenge, ceremony = await self._take_challenge(parsed, Ceremony(Purpose.REGISTER, binding, user_id))
+        parsed = credential_json(credential)
+        challenge, ceremony = await self._challenges.take(
+            parsed, Ceremony(Purpose.REGISTER, binding, user_id)
+        )
         try:
             verified = verify_registration_response(
                 credential=parsed,
@@ -366,11 +177,11 @@ class PasskeyService:
             "resourceType": RESOURCE,
             "user": {"resourceType": "User", "id": user_id},
             "name": label,
-            "credentialId": _b64url(verified.credential_id),
-            "publicKey": _b64url(verified.credential_public_key),
+            "credentialId": b64url(verified.credential_id),
+            "publicKey": b64url(verified.credential_public_key),
             "signCount": verified.sign_count,
             "userHandle": ceremony["userHandle"],
-            "transports": sorted({t for t in transports if t in _TRANSPORTS})
+            "transports": sorted({t for t in transports if t in TRANSPORTS})
             if isinstance(transports, list)
             else [],
             "aaguid": verified.aaguid,
@@ -398,10 +209,10 @@ class PasskeyService:
             raise ValueError("registration has options of its own")
         allowed: list[PublicKeyCredentialDescriptor] = []
         if ceremony.user_id is not None:
-            allowed = [_descriptor(c) for c in await self.passkeys(ceremony.user_id)]
+            allowed = [descriptor(c) for c in await self.passkeys(ceremony.user_id)]
             if not allowed:
                 raise unknown_passkey()
-        challenge = await self._new_challenge(ceremony)
+        challenge = await self._challenges.new(ceremony)
         options = generate_authentication_options(
             rp_id=self.rp.id,
             challenge=challenge,
@@ -419,9 +230,9 @@ class PasskeyService:
     ) -> PasskeyUse:
         """Verify an assertion for `ceremony`: one challenge taken, one credential read, one
         signature verified, one compare-and-set of the counter."""
-        parsed = _parsed(credential)
-        challenge, _ = await self._take_challenge(parsed, ceremony)
-        id = passkey_id(_raw_id(parsed))
+        parsed = credential_json(credential)
+        challenge, _ = await self._challenges.take(parsed, ceremony)
+        id = passkey_id(raw_id(parsed))
         stored = await self._storage.get(RESOURCE, id)
         owner = (
             stored.document.get("user", {}).get("id") if stored is not None and not stored.deleted else None
@@ -431,7 +242,7 @@ class PasskeyService:
             raise unknown_passkey()
         document = stored.document
         passwordless = ceremony.purpose is Purpose.PASSWORDLESS
-        if passwordless and not _same_user_handle(parsed, document):
+        if passwordless and not same_user_handle(parsed, document):
             await self._refused(owner, ip, client, {"reason": "user-handle", "passkey": id})
             raise unknown_passkey()
         try:
@@ -440,8 +251,8 @@ class PasskeyService:
                 expected_challenge=challenge,
                 expected_rp_id=self.rp.id,
                 expected_origin=list(self.rp.origins),
-                credential_public_key=_unb64url(document["publicKey"]),
-                # 0 turns the library's counter check off: `_counter_refused` decides, and audits.
+                credential_public_key=unb64url(document["publicKey"]),
+                # 0 turns the library's counter check off: `counter_refused` decides, and audits.
                 credential_current_sign_count=0,
                 require_user_verification=passwordless,
             )
@@ -449,7 +260,7 @@ class PasskeyService:
             await self._refused(owner, ip, client, {"reason": str(error)[:200], "passkey": id})
             raise passkey_refused() from None
         stored_count = int(document.get("signCount", 0))
-        if _counter_refused(stored_count, verified.new_sign_count):
+        if counter_refused(stored_count, verified.new_sign_count):
             await self._audit.record(
                 "passkey-counter-rollback",
                 "failure",
@@ -527,28 +338,3 @@ class PasskeyService:
         """A deleted User's passkeys go with her: a User created later with her id must not inherit them."""
         if before is not None and after is None:
             await self.remove_all(before["id"], by="user-deleted")
-
-
-def refuse_passkey_only(passkeys: PasskeyService) -> PasswordGrantCheck:
-    """The password grant cannot ask for a passkey: a user whose only second factor is one does not
-    get a token from the password alone. (One with TOTP too sends its code: require_second_factor.)"""
-
-    async def check(request: TokenRequest, user: Document) -> None:
-        if not has_two_factor(user) and await passkeys.has_passkeys(user["id"]):
-            raise InvalidGrant("This account's second factor is a passkey; sign in through the browser")
-
-    return check
-
-
-def _descriptor(credential: Document) -> PublicKeyCredentialDescriptor:
-    transports = [AuthenticatorTransport(t) for t in credential.get("transports", []) if t in _TRANSPORTS]
-    return PublicKeyCredentialDescriptor(
-        id=_unb64url(credential["credentialId"]), transports=transports or None
-    )
-
-
-def _same_user_handle(credential: Document, stored: Document) -> bool:
-    """Reference §6.3: for a discoverable sign-in the library does not compare the user handle."""
-    response = credential.get("response")
-    handle = response.get("userHandle") if isinstance(response, dict) else None
-    return isinstance(handle, str) and secrets_equal(handle.rstrip("="), str(stored.get("userHandle", "")))
