@@ -181,8 +181,10 @@ def cmd_two_factor_reset(args: argparse.Namespace) -> int:
         if user is None:
             raise UserNotFound(args.user)
         await services.twofactor.reset(user["id"], actor="cli")
+        # The reset hooks (TwoFactorService.on_reset) remove the passkeys and trusted devices too.
         print(
-            f"two-factor authentication is off for User/{user['id']}; the next enrolment makes a new secret"
+            f"two-factor authentication is off for User/{user['id']}: its authenticator-app secret, "
+            "passkeys and trusted devices are removed; the next enrolment makes a new secret"
         )
 
     try:

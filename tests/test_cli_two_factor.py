@@ -59,7 +59,10 @@ def test_reset_turns_two_factor_off(tmp_path: Path) -> None:
     result = _fhirauth(tmp_path, "two-factor", "reset", "lost@example.org")
 
     assert result.returncode == 0, result.stderr
-    assert "two-factor authentication is off for User/lost" in result.stdout
+    assert result.stdout == (
+        "two-factor authentication is off for User/lost: its authenticator-app secret, passkeys and "
+        "trusted devices are removed; the next enrolment makes a new secret\n"
+    )
     user, events = asyncio.run(_read(tmp_path))
     assert user["twoFactor"] == {"enabled": False}
     assert len(events) == 1
