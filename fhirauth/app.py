@@ -56,6 +56,7 @@ from fhirauth.http import (
     pages,
     rest,
     smart,
+    trusted_devices_api,
     twofactor_api,
     twofactor_pages,
     webauthn_api,
@@ -264,6 +265,7 @@ def routes() -> list[BaseRoute]:
         *twofactor_api.routes,
         *webauthn_pages.routes,
         *webauthn_api.routes,
+        *trusted_devices_api.routes,
         *openapi.routes,
         *smart.routes,
     ]

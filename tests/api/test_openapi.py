@@ -64,6 +64,9 @@ FIXED = {
     ("post", "/app/auth/two-factor/passkeys/authentication/options"): "passkeyAuthenticationOptions",
     ("post", "/app/auth/two-factor/passkeys/authentication"): "passkeyAuthenticate",
     ("post", "/app/auth/two-factor/passkeys/remove"): "passkeyRemove",
+    ("get", "/app/auth/two-factor/trusted-devices"): "trustedDeviceList",
+    ("delete", "/app/auth/two-factor/trusted-devices"): "trustedDeviceForgetAll",
+    ("delete", "/app/auth/two-factor/trusted-devices/{id}"): "trustedDeviceForget",
 }
 # Browser faces: HTML forms with CSRF fields, not an API.
 UNDOCUMENTED_MODULES = {

@@ -548,6 +548,32 @@ COMMON_SCHEMAS: dict[str, Document] = {
         "required": ["passkeys"],
         "properties": {"passkeys": {"type": "array", "items": ref("Passkey")}},
     },
+    "TrustedDevice": {
+        "type": "object",
+        "required": ["id", "browser", "created", "lastUsed", "expires"],
+        "properties": {
+            "id": {"type": "string"},
+            "browser": {
+                "type": "string",
+                "description": 'A summary of the browser, e.g. "Firefox on Windows"',
+            },
+            "created": {"type": "string", "description": "When it was trusted"},
+            "lastUsed": {"type": ["string", "null"]},
+            "expires": {"type": "string"},
+        },
+    },
+    "TrustedDeviceList": {
+        "type": "object",
+        "required": ["devices"],
+        "properties": {"devices": {"type": "array", "items": ref("TrustedDevice")}},
+    },
+    "TrustedDevicesForgotten": {
+        "type": "object",
+        "required": ["revoked"],
+        "properties": {
+            "revoked": {"type": "integer", "minimum": 0, "description": "How many were forgotten"}
+        },
+    },
     "PasskeyUse": {
         "type": "object",
         "required": ["amr", "passkey"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from fhirauth.http import health, oauth, rest, smart, twofactor_api, webauthn_api
+from fhirauth.http import health, oauth, rest, smart, trusted_devices_api, twofactor_api, webauthn_api
 from fhirauth.http.openapi.components import Document, ref
 from fhirauth.resources.search import MAX_COUNT, MAX_PAGE
 
@@ -653,6 +653,56 @@ def _passkeys_post(path: str) -> Document:
     return _passkeys("POST", path)
 
 
+_TRUSTED_DEVICES: dict[str, tuple[str, str, str]] = {
+    "GET /app/auth/two-factor/trusted-devices": (
+        "trustedDeviceList",
+        "The browsers the user trusted to skip the second factor",
+        "TrustedDeviceList",
+    ),
+    "DELETE /app/auth/two-factor/trusted-devices": (
+        "trustedDeviceForgetAll",
+        "Forget every trusted device of the user",
+        "TrustedDevicesForgotten",
+    ),
+    "DELETE /app/auth/two-factor/trusted-devices/{id}": (
+        "trustedDeviceForget",
+        "Forget one trusted device",
+        "Empty",
+    ),
+}
+
+
+def _trusted_devices(method: str, path: str) -> Document:
+    operation_id, summary, answer = _TRUSTED_DEVICES[f"{method} {path}"]
+    refused = {"content": _content(ref("TwoFactorError"), ["application/json"])}
+    responses = {
+        "200": {"description": "Done", "content": _content(ref(answer), ["application/json"])},
+        **_outcomes((401, 503)),
+        "403": {"description": "The token was not issued to a first-party client", **refused},
+        "429": {"description": "Too many requests from this address", "headers": _RETRY_AFTER, **refused},
+    }
+    parameters = []
+    if "{id}" in path:
+        parameters.append(_path_param("id", {"type": "string"}, "The device's id"))
+        responses["422"] = {"description": "The user has no such trusted device", **refused}
+    return _operation(
+        operation_id,
+        "Trusted devices",
+        summary,
+        responses,
+        parameters=parameters,
+        security=[{"bearerAuth": []}],
+    )
+
+
+def _trusted_devices_get(path: str) -> Document:
+    return _trusted_devices("GET", path)
+
+
+def _trusted_devices_delete(path: str) -> Document:
+    return _trusted_devices("DELETE", path)
+
+
 FIXED: dict[Callable[..., Any], Describe] = {
     rest.bundle: _bundle,
     health.health: _health,
@@ -677,4 +727,7 @@ FIXED: dict[Callable[..., Any], Describe] = {
     webauthn_api.authentication_options: _passkeys_post,
     webauthn_api.authenticate: _passkeys_post,
     webauthn_api.remove: _passkeys_post,
+    trusted_devices_api.list_devices: _trusted_devices_get,
+    trusted_devices_api.forget_all: _trusted_devices_delete,
+    trusted_devices_api.forget: _trusted_devices_delete,
 }
