@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from fhirauth.clock import Clock, isoformat
-from fhirauth.resources.service import ResourceService
-from fhirauth.storage.base import StorageError
+from fhirauth.resources.service import ResourceService, new_id
+from fhirauth.storage.base import Create, StorageError, Write
 
 log = logging.getLogger("fhirauth.audit")
 
@@ -99,28 +99,58 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         """Write one AuditEvent. A storage failure is logged, never raised: the audited request goes on."""
-        user_id, client_id, facts = _party_id(user), _party_id(client), safe_detail(detail)
-        recorded = isoformat(self._clock())
-        log.info(
-            "audit %s %s",
-            action,
-            outcome,
-            extra={
-                "audit_action": action,
-                "audit_outcome": outcome,
-                "audit_user": user_id,
-                "audit_client": client_id,
-                "audit_ip": ip,
-                "audit_detail": facts,
-                "audit_recorded": recorded,
-            },
-        )
-        event = audit_event(
-            action, outcome, recorded, user_id=user_id, client_id=client_id, ip=ip, detail=facts
-        )
+        event, line = self._event(action, outcome, user, client, ip, detail)
+        log.info("audit %s %s", action, outcome, extra=line)
         try:
             # Built here from strings and flags, so always schema-valid: skip the validation and the
             # existence read of a client's create (measured: 143 instead of 326 µs of CPU per event).
             await self._resources.create_internal("AuditEvent", event)
         except StorageError as error:
             log.error("audit event %s %s not stored: %s", action, outcome, error)
+
+    async def record_with(
+        self,
+        writes: Sequence[Write],
+        action: str,
+        outcome: Outcome,
+        *,
+        user: Party = None,
+        client: Party = None,
+        ip: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Store `writes` and the AuditEvent that records them in one atomic write: one commit instead
+        of two, and the event exists exactly when the change does. The writes' errors
+        (VersionConflict, AlreadyExists, StorageUnavailable) are the caller's, and nothing is logged
+        then. (An AuditEvent has no secret fields for the secret-field rule to protect.)"""
+        event, line = self._event(action, outcome, user, client, ip, detail)
+        recorded = event["recorded"]
+        event["meta"] = {"versionId": "1", "lastUpdated": recorded, "createdAt": recorded}
+        await self._resources.storage.write([*writes, Create(event)])
+        log.info("audit %s %s", action, outcome, extra=line)
+
+    def _event(
+        self,
+        action: str,
+        outcome: Outcome,
+        user: Party,
+        client: Party,
+        ip: str | None,
+        detail: Mapping[str, Any] | None,
+    ) -> tuple[Document, dict[str, Any]]:
+        """The AuditEvent (with a fresh id) and the `extra` of its log line."""
+        user_id, client_id, facts = _party_id(user), _party_id(client), safe_detail(detail)
+        recorded = isoformat(self._clock())
+        line = {
+            "audit_action": action,
+            "audit_outcome": outcome,
+            "audit_user": user_id,
+            "audit_client": client_id,
+            "audit_ip": ip,
+            "audit_detail": facts,
+            "audit_recorded": recorded,
+        }
+        event = audit_event(
+            action, outcome, recorded, user_id=user_id, client_id=client_id, ip=ip, detail=facts
+        )
+        return {"resourceType": "AuditEvent", "id": new_id(), **event}, line

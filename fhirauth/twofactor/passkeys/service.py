@@ -11,14 +11,15 @@ verified its user is two factors (fhirauth/auth/oidc/amr.py).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from webauthn import (
     generate_authentication_options,
     generate_registration_options,
-    verify_authentication_response,
     verify_registration_response,
 )
 from webauthn.helpers import options_to_json_dict
@@ -31,12 +32,14 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from fhirauth.audit import Outcome, Party
 from fhirauth.auth.login import has_two_factor
 from fhirauth.clock import Clock, isoformat
 from fhirauth.errors import Conflict
 from fhirauth.resources.service import ResourceService
-from fhirauth.storage.base import Filter, Query, Replace, VersionConflict
+from fhirauth.storage.base import Filter, Query, Replace, VersionConflict, Write
 from fhirauth.twofactor.config import TwoFactorConfig
+from fhirauth.twofactor.passkeys.assertion import AssertionRefused, verify_assertion
 from fhirauth.twofactor.passkeys.challenges import CHALLENGE_SECONDS, Ceremony, Challenges, Purpose
 from fhirauth.twofactor.passkeys.credentials import (
     MAX_PASSKEYS,
@@ -69,6 +72,20 @@ from fhirauth.twofactor.service import Audit
 _USER_HANDLE_BYTES = 32
 
 
+class PasskeyAudit(Audit, Protocol):
+    async def record_with(
+        self,
+        writes: Sequence[Write],
+        action: str,
+        outcome: Outcome,
+        *,
+        user: Party = None,
+        client: Party = None,
+        ip: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class PasskeyUse:
     """A verified assertion: whose passkey, which one, the amr method it gives, and whether the
@@ -84,7 +101,7 @@ class PasskeyService:
     def __init__(
         self,
         resources: ResourceService,
-        audit: Audit,
+        audit: PasskeyAudit,
         clock: Clock,
         rp: RelyingParty,
         config: Callable[[], Awaitable[TwoFactorConfig]],
@@ -96,6 +113,7 @@ class PasskeyService:
         self.rp = rp
         self._config = config
         self._challenges = Challenges(self._storage, clock)
+        self._rp_id_hash = hashlib.sha256(rp.id.encode()).digest()
         self._off_hooks: list[Callable[[str], Awaitable[object]]] = []
         resources.on_change("User", self._after_user_change)
 
@@ -231,8 +249,9 @@ class PasskeyService:
         """Verify an assertion for `ceremony`: one challenge taken, one credential read, one
         signature verified, one compare-and-set of the counter."""
         parsed = credential_json(credential)
-        challenge, _ = await self._challenges.take(parsed, ceremony)
-        id = passkey_id(raw_id(parsed))
+        await self._challenges.take(parsed, ceremony)
+        raw = raw_id(parsed)
+        id = passkey_id(raw)
         stored = await self._storage.get(RESOURCE, id)
         owner = (
             stored.document.get("user", {}).get("id") if stored is not None and not stored.deleted else None
@@ -246,54 +265,53 @@ class PasskeyService:
             await self._refused(owner, ip, client, {"reason": "user-handle", "passkey": id})
             raise unknown_passkey()
         try:
-            verified = verify_authentication_response(
-                credential=parsed,
-                expected_challenge=challenge,
-                expected_rp_id=self.rp.id,
-                expected_origin=list(self.rp.origins),
-                credential_public_key=unb64url(document["publicKey"]),
-                # 0 turns the library's counter check off: `counter_refused` decides, and audits.
-                credential_current_sign_count=0,
+            verified = verify_assertion(
+                parsed,
+                raw,
+                rp_id_hash=self._rp_id_hash,
+                origins=self.rp.origins,
+                public_key=document["publicKey"],
                 require_user_verification=passwordless,
             )
-        except (WebAuthnException, ValueError, KeyError, TypeError) as error:
+        except AssertionRefused as error:
             await self._refused(owner, ip, client, {"reason": str(error)[:200], "passkey": id})
             raise passkey_refused() from None
         stored_count = int(document.get("signCount", 0))
-        if counter_refused(stored_count, verified.new_sign_count):
+        if counter_refused(stored_count, verified.sign_count):
             await self._audit.record(
                 "passkey-counter-rollback",
                 "failure",
                 user=owner,
                 client=client,
                 ip=ip,
-                detail={"passkey": id, "stored": stored_count, "received": verified.new_sign_count},
+                detail={"passkey": id, "stored": stored_count, "received": verified.sign_count},
             )
             raise counter_rollback()
         updated = {
             **document,
-            "signCount": verified.new_sign_count,
-            "backedUp": verified.credential_backed_up,
+            "signCount": verified.sign_count,
+            "backedUp": verified.backed_up,
             "lastUsed": isoformat(self._clock()),
         }
         version = stored.version + 1
         updated["meta"] = {**document["meta"], "versionId": str(version), "lastUpdated": updated["lastUsed"]}
         try:
             # The document is the stored one with three fields the server computed: written as it is,
-            # without the read and validation of a ResourceService write (this is the sign-in's path).
-            await self._storage.write([Replace(updated, stored.version)])
+            # without the read and validation of a ResourceService write (this is the sign-in's path),
+            # in one commit with its AuditEvent.
+            await self._audit.record_with(
+                [Replace(updated, stored.version)],
+                "passkey-used",
+                "success",
+                user=owner,
+                client=client,
+                ip=ip,
+                detail={"passkey": id, "purpose": ceremony.purpose.value},
+            )
         except VersionConflict:
             # Another use of this passkey was stored first: its counter is the one to beat.
             await self._refused(owner, ip, client, {"reason": "concurrent-use", "passkey": id})
             raise passkey_refused() from None
-        await self._audit.record(
-            "passkey-used",
-            "success",
-            user=owner,
-            client=client,
-            ip=ip,
-            detail={"passkey": id, "purpose": ceremony.purpose.value},
-        )
         return PasskeyUse(owner, id, passkey_method(document), verified.user_verified)
 
     async def _refused(
