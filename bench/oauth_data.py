@@ -10,13 +10,14 @@ import base64
 import json
 import os
 import secrets
+import sys
 import time
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import httpx2
 import orjson
@@ -27,6 +28,10 @@ from joserfc.jwk import RSAKey
 from fhirauth.auth.passwords import PasswordHasher
 from fhirauth.security import token_hash
 from fhirauth.twofactor import totp
+
+# The software authenticator of the passkey tests (ES256, attestation none).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.webauthn_key import SoftKey  # noqa: E402
 
 CLIENT_ID = "bench"
 JWT_CLIENT_ID = "bench-jwt"
@@ -67,6 +72,9 @@ BROWSER_COOKIE = "bench-browser-sign-in-of-pw0-3f9c2a7e5b1d4c8a"
 # The code Client and the browser Session: OAuthDataset.resources counts them.
 CODE_GRANT_RESOURCES = 2
 _MINT_THREADS = 8
+# The passkey scenario: its users, each with one passkey, and the operations' path.
+PASSKEY_USERS = 256
+PASSKEYS = "/app/auth/two-factor/passkeys"
 SIGNING_ALG_CLIENT_AUTH = {alg: basic(id, CLIENT_SECRET) for alg, id in SIGNING_ALG_CLIENT_IDS.items()}
 
 
@@ -234,6 +242,20 @@ def _post_form(url: str, form: dict[str, str], authorization: str) -> dict[str, 
         return dict(json.load(response))
 
 
+def _register_passkey(url: str, token: str) -> tuple[str, SoftKey]:
+    """A synced, counterless passkey registered for the user of `token`."""
+    authorization = f"Bearer {token}"
+    key = SoftKey(urlunsplit(urlsplit(url)._replace(path="")), backup_eligible=True, counter=False)
+    with httpx2.Client(timeout=30.0, headers={"Authorization": authorization}) as client:
+        options = client.post(f"{url}{PASSKEYS}/registration/options", json={})
+        options.raise_for_status()
+        credential = key.create(options.json()["publicKey"])
+        client.post(
+            f"{url}{PASSKEYS}/registration", json={"name": "bench", "credential": credential}
+        ).raise_for_status()
+    return authorization, key
+
+
 @dataclass
 class OAuthRuns:
     """Request files written against the running server, before each wrk run.
@@ -246,6 +268,8 @@ class OAuthRuns:
     data: Path
     _next_user: int = 0
     _users: list[dict[str, str]] = field(default_factory=list)
+    # The passkey scenario's users: bearer token and software authenticator.
+    _passkeys: list[tuple[str, SoftKey]] = field(default_factory=list)
 
     def _take(self, count: int) -> list[dict[str, str]]:
         if not self._users:
@@ -327,6 +351,39 @@ class OAuthRuns:
             signed = pool.map(_assertion_lines, [(key_file, audience, exp, run, share) for share in shares])
             lines = [line for share in signed for line in share]
         return self._write("private-key-jwt-lines.txt", lines)
+
+    def passkey_lines(self, url: str, count: int) -> Path:
+        """`count` passkey step-up finishes (`POST /app/auth/two-factor/passkeys/authentication`), each
+        with a challenge of its own, made over HTTP just now (a challenge lives 300 s and is taken once)
+        and signed by the user's software authenticator. PASSKEY_USERS users of the dataset (taken once)
+        each register one synced, counterless passkey (a counter would be refused when wrk's
+        connections deliver two of one key's uses out of order); requests go round the users, so no two
+        uses of one passkey are in flight together (that is refused too, by compare-and-set)."""
+        if not self._passkeys:
+            # All of them whatever --one-use-scale says: fewer would meet each other in flight.
+            users = OAuthRuns._take(self, PASSKEY_USERS)
+            with ThreadPoolExecutor(_MINT_THREADS) as pool:
+                self._passkeys = list(pool.map(lambda user: _register_passkey(url, user["token"]), users))
+        share = [self._passkeys[n % len(self._passkeys)] for n in range(count)]
+
+        def mint(chunk: list[tuple[str, SoftKey]]) -> list[str]:
+            lines = []
+            with httpx2.Client(timeout=30.0) as client:
+                for token, key in chunk:
+                    answer = client.post(
+                        f"{url}{PASSKEYS}/authentication/options", json={}, headers={"Authorization": token}
+                    )
+                    answer.raise_for_status()
+                    credential = key.get(answer.json()["publicKey"])
+                    lines.append(f"{token}\t{orjson.dumps({'credential': credential}).decode()}")
+            return lines
+
+        chunks = [share[n::_MINT_THREADS] for n in range(_MINT_THREADS)]
+        with ThreadPoolExecutor(_MINT_THREADS) as pool:
+            minted = list(pool.map(mint, chunks))
+        # Back in round-robin order: consecutive lines are different users'.
+        lines = [minted[n % _MINT_THREADS][n // _MINT_THREADS] for n in range(count)]
+        return self._write("passkey-lines.txt", lines)
 
     def taken(self) -> int:
         """How many 2FA users the runs have used; the rest still have 2FA on and no code spent."""
