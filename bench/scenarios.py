@@ -125,7 +125,7 @@ def _disable(runs: OAuthRuns, url: str, seconds: float) -> tuple[list[str], list
 
 # Passkey finishes a run is given per second: challenges are made over HTTP before the run (each lives
 # 300 s and is taken once) and signed by software authenticators. Above the finish's best rate so far
-# (1,700 req/s, 2026-12-06); minting them runs at about 1,200 a second.
+# (1,700 req/s, 2026-12-06); minting them ran at about 800 a second.
 PASSKEY_CAP = 3_000
 
 
