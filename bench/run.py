@@ -394,7 +394,9 @@ def run_backend(
                     report.results[scenario.name] = dataclasses.replace(
                         report.results[scenario.name], mongo_commands=commands
                     )
-            if dataset == "oauth":
+            # The in-process check is SQLite's target, and needs 2FA users the runs left unused.
+            oauth = DATASETS[dataset]
+            if backend == "sqlite" and isinstance(oauth, OAuthDataset) and runs.taken() < oauth.totp_users:
                 report.measurements.append(verify_in_process(storage, data[dataset], runs, work, source))
             report.measurements.append(
                 Measurement(
