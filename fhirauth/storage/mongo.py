@@ -197,7 +197,10 @@ class MongoStorage(Storage):
         check_query(query)
         match = _match(query)
         collection = self._resources(resource_type)
-        sort = [(f"resource.{path}", DESCENDING if desc else ASCENDING) for path, desc in query.sort]
+        sort = [(_field(path), DESCENDING if desc else ASCENDING) for path, desc in query.sort]
+        if all(field != "_id" for field, _order in sort):
+            # Ties in id order, as SQLite's ORDER BY ..., id.
+            sort.append(("_id", ASCENDING))
         with _unavailable():
             items: list[Document] = []
             # A limit of 0 means "no limit" to MongoDB.
@@ -205,7 +208,7 @@ class MongoStorage(Storage):
                 cursor = collection.find(
                     match,
                     {"_id": False, "resource": True, "escaped": True},
-                    sort=[*sort, ("_id", ASCENDING)],
+                    sort=sort,
                     skip=query.offset,
                     limit=query.limit,
                 )
@@ -582,11 +585,16 @@ def _unavailable() -> Iterator[None]:
         raise
 
 
+def _field(path: str) -> str:
+    """The row's field for a resource path: a resource's id is its row's `_id`, which is indexed."""
+    return "_id" if path == "id" else f"resource.{path}"
+
+
 def _match(query: Query) -> MongoDocument:
     match: MongoDocument = {"_deleted": False}
     repeated: list[MongoDocument] = []
     for condition in query.filters:
-        field = f"resource.{condition.path}"
+        field = _field(condition.path)
         test = {"$in": list(condition.values)}
         if field in match:
             repeated.append({field: test})

@@ -729,3 +729,12 @@ async def test_purge_orphans_leaves_every_written_version(storage: Storage, cloc
     clock.advance(3600)
     assert await storage.purge_orphans(clock()) == 0
     assert [stored.version for stored in await storage.history("User", "u1")] == [2, 1]
+
+
+async def test_search_by_id_and_sorted_by_id(people: Storage) -> None:
+    page = await people.search("User", where(("id", ("eve", "ann", "zed", "nobody"))))
+    assert page == Page([PEOPLE["ann"], PEOPLE["eve"]], total=2)
+    descending = await people.search("User", Query(sort=(("id", True),)))
+    assert ids(descending) == ["eve", "dan", "cat", "bob", "ann"]
+    by_age = await people.search("User", Query(sort=(("age", False), ("id", True))))
+    assert ids(by_age) == ["cat", "bob", "eve", "ann", "dan"]

@@ -190,3 +190,11 @@ async def test_every_collection_handle_is_configured_explicitly(
         assert handle.write_concern.document == MAJORITY, name
         assert handle.read_concern.level == "majority", name
         assert handle.read_preference == ReadPreference.PRIMARY, name
+
+
+async def test_a_search_by_id_reads_the_id_index(watched: tuple[MongoStorage, Commands, ManualClock]) -> None:
+    storage, commands, _clock = watched
+    await storage.search("User", Query(filters=(Filter("id", ("warm-up",)),), sort=(("id", True),)))
+    (find,) = commands.sent
+    assert find["filter"] == {"_deleted": False, "_id": {"$in": ["warm-up"]}}
+    assert list(find["sort"].items()) == [("_id", -1)]
