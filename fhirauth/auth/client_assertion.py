@@ -117,10 +117,14 @@ class ClientAssertions:
         return client
 
     async def _key(self, client: Document, header: Document) -> RSAKey | ECKey:
-        alg, kid = header["alg"], header.get("kid")
+        alg, kid = header["alg"], header["kid"]
+        uri = client.get("jwks_uri")
+        # SMART's asymmetric client authentication: a `jku` other than the registered JWKS URL fails.
+        # No key is ever fetched from it; refusing says so to a client that believes otherwise.
+        if "jku" in header and header["jku"] != uri:
+            raise InvalidClient("The client assertion's 'jku' is not this client's registered 'jwks_uri'")
         try:
             keys = self._registered_keys(client)
-            uri = client.get("jwks_uri")
             if keys is None and isinstance(uri, str):
                 keys = await self._fetcher.keys(uri)
                 key = _pick(keys, alg, kid)
@@ -194,7 +198,10 @@ def _parse(assertion: str) -> _Assertion:
     alg = header.get("alg")
     if alg not in ALGORITHMS:
         raise InvalidClient(f"The client assertion's 'alg' must be one of {', '.join(ALGORITHMS)}")
-    if header.get("typ", "JWT") != "JWT" or not isinstance(header.get("kid", ""), str):
+    # SMART Backend Services: `kid` is required, and the one key it names verifies; without it, a
+    # client's key set could hold several candidates and a rotation would pick one by accident.
+    kid = header.get("kid")
+    if header.get("typ", "JWT") != "JWT" or not isinstance(kid, str) or not kid:
         raise InvalidClient("The client assertion's header must have 'typ' JWT and a string 'kid'")
     # RFC 7515 §4.1.11: no extension is understood here, so none may be critical.
     if "crit" in header:
@@ -204,14 +211,14 @@ def _parse(assertion: str) -> _Assertion:
     return _Assertion(header, claims, signing_input, signature)
 
 
-def _pick(keys: KeySet, alg: str, kid: str | None) -> RSAKey | ECKey | None:
+def _pick(keys: KeySet, alg: str, kid: str) -> RSAKey | ECKey | None:
     """The one key of the set that the assertion names and its algorithm fits; None unless exactly one."""
     key_type, curve = _KEY_TYPES[alg], _CURVES.get(alg)
     fitting: list[RSAKey | ECKey] = [
         key
         for key in keys.keys
         if isinstance(key, key_type)
-        and (kid is None or key.kid == kid)
+        and key.kid == kid
         and (curve is None or (isinstance(key, ECKey) and key.curve_name == curve))
         and key.get("use", "sig") == "sig"
     ]

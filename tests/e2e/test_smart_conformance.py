@@ -940,10 +940,6 @@ def _signed(server: LiveServer, header: Document) -> str:
     return jwt.encode(header, claims, RS384, algorithms=["RS384"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fhirauth/auth/client_assertion.py ignores the jku header and verifies with the registered keys",
-)
 def test_backend_services_a_jku_other_than_the_registered_one_fails(server: LiveServer) -> None:
     header = {"alg": "RS384", "kid": RS384.kid, "typ": "JWT", "jku": "https://counterfeit.example/jwks"}
     response = token_request(server, backend_form(_signed(server, header)))
@@ -953,10 +949,6 @@ def test_backend_services_a_jku_other_than_the_registered_one_fails(server: Live
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fhirauth/auth/client_assertion.py takes the one key of the alg's kty when kid is absent",
-)
 def test_backend_services_an_assertion_without_kid_fails(server: LiveServer) -> None:
     response = token_request(server, backend_form(_signed(server, {"alg": "RS384", "typ": "JWT"})))
     assert response.status_code == 401, (
