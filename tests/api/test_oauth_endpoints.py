@@ -63,6 +63,9 @@ def test_introspection_of_an_active_user_token(world: TestClient) -> None:
         "token_type": "Bearer",
         "iss": "http://testserver",
         "aud": "app",
+        # A password grant with openid is a sign-in of its own (with its ID token): a password alone.
+        "acr": "urn:fhirauth:acr:pwd",
+        "amr": ["pwd"],
     }
 
 
