@@ -164,8 +164,12 @@ async def test_one_code_once_and_no_more_guesses_than_allowed(
         assert {r.json()["error"] for r in guesses if r.status_code == 429} == {"locked"}
         actions = await refusals_of(client, "guesser")
         assert actions["2fa-code-refused"] == MAX_ATTEMPTS
-        # the refused-unseen ones, and the last evaluated one that brought the lock about
-        assert actions["2fa-lockout"] == GUESSES - MAX_ATTEMPTS + 1
+        # the refused-unseen ones, and the last evaluated one that brought the lock about: each audited,
+        # or (a storage failure never fails the audited request) its loss logged. At the end of a long
+        # run SecantusDB can time out a few of 100 majority writes at once (seen once in CI: 73 stored).
+        lost = server.output().count("audit event 2fa-lockout failure not stored")
+        assert actions["2fa-lockout"] + lost == GUESSES - MAX_ATTEMPTS + 1, (actions, lost)
+        assert actions["2fa-lockout"] >= GUESSES // 2
         # locked: even the right code is refused, and 2FA stays on
         locked = await client.post(
             "/app/auth/two-factor/disable", json={"token": code_now(GUESSER_SECRET)}, headers=bearer
