@@ -22,17 +22,17 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from fhirauth.audit import Outcome, Party
 from fhirauth.auth.login import has_two_factor, is_inactive
 from fhirauth.clock import Clock
 from fhirauth.resources.service import ResourceService
 from fhirauth.security import random_token, secrets_equal, token_hash
 from fhirauth.storage.base import Record, Storage
+from fhirauth.twofactor.service import Audit
 
 Document = dict[str, Any]
 
@@ -49,19 +49,6 @@ RefusalReason = Literal["malformed", "signature", "unknown", "expired", "passwor
 RevocationReason = Literal[
     "user", "limit", "password-changed", "two-factor-off", "two-factor-reset", "user-inactive", "user-deleted"
 ]
-
-
-class Audit(Protocol):
-    async def record(
-        self,
-        action: str,
-        outcome: Outcome,
-        *,
-        user: Party = None,
-        client: Party = None,
-        ip: str | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> None: ...
 
 
 class NotTrusted(Exception):
